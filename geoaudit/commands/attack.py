@@ -1,0 +1,11 @@
+"""`geoaudit attack` (being written)."""
+from geoaudit._errors import GeoauditError
+
+
+def register(sub):
+    p = sub.add_parser("attack", help="(not yet available)")
+    p.set_defaults(func=_run)
+
+
+def _run(args):
+    raise GeoauditError("'attack' is not available yet.")

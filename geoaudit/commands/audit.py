@@ -1,0 +1,11 @@
+"""`geoaudit audit` (being written)."""
+from geoaudit._errors import GeoauditError
+
+
+def register(sub):
+    p = sub.add_parser("audit", help="(not yet available)")
+    p.set_defaults(func=_run)
+
+
+def _run(args):
+    raise GeoauditError("'audit' is not available yet.")

@@ -1,0 +1,11 @@
+"""`geoaudit calibrate` (being written)."""
+from geoaudit._errors import GeoauditError
+
+
+def register(sub):
+    p = sub.add_parser("calibrate", help="(not yet available)")
+    p.set_defaults(func=_run)
+
+
+def _run(args):
+    raise GeoauditError("'calibrate' is not available yet.")

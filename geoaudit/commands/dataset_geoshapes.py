@@ -1,0 +1,11 @@
+"""`geoaudit geoshapes` (being written)."""
+from geoaudit._errors import GeoauditError
+
+
+def register(sub):
+    p = sub.add_parser("geoshapes", help="(not yet available)")
+    p.set_defaults(func=_run)
+
+
+def _run(args):
+    raise GeoauditError("'geoshapes' is not available yet.")

@@ -1,0 +1,11 @@
+"""`geoaudit defend` (being written)."""
+from geoaudit._errors import GeoauditError
+
+
+def register(sub):
+    p = sub.add_parser("defend", help="(not yet available)")
+    p.set_defaults(func=_run)
+
+
+def _run(args):
+    raise GeoauditError("'defend' is not available yet.")

@@ -1,0 +1,11 @@
+"""`geoaudit demo` (being written)."""
+from geoaudit._errors import GeoauditError
+
+
+def register(sub):
+    p = sub.add_parser("demo", help="(not yet available)")
+    p.set_defaults(func=_run)
+
+
+def _run(args):
+    raise GeoauditError("'demo' is not available yet.")

@@ -1,0 +1,22 @@
+"""Datasets: the ImageNet geo-location builder, the GeoShapes demo, countries and GDP.
+
+Every dataset here shares one schema (``geo_features``): image, label, wnid, image_id,
+flickr_photo_id, latitude, longitude, country_iso3, country_name, gdp_per_capita_usd,
+gdp_year, log_gdp_per_capita.
+"""
+from geoaudit.data._countries import country_table, load_boundaries
+from geoaudit.data._gdp import gdp_per_capita
+from geoaudit.data._load import iter_image_batches, load_geo_dataset, split_to_tensors
+from geoaudit.data._schema import REQUIRED_COLUMNS, geo_features, imagenet_classes
+
+__all__ = [
+    "REQUIRED_COLUMNS",
+    "country_table",
+    "gdp_per_capita",
+    "geo_features",
+    "imagenet_classes",
+    "iter_image_batches",
+    "load_boundaries",
+    "load_geo_dataset",
+    "split_to_tensors",
+]

@@ -1,0 +1,22 @@
+"""Paths of the open data files shipped inside the package (see resources/SOURCES.md)."""
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+_PKG = "geoaudit.data"
+
+
+def resource_path(name: str) -> Path:
+    return Path(str(resources.files(_PKG).joinpath("resources", name)))
+
+
+BOUNDARIES_50M = "ne_50m_admin_0_countries.geojson.gz"
+BOUNDARIES_110M = "ne_110m_admin_0_countries.geojson.gz"
+WB_GDP_CSV = "wb_gdp_per_capita_current_usd.csv"
+WB_COUNTRY_META = "wb_country_metadata.csv"
+WB_INDICATOR_META = "wb_gdp_per_capita_indicator_metadata.csv"
+IMAGENET_CLASS_INDEX = "imagenet_class_index.json"
+
+WB_ATTRIBUTION = "World Bank, World Development Indicators (NY.GDP.PCAP.CD), last updated 2024-06-28, CC BY 4.0"
+NE_ATTRIBUTION = "Made with Natural Earth (Admin 0 - Countries, v4.0.0), public domain"
