@@ -6,6 +6,7 @@ audited on GeoShapes runs unchanged on the real dataset.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from functools import lru_cache
 
 import datasets
@@ -49,9 +50,15 @@ def geo_features(class_names, *, with_image=True) -> datasets.Features:
 
 @lru_cache(maxsize=1)
 def imagenet_classes():
-    """(wnids, names) of the 1000 ILSVRC2012 classes in the standard index order."""
+    """(wnids, names) of the 1000 ILSVRC2012 classes in the standard index order.
+
+    Two names occur twice in the index ("crane": bird and machine; "maillot"); ClassLabel
+    needs unique names, so those four carry their wnid: "crane_n02012849".
+    """
     with open(resource_path(IMAGENET_CLASS_INDEX), encoding="utf-8") as f:
         index = json.load(f)
     wnids = [index[str(i)][0] for i in range(len(index))]
     names = [index[str(i)][1] for i in range(len(index))]
+    counts = Counter(names)
+    names = [f"{n}_{w}" if counts[n] > 1 else n for n, w in zip(names, wnids)]
     return wnids, names
