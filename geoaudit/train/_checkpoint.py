@@ -56,8 +56,15 @@ def model_from_config(cfg: dict):
 
 
 def save_checkpoint(path, model, config: dict):
-    """Write ``model``'s weights and ``config`` to the folder ``path`` atomically."""
+    """Write ``model``'s weights and ``config`` to the folder ``path`` atomically.
+
+    ``model`` is either what ``model_from_config(config)`` builds, or, when the config names a
+    normalization, the bare architecture (the Normalize layer is then added here).
+    """
     path = Path(path)
+    norm = config.get("normalization")
+    if norm and not isinstance(model, NormalizedModel):
+        model = NormalizedModel(model, norm["mean"], norm["std"])
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
