@@ -11,8 +11,8 @@ from functools import lru_cache
 import numpy as np
 import pandas as pd
 
-from geoaudit._errors import InputError
-from geoaudit.data._resources import WB_COUNTRY_META, WB_GDP_CSV, resource_path
+from geoaudit._errors import GeoauditError, InputError
+from geoaudit.data._resources import WB_ATTRIBUTION, WB_COUNTRY_META, WB_GDP_CSV, resource_path
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ def parse_gdp_year(value):
     return year
 
 
-def gdp_per_capita(year="latest", *, source="snapshot") -> pd.DataFrame:
+def gdp_per_capita(year="latest", *, source="snapshot", offline=False) -> pd.DataFrame:
     """GDP per capita per economy, indexed by World Bank (ISO 3166-1 alpha-3) code.
 
     Parameters
@@ -85,40 +85,98 @@ def gdp_per_capita(year="latest", *, source="snapshot") -> pd.DataFrame:
         A calendar year, or the latest year with a value, per country.
     source : {"snapshot", "wbgapi", "auto"}
         "snapshot" reads the World Bank download shipped in the package; "wbgapi" asks the
-        World Bank API; "auto" tries the API and falls back to the snapshot with a message.
+        World Bank API (``wbgapi``); "auto" tries the API and falls back to the snapshot with
+        a warning.
+    offline : bool
+        Never touch the network: "wbgapi" and "auto" use the snapshot, with a message saying so.
 
     Returns
     -------
     pandas.DataFrame
         Columns country_name, gdp_per_capita_usd (NaN where the World Bank has no value),
-        gdp_year (nullable int), region, income_group.
+        gdp_year (nullable int), region, income_group.  Economies without a value are kept
+        (NaN) so callers can flag them.
+
+    Raises
+    ------
+    InputError
+        Bad ``year`` or ``source``.
+    GeoauditError
+        ``source="wbgapi"`` (not offline) and the API cannot be reached.
+    """
+    return resolve_gdp(year, source=source, offline=offline)[0]
+
+
+def resolve_gdp(year="latest", *, source="auto", offline=False, timeout_s=30.0):
+    """Like :func:`gdp_per_capita`, also saying where the numbers came from.
+
+    Returns
+    -------
+    (pandas.DataFrame, str)
+        The table and its provenance, e.g. ``"World Bank API (wbgapi), NY.GDP.PCAP.CD, fetched
+        2025-01-31"`` or the snapshot's attribution.
     """
     year = parse_gdp_year(year)
+    if source not in ("snapshot", "wbgapi", "auto"):
+        raise InputError(f"The 'source' parameter of gdp_per_capita must be one of 'snapshot', 'wbgapi', 'auto'. "
+                         f"Got {source!r} instead.")
     if source == "snapshot":
-        return _pick_year(_snapshot_wide(), year)
-    if source in ("wbgapi", "auto"):
-        try:
-            return _pick_year(_fetch_wbgapi_wide(), year)
-        except Exception as e:  # any network or API failure
-            if source == "wbgapi":
-                raise
-            log.warning("World Bank API unavailable (%s); using the snapshot shipped with geoaudit "
-                        "(last updated 2024-06-28).", e)
-            return _pick_year(_snapshot_wide(), year)
-    raise InputError(f"The 'source' parameter of gdp_per_capita must be one of 'snapshot', 'wbgapi', 'auto'. Got {source!r} instead.")
+        return _pick_year(_snapshot_wide(), year), SNAPSHOT_PROVENANCE
+    if offline:
+        log.info("Offline: GDP per capita comes from the World Bank snapshot shipped with geoaudit "
+                 "(NY.GDP.PCAP.CD, last updated 2024-06-28), not from the live World Bank API.")
+        return _pick_year(_snapshot_wide(), year), SNAPSHOT_PROVENANCE
+    try:
+        wide = _fetch_wbgapi_wide(timeout_s=timeout_s)
+    except Exception as e:  # any network or API failure
+        if source == "wbgapi":
+            raise GeoauditError(f"The World Bank API could not be reached ({type(e).__name__}: {e}); "
+                                "use --offline for the snapshot shipped with geoaudit.") from e
+        log.warning("World Bank API unavailable (%s: %s); using the snapshot shipped with geoaudit "
+                    "(NY.GDP.PCAP.CD, last updated 2024-06-28).", type(e).__name__, e)
+        return _pick_year(_snapshot_wide(), year), SNAPSHOT_PROVENANCE
+    import datetime
+
+    today = datetime.date.today().isoformat()
+    return _pick_year(wide, year), f"World Bank API (wbgapi), {INDICATOR}, fetched {today}, CC BY 4.0"
 
 
-def _fetch_wbgapi_wide() -> pd.DataFrame:
-    """Economies x years from the live World Bank API, in the snapshot's layout."""
+SNAPSHOT_PROVENANCE = WB_ATTRIBUTION + " (snapshot shipped with geoaudit)"
+
+
+def _fetch_wbgapi_wide(*, timeout_s=30.0) -> pd.DataFrame:
+    """Economies x years from the live World Bank API, in the snapshot's layout.
+
+    ``wbgapi.data.fetch`` yields one dict per economy and year, e.g.
+    ``{"value": 40886.3, "series": "NY.GDP.PCAP.CD", "economy": "FRA", "aggregate": False,
+    "time": 2019}`` (``numericTimeKeys=True``); ``wbgapi.economy.list`` yields
+    ``{"id": "FRA", "value": "France", "region": "ECS", "incomeLevel": "HIC", ...}``.
+    Region and income group names come from the shipped metadata (same World Bank codes).
+    """
     import wbgapi as wb
 
-    data = wb.data.DataFrame(INDICATOR, economy="all", skipAggs=True, columns="time", labels=False)
-    data.columns = [str(c).replace("YR", "") for c in data.columns]
+    saved = wb.get_options
+    wb.get_options = {"timeout": timeout_s, **saved}  # wbgapi has no timeout of its own
+    try:
+        rows = [(r["economy"], int(r["time"]), r["value"])
+                for r in wb.data.fetch(INDICATOR, economy="all", skipAggs=True, numericTimeKeys=True)
+                if str(r.get("time", "")).isdigit()]
+        names = {r["id"]: r["value"] for r in wb.economy.list(skipAggs=True)}
+    finally:
+        wb.get_options = saved
+    if not rows:
+        raise GeoauditError(f"The World Bank API returned no {INDICATOR} values.")
+    long = pd.DataFrame(rows, columns=["iso3", "year", "value"])
+    long["value"] = pd.to_numeric(long["value"], errors="coerce")
+    wide = long.pivot_table(index="iso3", columns="year", values="value", aggfunc="first", dropna=False)
+    wide = wide.reindex(columns=sorted(wide.columns))
+    wide.columns = [str(c) for c in wide.columns]
+    wide = wide.astype(float)
     meta = _snapshot_wide()[["country_name", "region", "income_group"]]
-    econ = {row["id"]: row["value"] for row in wb.economy.list()}
-    wide = data.copy()
-    wide.index.name = "iso3"
-    wide.insert(0, "income_group", meta["income_group"].reindex(wide.index))
-    wide.insert(0, "region", meta["region"].reindex(wide.index))
-    wide.insert(0, "country_name", [econ.get(i, meta["country_name"].get(i, i)) for i in wide.index])
-    return wide
+    ids = wide.index
+    out = pd.DataFrame(index=ids)
+    out.index.name = "iso3"
+    out["country_name"] = [names.get(i) or meta["country_name"].get(i, i) for i in ids]
+    out["region"] = meta["region"].reindex(ids).to_numpy()
+    out["income_group"] = meta["income_group"].reindex(ids).to_numpy()
+    return pd.concat([out, wide], axis=1)
