@@ -1,0 +1,23 @@
+"""Adversarial attacks on image classifiers.
+
+Every attack is an object holding validated hyperparameters, called as
+``attack(model, images, labels) -> AttackResult`` with float images (N, C, H, W) in [0, 1];
+any input normalization belongs inside the model (:class:`Normalized`).
+"""
+from geoaudit.attacks._base import Attack, AttackResult, margins_of
+from geoaudit.attacks._pgd import FGSM, PGD
+from geoaudit.train._models import Normalize, NormalizedModel
+
+#: Short alias: ``Normalized(model, mean, std)`` puts per-channel normalization inside a model.
+Normalized = NormalizedModel
+
+__all__ = [
+    "FGSM",
+    "PGD",
+    "Attack",
+    "AttackResult",
+    "Normalize",
+    "Normalized",
+    "NormalizedModel",
+    "margins_of",
+]

@@ -1,0 +1,197 @@
+"""The attack contract shared by every attack in geoaudit.
+
+An attack is an object holding validated hyperparameters, called as
+``attack(model, images, labels) -> AttackResult``; the model is passed per call so one
+attack object serves a whole model population.  The attack:
+
+* runs on the model's device (the result comes back on the images' device and dtype);
+* switches the model to eval mode for the attack and restores every module's own mode;
+* takes input gradients with ``torch.autograd.grad`` while the parameters' ``requires_grad``
+  is switched off, so parameter ``.grad`` is never touched and no weight gradient is computed;
+* returns detached images in [0, 1].
+"""
+from __future__ import annotations
+
+import contextlib
+import numbers
+import time
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from geoaudit._errors import InputError
+from geoaudit._validation import check_images, check_labels
+
+
+@dataclass(frozen=True)
+class AttackResult:
+    """What an attack returns.
+
+    Attributes
+    ----------
+    images : torch.Tensor
+        Adversarial images, shape ``(N, C, H, W)``, values in [0, 1], detached, same device
+        and dtype as the input images.
+    success : torch.Tensor
+        Bool ``(N,)``: the attack reached its goal for that sample (the prediction differs from
+        the label, or for :class:`PerceptualDRO` the margin exceeds the confidence).
+    steps : torch.Tensor
+        Int64 ``(N,)``: gradient steps spent on each sample.
+    margins : torch.Tensor
+        Float ``(N,)``: ``max_{i != y} logit_i - logit_y`` at the returned images
+        (> 0 means misclassified).
+    seconds : float
+        Wall-clock time of the whole call.
+    method : str
+        The attack's name.
+    params : dict
+        The attack's hyperparameters.
+    """
+
+    images: torch.Tensor
+    success: torch.Tensor
+    steps: torch.Tensor
+    margins: torch.Tensor
+    seconds: float
+    method: str
+    params: dict = field(default_factory=dict)
+
+    @property
+    def success_rate(self) -> float:
+        """Fraction of samples where the attack reached its goal."""
+        return float(self.success.float().mean())
+
+    def to_dict(self) -> dict:
+        """JSON-safe summary (no tensors)."""
+        n = int(self.success.numel())
+        return {
+            "method": self.method,
+            "params": {k: (v if isinstance(v, (str, int, float, bool, type(None))) else repr(v))
+                       for k, v in self.params.items()},
+            "n": n,
+            "success_rate": self.success_rate,
+            "mean_steps": float(self.steps.float().mean()),
+            "total_steps": int(self.steps.sum()),
+            "seconds": float(self.seconds),
+            "seconds_per_image": float(self.seconds) / max(n, 1),
+        }
+
+
+def check_model(model):
+    """Attacks need a torch module (they switch its mode and freeze its parameters)."""
+    if not isinstance(model, nn.Module):
+        raise InputError(
+            f"Expected model to be a torch.nn.Module returning logits, got {type(model).__name__}."
+        )
+    return model
+
+
+def model_device(model) -> torch.device:
+    """The device of the model's first parameter or buffer (cpu for a parameter-less model)."""
+    for t in list(model.parameters()) + list(model.buffers()):
+        return t.device
+    return torch.device("cpu")
+
+
+@contextlib.contextmanager
+def attack_mode(model):
+    """Eval mode and frozen parameters for the duration of an attack; restore both after."""
+    check_model(model)
+    modes = [(m, m.training) for m in model.modules()]
+    params = [p for p in model.parameters() if p.requires_grad]
+    try:
+        model.eval()
+        for p in params:
+            p.requires_grad_(False)
+        with torch.enable_grad():
+            yield model
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+        for m, was_training in modes:
+            m.training = was_training
+
+
+def margins_of(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """``max_{i != y} logit_i - logit_y`` per sample (Algorithm 1, line 4)."""
+    true = logits.gather(1, labels[:, None]).squeeze(1)
+    other = logits.scatter(1, labels[:, None], float("-inf")).amax(dim=1)
+    return other - true
+
+
+def make_generator(random_state, device="cpu"):
+    """A torch.Generator from an int seed, a Generator, or None (fresh entropy)."""
+    if isinstance(random_state, torch.Generator):
+        return random_state
+    g = torch.Generator(device=device)
+    if random_state is None:
+        g.seed()
+    elif isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool):
+        g.manual_seed(int(random_state))
+    else:
+        raise InputError(
+            "The 'random_state' parameter must be an int, a torch.Generator or None. "
+            f"Got {random_state!r} instead."
+        )
+    return g
+
+
+class Attack:
+    """Base class: validation, device handling, eval mode, timing.
+
+    Subclasses implement ``_run(model, x, y) -> (adv, success, steps, margins)`` on the
+    model's device, with ``x`` and ``y`` already validated.  ``_params()`` lists the
+    hyperparameters for :class:`AttackResult.params` and ``repr``.
+    """
+
+    name = "attack"
+    min_size = None
+
+    def _params(self) -> dict:
+        return {}
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self._params().items())
+        return f"{type(self).__name__}({args})"
+
+    def __call__(self, model, images, labels) -> AttackResult:
+        """Attack ``images`` (N, C, H, W) in [0, 1] with true ``labels`` (N,) against ``model``."""
+        caller = type(self).__name__
+        check_model(model)
+        check_images(images, caller=caller, min_size=self.min_size)
+        check_labels(labels, images.shape[0], caller=caller)
+        start = time.perf_counter()
+        device = model_device(model)
+        x = images.detach().to(device)
+        y = labels.detach().to(device=device, dtype=torch.long)
+        with attack_mode(model):
+            with torch.no_grad():  # one image tells the number of outputs for the label check
+                self._check_outputs(model(x[:1]), y)
+            adv, success, steps, margins = self._run(model, x, y)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return AttackResult(
+            images=adv.detach().clamp_(0.0, 1.0).to(device=images.device, dtype=images.dtype),
+            success=success.detach().to(images.device),
+            steps=steps.detach().to(device=images.device, dtype=torch.long),
+            margins=margins.detach().to(images.device),
+            seconds=time.perf_counter() - start,
+            method=self.name,
+            params=self._params(),
+        )
+
+    def _check_outputs(self, logits, labels):
+        """Check the labels against the model's number of outputs (first forward pass)."""
+        if logits.dim() != 2:
+            raise InputError(
+                f"Expected the model to return logits of shape (N, num_classes), got {tuple(logits.shape)}."
+            )
+        check_labels(labels, labels.shape[0], caller=type(self).__name__, num_classes=logits.shape[1])
+
+    def replace(self, **changes):
+        """A copy with some hyperparameters changed (validated again)."""
+        params = dict(self._params())
+        params.update(changes)
+        return type(self)(**params)
+
