@@ -1,0 +1,71 @@
+"""The fairness audit: per-group accuracy, the GLS F-test, model populations and their comparison.
+
+The question (section 4 of the paper): does a classifier's accuracy in a group (a country)
+depend on the group's covariate (GDP per capita)?  For m groups with n_i images, accuracy p_i
+and covariate g_i, GLS fits ``p_i = intercept + beta * ln(g_i)`` with error covariance
+Sigma = diag(1/sqrt(n_i)) and F-tests H0: beta = 0 on (1, m - 2) degrees of freedom.  A
+population of models trained alike gives one beta per model; two populations are compared
+with a (one-sided by default) t-test on their betas.
+
+Predictions can come from arrays (:func:`group_accuracy`), a table or CSV/Parquet file
+(:func:`audit_predictions`), a torch module or any callable over a ``datasets`` split
+(:func:`predict`, :func:`audit_model`) or geoaudit checkpoints (:func:`audit_checkpoints`).
+"""
+from geoaudit.audit._compare import (
+    ALTERNATIVES,
+    TESTS,
+    compare_populations,
+    load_report,
+    report_betas,
+    report_seeds,
+    t_test_pvalue,
+)
+from geoaudit.audit._gls import VARIANCES, f_test_pvalue, gls_test, sigma_for
+from geoaudit.audit._groups import group_accuracy
+from geoaudit.audit._population import audit_predictions, load_predictions
+from geoaudit.audit._predict import (
+    audit_checkpoints,
+    audit_model,
+    find_checkpoints,
+    predict,
+    predict_many,
+    predictions_frame,
+)
+from geoaudit.audit._results import AuditReport, CompareResult, GLSResult, PopulationSummary
+
+
+def write_report(report, out_dir, *, predictions=None, title=None):
+    """Write ``report.json``, ``report.html`` and PNG figures into ``out_dir`` (see
+    :func:`geoaudit.report.write_report`)."""
+    from geoaudit.report import write_report as _write
+
+    return _write(report, out_dir, predictions=predictions, title=title)
+
+
+__all__ = [
+    "ALTERNATIVES",
+    "TESTS",
+    "VARIANCES",
+    "AuditReport",
+    "CompareResult",
+    "GLSResult",
+    "PopulationSummary",
+    "audit_checkpoints",
+    "audit_model",
+    "audit_predictions",
+    "compare_populations",
+    "f_test_pvalue",
+    "find_checkpoints",
+    "gls_test",
+    "group_accuracy",
+    "load_predictions",
+    "load_report",
+    "predict",
+    "predict_many",
+    "predictions_frame",
+    "report_betas",
+    "report_seeds",
+    "sigma_for",
+    "t_test_pvalue",
+    "write_report",
+]

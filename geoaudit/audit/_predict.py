@@ -1,0 +1,321 @@
+"""Predictions from any classifier: a torch module, any callable returning labels or logits,
+over a ``datasets`` split or an image tensor; and audits of models and checkpoints directly."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from geoaudit._errors import InputError
+from geoaudit._progress import progress
+from geoaudit._validation import check_interval
+
+log = logging.getLogger(__name__)
+
+
+def _resolve_device(device, model=None):
+    import torch
+
+    if device is None:
+        if isinstance(model, torch.nn.Module):
+            for t in list(model.parameters()) + list(model.buffers()):
+                return t.device
+        return torch.device("cpu")
+    if isinstance(device, str) and device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError) as e:
+        raise InputError(f"The 'device' parameter must be 'auto', 'cpu', 'cuda' or 'cuda:N'. Got {device!r} instead.") from e
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"Device {device!r} was asked for but CUDA is not available; use device='cpu'.")
+    return dev
+
+
+def _to_labels(out, n, *, name):
+    """Predicted classes from a batch output: logits (N, K) -> argmax; labels (N,) as they are."""
+    import torch
+
+    if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
+        out = out[0]  # models that return (logits, extras)
+    if isinstance(out, torch.Tensor):
+        out = out.detach()
+        if out.dim() == 2:
+            return out.argmax(dim=1).cpu().numpy().astype(np.int64)
+        arr = out.cpu().numpy()
+    else:
+        arr = np.asarray(out)
+        if arr.ndim == 2:
+            return arr.argmax(axis=1).astype(np.int64)
+    if arr.ndim != 1 or len(arr) != n:
+        raise InputError(
+            f"{name} must return logits of shape (N, num_classes) or labels of shape (N,) for a batch of "
+            f"N={n} images; got shape {tuple(arr.shape)}."
+        )
+    if arr.dtype.kind == "f":
+        if not np.all(arr == np.round(arr)):
+            raise InputError(f"{name} returned non-integer 1-D output; return logits (N, K) or class indices (N,).")
+        arr = arr.astype(np.int64)
+    return arr
+
+
+def _image_batches(data, batch_size, image_size, channels, device):
+    """Yield float image batches (on ``device``) from a datasets split or an (N, C, H, W) array."""
+    import torch
+
+    if isinstance(data, (torch.Tensor, np.ndarray)):
+        x = torch.as_tensor(data)
+        if x.dim() != 4 or not x.is_floating_point():
+            raise InputError(f"Expected images of shape (N, C, H, W) as floats in [0, 1], got {x.dtype} "
+                             f"of shape {tuple(x.shape)}.")
+        for start in range(0, len(x), batch_size):
+            yield x[start:start + batch_size].to(device)
+        return
+    if not hasattr(data, "column_names") or "image" not in data.column_names:
+        raise InputError(
+            f"Expected a datasets split with an 'image' column, or an (N, C, H, W) image tensor; got "
+            f"{type(data).__name__}" + (f" with columns {data.column_names}" if hasattr(data, "column_names") else "")
+            + "."
+        )
+    from geoaudit.data import iter_image_batches
+
+    for images, _, _ in iter_image_batches(data, batch_size, image_size=image_size, channels=channels,
+                                           label_col=None):
+        yield images.to(device)
+
+
+def predict_many(models: dict, data, *, batch_size=256, device=None, image_size=None, channels=3, desc="predict"):
+    """Predictions of several classifiers on the same images, each image decoded once.
+
+    Parameters
+    ----------
+    models : dict of str -> torch.nn.Module or callable
+        Each takes a float batch (N, C, H, W) in [0, 1] and returns logits (N, K) or labels (N,).
+    data : datasets.Dataset or torch.Tensor or numpy.ndarray
+        A split with an ``image`` column, or images (N, C, H, W) in [0, 1].
+    batch_size : int, default 256
+    device : str or torch.device, optional
+        Where inference runs ("auto" = CUDA when present).  Modules are moved there
+        (``model.to(device)``); by default a module runs where its parameters are, and a
+        plain callable gets CPU tensors.
+    image_size : int, optional
+        Resize images of a datasets split to this square size.
+    channels : {1, 3}, default 3
+
+    Returns
+    -------
+    dict of str -> numpy.ndarray of int64, shape (N,)
+    """
+    import torch
+
+    batch_size = check_interval("batch_size", batch_size, 1, None, caller="predict", integer=True)
+    if not models:
+        raise InputError("predict got no models.")
+    first = next(iter(models.values()))
+    dev = _resolve_device(device, first)
+    states = {}
+    for name, m in models.items():
+        if not callable(m):
+            raise InputError(f"Model {name!r} is a {type(m).__name__}, not a torch module or a callable.")
+        if isinstance(m, torch.nn.Module):
+            states[name] = m.training
+            if device is not None:
+                m.to(dev)
+            m.eval()
+    n = len(data)
+    out = {name: [] for name in models}
+    try:
+        with torch.inference_mode():
+            batches = _image_batches(data, batch_size, image_size, channels, dev)
+            for images in progress(batches, total=-(-n // batch_size), desc=desc, unit="batch"):
+                for name, m in models.items():
+                    out[name].append(_to_labels(m(images), len(images), name=f"Model {name!r}"))
+    finally:
+        for name, was_training in states.items():
+            models[name].train(was_training)
+    return {name: (np.concatenate(v) if v else np.zeros(0, np.int64)) for name, v in out.items()}
+
+
+def predict(model, data, *, batch_size=256, device=None, image_size=None, channels=3):
+    """Predicted classes of one classifier (a torch module or any callable returning logits or
+    labels) on a datasets split or an image tensor.  See :func:`predict_many`.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from geoaudit.audit import predict
+    >>> predict(lambda x: x.mean(dim=(2, 3)), torch.rand(5, 3, 8, 8)).shape
+    (5,)
+    """
+    return predict_many({"model": model}, data, batch_size=batch_size, device=device,
+                        image_size=image_size, channels=channels)["model"]
+
+
+def _dataset_class_names(ds, label_col="label"):
+    feat = getattr(ds, "features", {}).get(label_col) if hasattr(ds, "features") else None
+    return list(feat.names) if getattr(feat, "names", None) else None
+
+
+def _class_map(model_names, data_names, *, model):
+    """Index array mapping the model's class indices to the dataset's (None when identical)."""
+    if model_names is None or data_names is None or list(model_names) == list(data_names):
+        return None
+    if sorted(model_names) != sorted(data_names):
+        extra = sorted(set(model_names) ^ set(data_names))
+        raise InputError(
+            f"Model {model!r} was trained on classes that do not match the dataset's labels "
+            f"({len(model_names)} vs {len(data_names)} classes; differing: {', '.join(extra[:5])}"
+            f"{' ...' if len(extra) > 5 else ''})."
+        )
+    pos = {c: i for i, c in enumerate(data_names)}
+    return np.array([pos[c] for c in model_names], dtype=np.int64)
+
+
+def predictions_frame(models, dataset, *, group="country_iso3", covariate="gdp_per_capita_usd",
+                      label_col="label", batch_size=256, device=None, image_size=None, channels=3,
+                      class_names=None):
+    """Predict with each model on a datasets split; one row per (image, model).
+
+    Parameters
+    ----------
+    models : torch.nn.Module or callable, or dict of str -> module/callable
+    dataset : datasets.Dataset
+        A split with columns ``image``, ``label_col``, ``group`` and ``covariate``.
+    class_names : dict of str -> list of str, optional
+        Each model's class names; predictions are mapped onto the dataset's label order when it
+        differs (and an error is raised when the class sets differ).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns image_id (when the split has it), label, prediction, ``group``, ``covariate``, model.
+    """
+    from geoaudit._validation import check_columns
+
+    if not isinstance(models, dict):
+        models = {"model": models}
+    if not hasattr(dataset, "column_names"):
+        raise InputError(f"predictions_frame expects a datasets.Dataset split, got {type(dataset).__name__}.")
+    check_columns(dataset.column_names, ["image", label_col, group, covariate], source="The dataset split")
+    meta_cols = [c for c in ("image_id",) if c in dataset.column_names] + [label_col, group, covariate]
+    meta = dataset.select_columns(list(dict.fromkeys(meta_cols))).to_pandas()
+    preds = predict_many(models, dataset, batch_size=batch_size, device=device, image_size=image_size,
+                         channels=channels)
+    data_names = _dataset_class_names(dataset, label_col)
+    frames = []
+    for name, p in preds.items():
+        cmap = _class_map((class_names or {}).get(name), data_names, model=name)
+        if cmap is not None:
+            p = cmap[p]
+        f = meta.copy()
+        f = f.rename(columns={label_col: "label"}) if label_col != "label" else f
+        f["prediction"] = p
+        f["model"] = name
+        frames.append(f)
+    return pd.concat(frames, ignore_index=True)
+
+
+def audit_model(models, dataset, *, group="country_iso3", covariate="gdp_per_capita_usd", label_col="label",
+                batch_size=256, device=None, image_size=None, channels=3, min_group_size=50,
+                variance="paper", log_covariate=True, alpha=0.05, class_names=None, model_info=None,
+                source=None):
+    """Audit one model (or a population, as a dict name -> model) on a datasets split.
+
+    Predicts with :func:`predictions_frame` then audits with :func:`audit_predictions`.
+    Returns ``(report, predictions)``: the :class:`AuditReport` and the predictions table.
+    """
+    from geoaudit.audit._population import audit_predictions
+
+    frame = predictions_frame(models, dataset, group=group, covariate=covariate, label_col=label_col,
+                              batch_size=batch_size, device=device, image_size=image_size,
+                              channels=channels, class_names=class_names)
+    report = audit_predictions(frame, group=group, covariate=covariate, label_col="label",
+                               pred_col="prediction", model_col="model", min_group_size=min_group_size,
+                               variance=variance, log_covariate=log_covariate, alpha=alpha,
+                               source=source, model_info=model_info)
+    return report, frame
+
+
+def find_checkpoints(path) -> list[Path]:
+    """Checkpoint folders under ``path``: every folder holding a config.json, sorted by path
+    (``path`` itself when it is one)."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"Models folder {str(path)!r} does not exist.")
+    if path.is_file():
+        if path.name == "config.json":
+            return [path.parent]
+        raise InputError(f"Expected a checkpoint folder or a folder of checkpoints, got the file {str(path)!r}.")
+    if (path / "config.json").exists():
+        return [path]
+    found = sorted({p.parent for p in path.rglob("config.json") if not any(
+        part.startswith(".") for part in p.relative_to(path).parts)})
+    if not found:
+        raise InputError(f"No geoaudit checkpoints (folders with config.json) under {str(path)!r}.")
+    return found
+
+
+def _unique_names(paths):
+    """Folder names, or paths relative to the common folder when folder names repeat."""
+    import os
+
+    names = [p.name for p in paths]
+    if len(set(names)) == len(names):
+        return names
+    common = Path(os.path.commonpath([str(p.resolve()) for p in paths]))
+    return [p.resolve().relative_to(common).as_posix() for p in paths]
+
+
+def audit_checkpoints(checkpoints, dataset, *, group="country_iso3", covariate="gdp_per_capita_usd",
+                      batch_size=256, device="auto", min_group_size=50, variance="paper",
+                      log_covariate=True, alpha=0.05, source=None):
+    """Audit geoaudit checkpoint folders on a datasets split.
+
+    Each model is named by its folder name (or its path relative to the checkpoints' common
+    folder when names repeat); checkpoints with the same image size and channels share one
+    pass over the images.  Returns ``(report, predictions)``.
+    """
+    import torch
+
+    from geoaudit.audit._population import audit_predictions
+    from geoaudit.train import load_model
+
+    paths = [Path(p) for p in checkpoints]
+    if not paths:
+        raise InputError("No checkpoints to audit.")
+    dev = _resolve_device(device)
+    names = _unique_names(paths)
+    loaded, info, cnames, spec = {}, {}, {}, {}
+    for name, p in zip(names, paths):
+        model, cfg = load_model(p, device=dev)
+        loaded[name] = model
+        cnames[name] = cfg.get("class_names")
+        spec[name] = (int(cfg["image_size"]), int(cfg["in_channels"]))
+        training = cfg.get("training") or {}
+        info[name] = {k: v for k, v in {
+            "checkpoint": str(p), "arch": cfg.get("arch"),
+            "seed": training.get("seed"), "method": training.get("method"),
+        }.items() if v is not None}
+    frames = []
+    for key in sorted(set(spec.values())):
+        part = {n: m for n, m in loaded.items() if spec[n] == key}
+        log.info("predicting with %d model(s) at %dpx, %d channel(s) on %d images",
+                 len(part), key[0], key[1], len(dataset))
+        frames.append(predictions_frame(part, dataset, group=group, covariate=covariate,
+                                        batch_size=batch_size, device=dev, image_size=key[0],
+                                        channels=key[1], class_names=cnames))
+    frame = pd.concat(frames, ignore_index=True)
+    # keep model order = checkpoint order
+    frame["model"] = pd.Categorical(frame["model"], categories=names, ordered=True)
+    frame = frame.sort_values("model", kind="stable").reset_index(drop=True)
+    frame["model"] = frame["model"].astype(str)
+    del loaded
+    if dev.type == "cuda":
+        torch.cuda.empty_cache()
+    report = audit_predictions(frame, group=group, covariate=covariate, label_col="label",
+                               pred_col="prediction", model_col="model", min_group_size=min_group_size,
+                               variance=variance, log_covariate=log_covariate, alpha=alpha,
+                               source=source, model_info=info)
+    return report, frame

@@ -1,0 +1,121 @@
+"""Self-contained HTML: inline CSS, figures as base64 PNG data URIs, no external resources."""
+from __future__ import annotations
+
+import base64
+import io
+import math
+from html import escape
+
+_CSS = """
+body{font-family:-apple-system,BlinkMacSystemFont,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;
+ max-width:1100px;margin:2em auto;padding:0 1em;color:#222;line-height:1.45}
+h1{font-size:1.6em;margin-bottom:.2em}h2{font-size:1.25em;margin-top:1.8em;border-bottom:1px solid #ddd;
+ padding-bottom:.2em}p.subtitle{color:#666;margin-top:0}
+table{border-collapse:collapse;margin:.6em 0;font-size:.9em}
+th,td{border:1px solid #ddd;padding:.25em .6em;text-align:right}th{background:#f4f4f4}
+td.text,th.text{text-align:left}tr.muted td{color:#999}
+figure{margin:1em 0}figure img{max-width:100%;height:auto}figcaption{color:#555;font-size:.9em}
+pre{background:#f7f7f7;padding:.8em;overflow-x:auto;font-size:.85em}
+.verdict{padding:.6em .9em;border-left:4px solid #888;background:#fafafa}
+.verdict.reject{border-color:#c0392b}.verdict.keep{border-color:#27ae60}
+details{margin:.6em 0}
+""".strip()
+
+
+def fig_to_png(fig, *, dpi=110) -> bytes:
+    """The PNG bytes of a matplotlib figure."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    return buf.getvalue()
+
+
+def png_to_data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def fig_to_data_uri(fig, *, dpi=110) -> str:
+    """A ``data:image/png;base64,...`` URI of a matplotlib figure (embeddable in ``<img src>``)."""
+    return png_to_data_uri(fig_to_png(fig, dpi=dpi))
+
+
+def figure_html(src: str, *, caption=None, alt="figure") -> str:
+    """An ``<figure>`` with an image (``src`` a data URI) and an optional caption."""
+    cap = f"<figcaption>{escape(caption)}</figcaption>" if caption else ""
+    return f'<figure><img src="{escape(src, quote=True)}" alt="{escape(alt, quote=True)}">{cap}</figure>'
+
+
+def paragraph(text: str, *, cls=None) -> str:
+    c = f' class="{escape(cls, quote=True)}"' if cls else ""
+    return f"<p{c}>{escape(text)}</p>"
+
+
+def pre(text: str) -> str:
+    return f"<pre>{escape(text)}</pre>"
+
+
+def _cell(v, floatfmt):
+    if v is None:
+        return "", False
+    if isinstance(v, bool):
+        return ("yes" if v else "no"), True
+    if isinstance(v, float):
+        if not math.isfinite(v):
+            return "", False
+        return format(v, floatfmt), False
+    if isinstance(v, int):
+        return str(v), False
+    try:  # numpy scalars
+        import numpy as np
+
+        if isinstance(v, np.integer):
+            return str(int(v)), False
+        if isinstance(v, np.floating):
+            return _cell(float(v), floatfmt)
+    except ImportError:  # pragma: no cover
+        pass
+    return escape(str(v)), True
+
+
+def table_html(rows, *, columns=None, floatfmt=".4g", muted=None, max_rows=None) -> str:
+    """An HTML table from a list of dicts (or a DataFrame).
+
+    ``columns`` picks and orders columns (default: keys of the first row); ``muted`` is a
+    row predicate that greys a row out; ``max_rows`` truncates with a note.
+    """
+    if hasattr(rows, "to_dict"):
+        rows = rows.to_dict("records")
+    rows = list(rows)
+    if not rows:
+        return "<p><em>(no rows)</em></p>"
+    columns = list(columns or rows[0].keys())
+    shown = rows if max_rows is None else rows[:max_rows]
+    body = []
+    for r in shown:
+        cells = []
+        for c in columns:
+            text, is_text = _cell(r.get(c), floatfmt)
+            cells.append(f'<td class="text">{text}</td>' if is_text else f"<td>{text}</td>")
+        cls = ' class="muted"' if muted is not None and muted(r) else ""
+        body.append(f"<tr{cls}>{''.join(cells)}</tr>")
+    head = "".join(f'<th class="text">{escape(str(c))}</th>' for c in columns)
+    note = (f"<p><em>{len(rows) - len(shown)} more rows not shown.</em></p>"
+            if len(shown) < len(rows) else "")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>{note}"
+
+
+def section(title: str, body_html: str, *, anchor=None) -> str:
+    """A titled ``<section>`` around already-built HTML."""
+    a = f' id="{escape(anchor, quote=True)}"' if anchor else ""
+    return f"<section{a}><h2>{escape(title)}</h2>{body_html}</section>"
+
+
+def html_page(title: str, sections, *, subtitle=None) -> str:
+    """A complete, self-contained HTML page (inline CSS; pass figures as data URIs)."""
+    sub = f'<p class="subtitle">{escape(subtitle)}</p>' if subtitle else ""
+    body = "\n".join(sections)
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+        f"<title>{escape(title)}</title><style>{_CSS}</style></head>\n"
+        f"<body><h1>{escape(title)}</h1>{sub}\n{body}\n</body></html>\n"
+    )

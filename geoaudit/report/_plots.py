@@ -1,0 +1,226 @@
+"""The audit's figures.  Each function returns a matplotlib ``Figure`` built without pyplot (no
+global state, renders with the Agg backend), to embed with :func:`fig_to_data_uri` or save."""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+
+_ISO3 = re.compile(r"^[A-Z]{3}$")
+
+
+def _figure(w=7.5, h=4.8):
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(w, h), layout="constrained")
+
+
+def _as_fits(fits):
+    if fits is None:
+        return {}
+    if isinstance(fits, dict):
+        return dict(fits)
+    return {"model": fits}
+
+
+def plot_accuracy_vs_covariate(groups, fits=None, *, log_covariate=True, covariate_label="covariate",
+                               title=None, annotate=None):
+    """Per-group accuracy against the covariate, with the GLS line.
+
+    Parameters
+    ----------
+    groups : pandas.DataFrame
+        Columns group, n, accuracy, covariate, and optionally ``dropped`` (bool): dropped groups
+        are drawn as hollow grey markers.
+    fits : GLSResult or dict of str -> GLSResult, optional
+        One fit: its line and pointwise confidence band.  Several (a population): a thin line
+        per model and a bold line with the mean intercept and mean beta.
+    log_covariate : bool
+        Draw the x axis on a log scale (the GLS line is straight there).
+    annotate : bool, optional
+        Label points with group names (default: when there are at most 60 groups).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    from matplotlib.colors import LogNorm, Normalize
+
+    fits = _as_fits(fits)
+    g = groups.copy()
+    if "dropped" not in g:
+        g["dropped"] = False
+    g = g[np.isfinite(g["covariate"].astype(float)) & np.isfinite(g["accuracy"].astype(float))]
+    if log_covariate:
+        g = g[g["covariate"] > 0]
+    kept, dropped = g[~g["dropped"]], g[g["dropped"]]
+    fig = _figure()
+    ax = fig.add_subplot()
+    n = kept["n"].to_numpy(float)
+    norm = LogNorm(vmin=max(n.min(), 1), vmax=max(n.max(), 2)) if len(n) and n.max() > n.min() \
+        else Normalize(vmin=0, vmax=max(n.max(), 1) if len(n) else 1)
+    sizes = 15 + 185 * np.sqrt(n / n.max()) if len(n) else []
+    sc = ax.scatter(kept["covariate"], kept["accuracy"], s=sizes, c=n, cmap="viridis", norm=norm,
+                    edgecolors="k", linewidths=0.4, alpha=0.85, zorder=3, label="group")
+    if len(n):
+        fig.colorbar(sc, ax=ax, label="images per group (n)")
+    if len(dropped):
+        k = fits and next(iter(fits.values())).min_group_size
+        ax.scatter(dropped["covariate"], dropped["accuracy"], s=18, facecolors="none", edgecolors="0.6",
+                   zorder=2, label=f"dropped (n < {k})" if k else "dropped")
+    if len(g):
+        lo, hi = g["covariate"].min(), g["covariate"].max()
+        xs = np.geomspace(lo, hi, 200) if log_covariate and lo > 0 else np.linspace(lo, hi, 200)
+        if len(fits) == 1:
+            name, fit = next(iter(fits.items()))
+            band = fit.confidence_band(xs)
+            ax.fill_between(xs, band[0], band[1], color="C3", alpha=0.15, lw=0,
+                            label=f"{int(round((1 - fit.alpha) * 100))}% confidence band")
+            ax.plot(xs, fit.predict(xs), color="C3", lw=2, zorder=4,
+                    label=f"GLS: beta = {fit.beta:.3g}, F(1,{fit.df_denom}) = {fit.f_stat:.3g}, "
+                          f"p = {fit.p_value:.3g}")
+        elif fits:
+            for fit in fits.values():
+                ax.plot(xs, fit.predict(xs), color="0.5", lw=0.7, alpha=0.5, zorder=2)
+            b = np.mean([f.beta for f in fits.values()])
+            a = np.mean([f.intercept for f in fits.values()])
+            xr = np.log(xs) if log_covariate else xs
+            sig = sum(f.significant for f in fits.values())
+            ax.plot(xs, a + b * xr, color="C3", lw=2.2, zorder=4,
+                    label=f"mean GLS line of {len(fits)} models: beta = {b:.3g} ({sig} significant)")
+    if log_covariate:
+        ax.set_xscale("log")
+    if annotate is None:
+        annotate = len(g) <= 60
+    if annotate:
+        for _, r in g.iterrows():
+            ax.annotate(str(r["group"]), (r["covariate"], r["accuracy"]), fontsize=6, color="0.3",
+                        xytext=(3, 3), textcoords="offset points")
+    ax.set_xlabel(covariate_label + (" (log scale)" if log_covariate else ""))
+    ax.set_ylabel("accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    ax.set_title(title or "Accuracy per group against the covariate")
+    return fig
+
+
+def looks_like_iso3(groups, *, min_fraction=0.5) -> bool:
+    """Whether group names are ISO3 country codes (all three capitals, most of them known)."""
+    names = [str(x) for x in groups]
+    if not names or not all(_ISO3.match(x) for x in names):
+        return False
+    from geoaudit.data import load_boundaries
+
+    known = set(load_boundaries("110m")["iso3"])
+    return sum(x in known for x in names) >= min_fraction * len(names)
+
+
+def plot_world_map(groups, *, value="accuracy", title=None, label=None, cmap="viridis"):
+    """A world map of a per-country value (default accuracy), groups being ISO3 codes.
+
+    Uses the Natural Earth 1:110m boundaries shipped with geoaudit; countries without data are
+    light grey; dropped groups (a ``dropped`` column) are hatched.
+    """
+    import warnings
+
+    from matplotlib.colors import Normalize
+
+    from geoaudit.data import load_boundaries
+
+    world = load_boundaries("110m")
+    g = groups.copy()
+    g["group"] = g["group"].astype(str)
+    merged = world.merge(g, left_on="iso3", right_on="group", how="left")
+    fig = _figure(10, 5.2)
+    ax = fig.add_subplot()
+    world.plot(ax=ax, color="#e6e6e6", edgecolor="white", linewidth=0.3)
+    have = merged[merged[value].notna()]
+    if "dropped" in have:
+        shown, dropped = have[~have["dropped"].astype(bool)], have[have["dropped"].astype(bool)]
+    else:
+        shown, dropped = have, have.iloc[:0]
+    vals = have[value].astype(float)
+    norm = Normalize(vmin=float(vals.min()) if len(vals) else 0, vmax=float(vals.max()) if len(vals) else 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if len(shown):
+            shown.plot(ax=ax, column=value, cmap=cmap, norm=norm, edgecolor="white", linewidth=0.3)
+        if len(dropped):
+            dropped.plot(ax=ax, column=value, cmap=cmap, norm=norm, edgecolor="0.4", linewidth=0.3,
+                         hatch="///", alpha=0.6)
+    from matplotlib.cm import ScalarMappable
+
+    sm = ScalarMappable(norm=norm, cmap=cmap)
+    fig.colorbar(sm, ax=ax, shrink=0.7, label=label or value)
+    missing = sorted(set(g["group"]) - set(world["iso3"]))
+    ax.set_axis_off()
+    ax.set_title(title or f"{label or value} by country")
+    note = "grey: no data"
+    if len(dropped):
+        note += "; hatched: dropped (too few images)"
+    if missing:
+        note += f"; {len(missing)} group(s) too small for the 1:110m map"
+    ax.text(0.01, 0.01, note, transform=ax.transAxes, fontsize=7, color="0.35")
+    return fig
+
+
+def plot_beta_distributions(populations, *, reference=None, reference_label="reference beta", title=None,
+                            seed=0):
+    """Box plots with the individual betas of one or more model populations.
+
+    Parameters
+    ----------
+    populations : dict of str -> sequence of float
+        Population name -> one beta per model.
+    reference : float, optional
+        A reference beta (e.g. the pretrained model's beta_0), drawn as a dashed blue line.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    rng = np.random.default_rng(seed)
+    names = list(populations)
+    data = [np.asarray(list(populations[k]), dtype=float) for k in names]
+    fig = _figure(max(4.0, 1.6 + 1.7 * len(names)), 4.6)
+    ax = fig.add_subplot()
+    ax.boxplot(data, positions=range(1, len(names) + 1), widths=0.5, showfliers=False,
+               medianprops={"color": "C3"})
+    for i, d in enumerate(data, start=1):
+        ax.scatter(i + rng.uniform(-0.12, 0.12, len(d)), d, s=16, alpha=0.7, color=f"C{i - 1}", zorder=3)
+        ax.plot([i - 0.28, i + 0.28], [d.mean()] * 2, color="k", lw=1.2, ls=":", zorder=4)
+    ax.set_xticks(range(1, len(names) + 1), [f"{k}\n(n = {len(d)})" for k, d in zip(names, data)])
+    ax.axhline(0, color="0.5", lw=0.8)
+    if reference is not None:
+        ax.axhline(reference, color="C0", ls="--", lw=1.3, label=f"{reference_label} = {reference:.3g}")
+        ax.legend(fontsize=8)
+    ax.set_ylabel("beta (accuracy per unit of the regressor)")
+    ax.set_title(title or "Distribution of beta per population (dotted: mean)")
+    ax.grid(axis="y", alpha=0.3)
+    return fig
+
+
+def plot_model_betas(fits, *, title=None):
+    """Each model's beta with its confidence interval (a forest plot), significant ones in red."""
+    fits = _as_fits(fits)
+    names = list(fits)
+    fig = _figure(7.0, max(2.5, 0.8 + 0.22 * len(names)))
+    ax = fig.add_subplot()
+    y = np.arange(len(names))[::-1]
+    for yi, name in zip(y, names):
+        f = fits[name]
+        color = "C3" if f.significant else "0.3"
+        ax.errorbar(f.beta, yi, xerr=[[f.beta - f.ci_low], [f.ci_high - f.beta]], fmt="o", color=color,
+                    ms=4, capsize=2)
+    ax.axvline(0, color="0.5", lw=0.8)
+    ax.set_yticks(y, names, fontsize=7 if len(names) > 20 else 9)
+    ax.set_xlabel("beta with confidence interval (red: significant)")
+    ax.set_title(title or "beta per model")
+    ax.grid(axis="x", alpha=0.3)
+    return fig
+
+
+def groups_frame(records) -> pd.DataFrame:
+    """A group table from report.json records (for plotting a loaded report)."""
+    return pd.DataFrame(records)
