@@ -285,7 +285,7 @@ def _size_category(n: int) -> str:
 
 
 def render_dataset_card(*, template, features=None, configs, num_examples=None, num_bytes=None,
-                        values=None, extra_fields=None, dataset_infos=None) -> str:
+                        values=None, extra_fields=None, dataset_infos=None, default_config=None) -> str:
     """Return the card text that ``write_dataset_card`` writes (same parameters, no folder)."""
     import yaml
 
@@ -304,8 +304,12 @@ def render_dataset_card(*, template, features=None, configs, num_examples=None, 
             raise InputError(f"Config {name!r} of write_dataset_card needs a non-empty {{split: glob}} dict, got {files!r}.")
         cfg_list.append({"config_name": name,
                          "data_files": [{"split": s, "path": g} for s, g in files.items()]})
-    if len(cfg_list) > 1 and "default" in configs:
-        cfg_list[[c["config_name"] for c in cfg_list].index("default")]["default"] = True
+    if default_config is not None and default_config not in configs:
+        raise InputError(f"The 'default_config' parameter of write_dataset_card must be one of {list(configs)}. "
+                         f"Got {default_config!r} instead.")
+    default_name = default_config if default_config is not None else ("default" if "default" in configs else None)
+    if len(cfg_list) > 1 and default_name is not None:
+        cfg_list[[c["config_name"] for c in cfg_list].index(default_name)]["default"] = True
     meta["configs"] = cfg_list
 
     # dataset_info: one per config; ``features``/``num_examples`` describe the first (default) one
@@ -344,7 +348,7 @@ def render_dataset_card(*, template, features=None, configs, num_examples=None, 
 
 
 def write_dataset_card(out_dir, *, template, features=None, configs, num_examples=None, num_bytes=None,
-                       values=None, extra_fields=None, dataset_infos=None) -> Path:
+                       values=None, extra_fields=None, dataset_infos=None, default_config=None) -> Path:
     """Write ``out_dir/README.md``: a Hugging Face dataset card that makes the folder loadable.
 
     Parameters
@@ -373,6 +377,9 @@ def write_dataset_card(out_dir, *, template, features=None, configs, num_example
     dataset_infos : dict, optional
         ``{config_name: {"features": ..., "num_examples": {...}, "num_bytes": {...}}}`` for
         folders with several configs (then ``dataset_info`` is a list with ``config_name``).
+    default_config : str, optional
+        The config ``datasets.load_dataset(DIR)`` loads when none is named (marked
+        ``default: true``); by default the one named ``"default"``, if any.
 
     Returns
     -------
@@ -381,7 +388,8 @@ def write_dataset_card(out_dir, *, template, features=None, configs, num_example
     """
     text = render_dataset_card(template=template, features=features, configs=configs,
                                num_examples=num_examples, num_bytes=num_bytes, values=values,
-                               extra_fields=extra_fields, dataset_infos=dataset_infos)
+                               extra_fields=extra_fields, dataset_infos=dataset_infos,
+                               default_config=default_config)
     path = Path(out_dir) / "README.md"
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, text)
