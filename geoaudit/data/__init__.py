@@ -6,10 +6,16 @@ gdp_year, log_gdp_per_capita.
 """
 from geoaudit.data._countries import country_table, load_boundaries
 from geoaudit.data._gdp import gdp_per_capita
+from geoaudit.data._geocode import reverse_geocode
+from geoaudit.data._imagenet_geo import ImageNetGeo, ImageNetGeoConfig, build_imagenet_geo
 from geoaudit.data._load import iter_image_batches, load_geo_dataset, split_to_tensors
 from geoaudit.data._schema import REQUIRED_COLUMNS, geo_features, imagenet_classes
 
 __all__ = [
+    "ImageNetGeo",
+    "ImageNetGeoConfig",
+    "build_imagenet_geo",
+    "reverse_geocode",
     "REQUIRED_COLUMNS",
     "country_table",
     "gdp_per_capita",
