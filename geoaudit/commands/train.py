@@ -1,11 +1,101 @@
-"""`geoaudit train` (being written)."""
-from geoaudit._errors import GeoauditError
+"""`geoaudit train`: train a model population (plain, PGD-DRO or perceptual-DRO)."""
+from __future__ import annotations
+
+from geoaudit.commands._common import add_device_arg
+
+ARCH_CHOICES = ("small_cnn", "lenet5", "mlp7", "resnet18", "resnet50")
 
 
 def register(sub):
-    p = sub.add_parser("train", help="(not yet available)")
-    p.set_defaults(func=_run)
+    p = sub.add_parser(
+        "train",
+        help="train a population of models (Algorithms 2 and 3); re-running the same command resumes",
+        description="Train K models alike but for their seeds into OUT/model_000 ... plus OUT/manifest.json. "
+                    "pgd and perceptual build the weighted adversarial dataset D once (Algorithm 2), then train "
+                    "each model on it (Algorithm 3). Re-running the same command resumes where it stopped.",
+    )
+    p.add_argument("--data", required=True, help="dataset folder (columns image and label)")
+    p.add_argument("--split", default="train", help="split to train on (default: train)")
+    p.add_argument("--augment", default="plain", help="plain, pgd or perceptual (default: plain)")
+    p.add_argument("--models", type=int, default=50, help="number of models K (default: 50)")
+    p.add_argument("--epochs", type=int, default=10, help="epochs per model, T2 of Algorithm 3 (default: 10)")
+    p.add_argument("--arch", default="small_cnn", help=f"architecture: {', '.join(ARCH_CHOICES)} (default: small_cnn)")
+    p.add_argument("--pretrained", action="store_true", help="ResNets: start from torchvision weights when available")
+    p.add_argument("--backend", default="local", help="local or ray (default: local)")
+    p.add_argument("--ray-address", default=None, help="Ray cluster address (default: start a local Ray)")
+    p.add_argument("--ray-gpus-per-model", type=float, default=0.0, help="GPUs per Ray task (default: 0)")
+    p.add_argument("--seed-start", type=int, default=0, help="seeds are S, S+1, ..., S+K-1 (default: 0)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=0.05)
+    p.add_argument("--momentum", type=float, default=0.9)
+    p.add_argument("--weight-decay", type=float, default=5e-4)
+    p.add_argument("--image-size", type=int, default=None, help="resize images to this square size")
+    p.add_argument("--channels", type=int, default=3, help="1 or 3 (default: 3)")
+    g = p.add_argument_group("Algorithm 2 (pgd and perceptual)")
+    g.add_argument("--rounds", type=int, default=3, help="T1 of Algorithm 2 (default: 3)")
+    g.add_argument("--dro-seed", type=int, default=0, help="seed of Algorithm 2 (default: 0)")
+    g.add_argument("--no-reuse", action="store_true", help="turn off the cluster-center attack reuse")
+    g.add_argument("--cluster-size", type=int, default=5, help="images per k-means cluster (default: 5)")
+    g.add_argument("--kmeans", default="auto", help="auto, sklearn or torch (default: auto)")
+    a = p.add_argument_group("attack hyperparameters (defaults: geoaudit.train.DEFAULT_ATTACK_PARAMS)")
+    a.add_argument("--eps", type=float, default=None, help="pgd: radius of the perturbation ball")
+    a.add_argument("--norm", default=None, help="pgd: l2 or linf")
+    a.add_argument("--step-size", type=float, default=None, help="pgd and perceptual: step length")
+    a.add_argument("--attack-steps", type=int, default=None, help="pgd and perceptual: iterations")
+    a.add_argument("--cost", default=None, help="perceptual: ssim or pieapp")
+    a.add_argument("--lam", type=float, default=None, help="perceptual: weight of the perceptual cost")
+    a.add_argument("--confidence", type=float, default=None, help="perceptual: margin to stop at")
+    add_device_arg(p)
+    p.add_argument("--out", required=True, help="output folder of the population")
+    p.set_defaults(func=run)
 
 
-def _run(args):
-    raise GeoauditError("'train' is not available yet.")
+def _attack_params(args):
+    if args.augment == "pgd":
+        params = {"eps": args.eps, "norm": args.norm, "step_size": args.step_size, "steps": args.attack_steps}
+        wrong = {"--cost": args.cost, "--lam": args.lam, "--confidence": args.confidence}
+    else:
+        params = {"cost": args.cost, "lam": args.lam, "step_size": args.step_size, "steps": args.attack_steps,
+                  "confidence": args.confidence}
+        wrong = {"--eps": args.eps, "--norm": args.norm}
+    from geoaudit._errors import InputError
+
+    given = [k for k, v in wrong.items() if v is not None]
+    if given:
+        raise InputError(f"{', '.join(given)} do(es) not apply to --augment {args.augment}.")
+    return {k: v for k, v in params.items() if v is not None}
+
+
+def run(args) -> int:
+    from geoaudit._validation import check_options
+    from geoaudit.commands._common import resolve_device
+    from geoaudit.train import METHODS, make_attack, train_population
+
+    check_options("--augment", args.augment, METHODS, caller="geoaudit train")
+    check_options("--backend", args.backend, ("local", "ray"), caller="geoaudit train")
+    check_options("--arch", args.arch, ARCH_CHOICES, caller="geoaudit train")
+    if args.models < 1:
+        from geoaudit._errors import InputError
+
+        raise InputError(f"--models must be at least 1. Got {args.models} instead.")
+    device = resolve_device(args.device)
+    attack = make_attack(args.augment, **_attack_params(args)) if args.augment != "plain" else None
+    seeds = list(range(args.seed_start, args.seed_start + args.models))
+    res = train_population(
+        args.data, augment=args.augment, n_models=args.models, epochs=args.epochs, arch=args.arch, seeds=seeds,
+        out_dir=args.out, backend=args.backend, attack=attack, device=device, split=args.split,
+        image_size=args.image_size, channels=args.channels, batch_size=args.batch_size, lr=args.lr,
+        momentum=args.momentum, weight_decay=args.weight_decay, dro_rounds=args.rounds, dro_seed=args.dro_seed,
+        reuse=not args.no_reuse, cluster_size=args.cluster_size, kmeans=args.kmeans, pretrained=args.pretrained,
+        ray_address=args.ray_address, ray_gpus_per_model=args.ray_gpus_per_model)
+    m = res.manifest
+    done = [e for e in m["models"] if e["status"] == "done"]
+    print(f"{args.augment}: {len(done)}/{len(m['models'])} models in {res.out_dir} "
+          f"(trained {m['timing'].get('models_trained_this_run', 0)} this run, "
+          f"{m['timing'].get('total_seconds_this_run', 0.0):.1f} s); manifest: {res.out_dir / 'manifest.json'}")
+    a2 = (m.get("weighted_dataset") or {}).get("algorithm2")
+    if a2:
+        print(f"Algorithm 2: D has {m['weighted_dataset']['size']} examples ({m['weighted_dataset']['bytes'] / 1e6:.1f} MB); "
+              f"{a2['attacks_computed']} attacks computed, reuse rate {a2['reuse_rate']:.1%}, "
+              f"attack success {a2['success_rate']:.1%}, time saved ~{a2['time_saved_seconds']:.1f} s")
+    return 0

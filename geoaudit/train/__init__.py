@@ -1,5 +1,17 @@
-"""Models, checkpoints, DRO training (Algorithms 2 and 3) and model populations."""
+"""Models, checkpoints, DRO training (Algorithms 2 and 3) and model populations.
+
+* :func:`train_population` trains K models (plain, PGD-DRO or perceptual-DRO) into a folder of
+  checkpoints plus ``manifest.json``; resumable, local or on Ray.
+* :func:`build_adversarial_dataset` is Algorithm 2 (with the appendix-D cluster-center reuse);
+  :func:`sample_model` is Algorithm 3; :class:`WeightedDataset` is D on disk.
+* :func:`cluster_by_label` is the per-label k-means (scikit-learn or torch).
+* :func:`build_model`, :func:`load_model`, :func:`save_checkpoint`: the model zoo and the one
+  checkpoint format.
+"""
 from geoaudit.train._checkpoint import load_model, make_config, read_config, save_checkpoint
+from geoaudit.train._data import TrainingData, from_tensors, load_training_data
+from geoaudit.train._dro import DROResult, build_adversarial_dataset
+from geoaudit.train._kmeans import Clustering, cluster_by_label
 from geoaudit.train._models import (
     ARCHITECTURES,
     IMAGENET_MEAN,
@@ -11,19 +23,42 @@ from geoaudit.train._models import (
     SmallCNN,
     build_model,
 )
+from geoaudit.train._population import (
+    DEFAULT_ATTACK_PARAMS,
+    METHODS,
+    PopulationResult,
+    make_attack,
+    train_population,
+)
+from geoaudit.train._sample import sample_model
+from geoaudit.train._store import WeightedDataset
 
 __all__ = [
     "ARCHITECTURES",
+    "DEFAULT_ATTACK_PARAMS",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "METHODS",
     "MLP7",
+    "Clustering",
+    "DROResult",
     "LeNet5",
     "Normalize",
     "NormalizedModel",
+    "PopulationResult",
     "SmallCNN",
+    "TrainingData",
+    "WeightedDataset",
+    "build_adversarial_dataset",
     "build_model",
+    "cluster_by_label",
+    "from_tensors",
     "load_model",
+    "load_training_data",
+    "make_attack",
     "make_config",
     "read_config",
+    "sample_model",
     "save_checkpoint",
+    "train_population",
 ]

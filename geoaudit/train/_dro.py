@@ -1,0 +1,298 @@
+"""Algorithm 2: build the weighted adversarial dataset D, with the cluster-center attack reuse
+of appendix D.
+
+D starts as the N clean examples with weight 1.  Round k (k = 1..T1) draws N examples from D
+in proportion to their weights, and for the i-th draw takes an SGD step (line 5), attacks the
+drawn example against the current model (line 6) and appends the attack with weight
+``(k - 1) N + i`` (line 7), so recent attacks weigh more.
+
+Minibatches: B consecutive draws i..i+B-1 are one SGD step on their mean (loss weights
+``P_i / E[P]``, see :mod:`geoaudit.train._sample`), then one batched attack against the model
+after that step; each appended attack keeps the weight of its own position i.  With B = 1 this
+is the paper's algorithm exactly.  The N draws of a round come from D as it was at the start of
+the round (line 3), so attacks appended during round k are first drawn in round k + 1.
+
+Attack reuse (appendix D): before training, k-means groups each label's clean images into
+clusters of about ``cluster_size``; the member nearest each cluster's mean is its center.  Each
+round a center's attack is computed afresh (lazily, the first time its cluster is drawn in the
+round).  A drawn example first tries its center's current perturbation, transplanted as
+``clamp(x + (x'_center - x_center))``; only if the model still classifies that correctly is the
+example attacked afresh.  Everything here runs on the training device.
+
+D lives on disk as uint8 (see :mod:`geoaudit.train._store`); a killed build resumes at the
+start of its unfinished round.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from geoaudit._errors import InputError
+from geoaudit._io import atomic_save
+from geoaudit._progress import progress
+from geoaudit._validation import check_interval, check_options
+from geoaudit.train._data import load_training_data
+from geoaudit.train._kmeans import KMEANS_BACKENDS, cluster_by_label
+from geoaudit.train._models import ARCHITECTURES
+from geoaudit.train._sample import load_state, make_model, make_optimizer, weighted_step
+from geoaudit.train._store import META, WeightedDataset
+
+log = logging.getLogger(__name__)
+
+STATE = ".algorithm2_state.pt"
+THETA = "theta.pt"
+
+
+def describe_attack(attack) -> dict:
+    """A JSON-safe description of an attack object (its class and hyperparameters)."""
+    if attack is None:
+        return None
+    params = {}
+    getter = getattr(attack, "_params", None)
+    raw = getter() if callable(getter) else {k: v for k, v in vars(attack).items() if not k.startswith("_")}
+    for k, v in raw.items():
+        params[k] = v if isinstance(v, (str, int, float, bool, type(None))) else repr(v)
+    return {"class": type(attack).__name__, "repr": repr(attack), "params": params}
+
+
+def _adv_images(result):
+    return result.images if hasattr(result, "images") else result
+
+
+def to_u8(x: torch.Tensor) -> torch.Tensor:
+    return x.clamp(0, 1).mul(255.0).round_().to(torch.uint8)
+
+
+@dataclass(frozen=True)
+class DROResult:
+    """What :func:`build_adversarial_dataset` returns.
+
+    Attributes
+    ----------
+    folder : Path
+        The weighted dataset D on disk (open it with ``WeightedDataset.open``).
+    size : int
+        M, the number of examples in D: N (1 + T1).
+    stats : dict
+        Attack counts (``attacks_computed``, ``fresh_attacks``, ``center_refreshes``,
+        ``reused``, ``reuse_rate``, per-round lists), ``success_rate``, times
+        (``attack_seconds``, ``transplant_seconds``, ``time_saved_seconds``, ``wall_seconds``)
+        and the clustering summary.
+    settings : dict
+    """
+
+    folder: Path
+    size: int
+    stats: dict = field(default_factory=dict)
+    settings: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"folder": str(self.folder), "size": self.size, "stats": self.stats, "settings": self.settings}
+
+
+def _new_stats(rounds):
+    return {"rounds_done": 0, "attacks_computed": 0, "fresh_attacks": 0, "center_refreshes": 0, "reused": 0,
+            "transplant_tries": 0, "appended": 0, "successes": 0, "attack_seconds": 0.0,
+            "transplant_seconds": 0.0, "sgd_seconds": 0.0, "wall_seconds": 0.0,
+            "attacks_per_round": [], "success_rate_per_round": [], "loss_per_round": []}
+
+
+def _finish_stats(stats, reuse):
+    s = dict(stats)
+    s["reuse_rate"] = s["reused"] / s["appended"] if s["appended"] else 0.0
+    s["success_rate"] = s["successes"] / s["appended"] if s["appended"] else 0.0
+    per_fresh = s["attack_seconds"] / s["attacks_computed"] if s["attacks_computed"] else 0.0
+    # A reused perturbation replaces one fresh attack; the transplant checks are its price.
+    s["time_saved_seconds"] = s["reused"] * per_fresh - s["transplant_seconds"] if reuse else 0.0
+    s["seconds_per_attack"] = per_fresh
+    return s
+
+
+def build_adversarial_dataset(data, *, attack, out_dir, arch="small_cnn", rounds=3, batch_size=64, lr=0.05,
+                              momentum=0.9, weight_decay=5e-4, weight_loss=True, seed=0, reuse=True,
+                              cluster_size=5, kmeans="auto", device="cpu", pretrained=False,
+                              normalization="data", settings_extra=None) -> DROResult:
+    """Algorithm 2 (with the appendix-D reuse): the weighted adversarial dataset D.
+
+    Parameters
+    ----------
+    data : dataset folder, datasets object or TrainingData
+        The clean training examples (N of them).
+    attack : callable
+        Any ``geoaudit.attacks`` attack (``attack(model, images, labels) -> AttackResult``).
+    out_dir : str or Path
+        Folder of D.  If it already holds a finished D built with the same settings, that D is
+        returned; an unfinished one resumes; one built with other settings is refused.
+    arch : str
+        Architecture of the model theta trained alongside (saved as ``theta.pt``).
+    rounds : int
+        T1.  D ends with N (1 + T1) examples.
+    batch_size, lr, momentum, weight_decay, weight_loss : SGD (see the module docstring).
+    seed : int
+        Seeds theta's initial weights, the draws and the clustering.
+    reuse : bool
+        Use the cluster-center attack reuse of appendix D.
+    cluster_size : int
+        About this many images per k-means cluster.
+    kmeans : {"auto", "sklearn", "torch"}
+        Clustering backend ("auto": torch on a GPU, scikit-learn on the CPU).
+    device : str or torch.device
+    pretrained : bool
+    normalization : "data", None or dict
+        "data": the clean data's per-channel mean and std, inside the model.
+
+    Returns
+    -------
+    DROResult
+    """
+    caller = "build_adversarial_dataset"
+    check_options("arch", arch, ARCHITECTURES, caller=caller)
+    rounds = check_interval("rounds", rounds, 1, None, caller=caller, integer=True)
+    batch_size = check_interval("batch_size", batch_size, 1, None, caller=caller, integer=True)
+    lr = check_interval("lr", lr, 0, None, caller=caller, closed="neither")
+    seed = check_interval("seed", seed, 0, None, caller=caller, integer=True)
+    cluster_size = check_interval("cluster_size", cluster_size, 1, None, caller=caller, integer=True)
+    check_options("kmeans", kmeans, KMEANS_BACKENDS, caller=caller)
+    if attack is None or not callable(attack):
+        raise InputError(f"The 'attack' parameter of {caller} must be a geoaudit.attacks attack "
+                         f"(callable as attack(model, images, labels)). Got {attack!r} instead.")
+    device = torch.device(device)
+    data = load_training_data(data)
+    if normalization == "data":
+        mean, std = data.channel_stats()
+        normalization = {"mean": mean, "std": std}
+    settings = {"algorithm": 2, "arch": arch, "rounds": rounds, "batch_size": batch_size, "lr": lr,
+                "momentum": float(momentum), "weight_decay": float(weight_decay), "weight_loss": bool(weight_loss),
+                "seed": seed, "reuse": bool(reuse), "cluster_size": cluster_size, "kmeans": kmeans,
+                "pretrained": bool(pretrained), "normalization": normalization, "attack": describe_attack(attack),
+                "data_fingerprint": data.fingerprint, **(settings_extra or {})}
+    out_dir = Path(out_dir)
+    n = data.n
+    state_path = out_dir / STATE
+    state = None
+    if (out_dir / META).exists():
+        d = WeightedDataset.open(out_dir, writable=True)
+        if d.meta.get("settings") != settings:
+            raise InputError(
+                f"{str(out_dir)!r} holds a weighted dataset built with other settings; use another folder "
+                "or delete it to rebuild.")
+        if d.complete:
+            return DROResult(out_dir, d.size, d.meta.get("stats", {}), settings)
+        state = load_state(state_path)
+    if state is None:
+        d = WeightedDataset.create(out_dir, data.images, data.labels, capacity=n * (rounds + 1),
+                                   meta={"kind": "algorithm2", "class_names": list(data.class_names),
+                                         "data": data.to_dict(), "settings": settings})
+    wall0 = time.perf_counter()
+    model, source, normalization = make_model(arch, seed=seed, num_classes=len(data.class_names),
+                                              in_channels=data.channels, image_size=data.image_size,
+                                              pretrained=pretrained, normalization=normalization)
+    model.to(device)
+    opt = make_optimizer(model, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    rng = np.random.default_rng([seed, 2])
+    stats = _new_stats(rounds)
+
+    clustering = None
+    if reuse:
+        t0 = time.perf_counter()
+        # k-means sees the images on the training device, so "auto" picks torch on a GPU.
+        clustering = cluster_by_label(data.images.to(device), data.labels.to(device), cluster_size=cluster_size,
+                                      backend=kmeans, random_state=seed)
+        stats["kmeans"] = dict(clustering.to_dict(), seconds=time.perf_counter() - t0)
+        k_clusters = clustering.n_clusters
+        center_clean = data.images[clustering.centers.cpu()].to(device)
+        center_labels = data.labels[clustering.centers.cpu()].to(device)
+        center_adv = center_clean.clone()
+        center_round = torch.zeros(k_clusters, dtype=torch.long, device=device)
+    start_round = 0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        rng.bit_generator.state = state["rng"]
+        stats = state["stats"]
+        start_round = int(state["round"])
+        if reuse:
+            center_adv = state["center_adv"].to(device)
+            center_round = state["center_round"].to(device)
+        d.truncate(n * (start_round + 1))
+        log.info("Resuming Algorithm 2 at round %d/%d", start_round + 1, rounds)
+
+    def fresh(x, y):
+        t = time.perf_counter()
+        adv = _adv_images(attack(model, x, y))
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        stats["attack_seconds"] += time.perf_counter() - t
+        stats["attacks_computed"] += int(x.shape[0])
+        return to_u8(adv.to(device))
+
+    for k in progress(range(start_round + 1, rounds + 1), desc="Algorithm 2 rounds", unit="round",
+                      initial=start_round, total=rounds):
+        t_round = time.perf_counter()
+        attacks_before, succ_before, loss_sum = stats["attacks_computed"], stats["successes"], 0.0
+        probs = d.sampling_probabilities()
+        mean_w = d.mean_sampled_weight()
+        draws = rng.choice(d.size, size=n, replace=True, p=probs)  # line 3, from D as it is now
+        for lo in progress(range(0, n, batch_size), desc=f"round {k}", unit="batch", total=-(-n // batch_size)):
+            idx = draws[lo:lo + batch_size]
+            x, y, w = d.batch(idx, device)
+            t0 = time.perf_counter()
+            loss, _ = weighted_step(model, opt, x, y, w, mean_weight=mean_w, weight_loss=weight_loss)  # line 5
+            stats["sgd_seconds"] += time.perf_counter() - t0
+            loss_sum += loss * len(idx)
+            model.eval()
+            x_u8 = to_u8(x)
+            if reuse:  # appendix D
+                src = torch.from_numpy(d.source[idx]).to(device)
+                cl = clustering.assignment[src]
+                stale = torch.unique(cl[center_round[cl] < k])
+                if stale.numel():
+                    center_adv[stale] = fresh(center_clean[stale].float().div(255.0), center_labels[stale])
+                    center_round[stale] = k
+                    stats["center_refreshes"] += int(stale.numel())
+                t0 = time.perf_counter()
+                delta = center_adv[cl].to(torch.int16) - center_clean[cl].to(torch.int16)
+                cand = (x_u8.to(torch.int16) + delta).clamp_(0, 255).to(torch.uint8)
+                with torch.no_grad():
+                    ok = model(cand.float().div(255.0)).argmax(1) != y
+                stats["transplant_seconds"] += time.perf_counter() - t0
+                stats["transplant_tries"] += len(idx)
+                stats["reused"] += int(ok.sum())
+                adv_u8 = cand
+                redo = (~ok).nonzero().squeeze(1)
+                if redo.numel():
+                    adv_u8[redo] = fresh(x[redo], y[redo])
+                    stats["fresh_attacks"] += int(redo.numel())
+            else:
+                adv_u8 = fresh(x, y)
+                stats["fresh_attacks"] += len(idx)
+            with torch.no_grad():
+                stats["successes"] += int((model(adv_u8.float().div(255.0)).argmax(1) != y).sum())
+            positions = np.arange(lo, lo + len(idx)) + 1
+            d.append(adv_u8, y.cpu().numpy(), (k - 1) * n + positions, d.source[idx], k)  # line 7
+            stats["appended"] += len(idx)
+        stats["rounds_done"] = k
+        stats["attacks_per_round"].append(stats["attacks_computed"] - attacks_before)
+        stats["success_rate_per_round"].append((stats["successes"] - succ_before) / n)
+        stats["loss_per_round"].append(loss_sum / n)
+        stats["wall_seconds"] += time.perf_counter() - t_round
+        d.flush(stats=_finish_stats(stats, reuse))
+        round_state = {"round": k, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                       "rng": rng.bit_generator.state, "stats": stats}
+        if reuse:
+            round_state.update(center_adv=center_adv.cpu(), center_round=center_round.cpu())
+        atomic_save(state_path, lambda tmp: torch.save(round_state, tmp))
+    final = _finish_stats(stats, reuse)
+    final["wall_seconds_this_run"] = time.perf_counter() - wall0
+    atomic_save(out_dir / THETA, lambda tmp: torch.save(
+        {"arch": arch, "weights_source": source, "normalization": normalization,
+         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}, tmp))
+    d.flush(complete=True, stats=final)
+    if state_path.exists():
+        state_path.unlink()
+    return DROResult(out_dir, d.size, final, settings)

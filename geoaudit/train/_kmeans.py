@@ -1,0 +1,179 @@
+"""k-means per label for the cluster-center attack reuse of appendix D.
+
+Images of each label are grouped into clusters of about ``cluster_size`` images; the member
+nearest each cluster's mean is the cluster's *center*.  Two interchangeable backends:
+scikit-learn on the CPU, and a torch implementation (k-means++ seeding, Lloyd iterations)
+that runs on whatever device the images are on, so the reuse step never leaves the GPU.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from geoaudit._errors import InputError
+from geoaudit._validation import check_interval, check_options
+
+log = logging.getLogger(__name__)
+
+KMEANS_BACKENDS = ("auto", "sklearn", "torch")
+
+
+@dataclass(frozen=True)
+class Clustering:
+    """Clusters of same-label examples.
+
+    Attributes
+    ----------
+    assignment : torch.Tensor
+        int64 ``(N,)``: the cluster of each example.
+    centers : torch.Tensor
+        int64 ``(K,)``: the index of each cluster's center example (a member of the cluster,
+        nearest its mean).
+    cluster_labels : torch.Tensor
+        int64 ``(K,)``: the label shared by the cluster's members.
+    backend : str
+        "sklearn" or "torch".
+    """
+
+    assignment: torch.Tensor
+    centers: torch.Tensor
+    cluster_labels: torch.Tensor
+    backend: str
+
+    @property
+    def n_clusters(self) -> int:
+        return int(self.centers.shape[0])
+
+    def to_dict(self) -> dict:
+        sizes = torch.bincount(self.assignment.cpu(), minlength=self.n_clusters)
+        return {"backend": self.backend, "n_clusters": self.n_clusters, "n_examples": int(self.assignment.numel()),
+                "mean_cluster_size": float(sizes.float().mean()), "max_cluster_size": int(sizes.max())}
+
+
+def _kmeans_torch(x: torch.Tensor, k: int, seed: int, n_iter=100, tol=1e-6):
+    """Lloyd's k-means with k-means++ seeding, on ``x``'s device.  Returns (assignment, means)."""
+    n = x.shape[0]
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    sq = (x * x).sum(1)
+
+    def dist2(c):  # (n, k) squared distances, clamped against round-off
+        return (sq[:, None] - 2.0 * x @ c.T + (c * c).sum(1)[None, :]).clamp_min_(0)
+
+    first = int(torch.randint(n, (1,), generator=g))
+    means = x[first:first + 1].clone()
+    closest = dist2(means).squeeze(1)
+    for _ in range(1, k):
+        total = float(closest.sum())
+        if total <= 0:  # fewer distinct points than clusters
+            nxt = int(torch.randint(n, (1,), generator=g))
+        else:
+            nxt = int(torch.multinomial((closest / total).double().cpu(), 1, generator=g))
+        means = torch.cat([means, x[nxt:nxt + 1]])
+        closest = torch.minimum(closest, dist2(x[nxt:nxt + 1]).squeeze(1))
+    assign = None
+    for _ in range(n_iter):
+        d = dist2(means)
+        new_assign = d.argmin(1)
+        if assign is not None and bool((new_assign == assign).all()):
+            break
+        assign = new_assign
+        counts = torch.bincount(assign, minlength=k).to(x.dtype)
+        sums = torch.zeros_like(means).index_add_(0, assign, x)
+        empty = counts == 0
+        new_means = sums / counts.clamp_min(1)[:, None]
+        if bool(empty.any()):  # re-seed an empty cluster at the point farthest from its mean
+            far = d.gather(1, assign[:, None]).squeeze(1).topk(int(empty.sum())).indices
+            new_means[empty] = x[far]
+        shift = float((new_means - means).pow(2).sum())
+        means = new_means
+        if shift <= tol:
+            break
+    assign = dist2(means).argmin(1)
+    return assign, means
+
+
+def _kmeans_sklearn(x: torch.Tensor, k: int, seed: int):
+    from sklearn.cluster import KMeans
+
+    xn = x.detach().cpu().numpy().astype(np.float32)
+    km = KMeans(n_clusters=k, n_init=1, random_state=seed).fit(xn)
+    return torch.as_tensor(km.labels_, dtype=torch.long, device=x.device), None
+
+
+def cluster_by_label(images, labels, *, cluster_size=5, backend="auto", random_state=0, feature_size=None) -> Clustering:
+    """k-means within each label, about ``cluster_size`` examples per cluster.
+
+    Parameters
+    ----------
+    images : torch.Tensor
+        ``(N, C, H, W)``, uint8 or float; clustered on flattened pixels in [0, 1], on
+        ``images``' device for the torch backend.
+    labels : torch.Tensor
+        int64 ``(N,)``.
+    cluster_size : int
+        Target members per cluster; a label with ``n`` examples gets ``max(1, round(n / cluster_size))``
+        clusters.
+    backend : {"auto", "sklearn", "torch"}
+        "auto": torch when the images are on a GPU, scikit-learn otherwise.
+    random_state : int
+    feature_size : int, optional
+        Downsample images to this square size before clustering (cheaper for large images).
+
+    Returns
+    -------
+    Clustering
+    """
+    caller = "cluster_by_label"
+    cluster_size = check_interval("cluster_size", cluster_size, 1, None, caller=caller, integer=True)
+    backend = check_options("backend", backend, KMEANS_BACKENDS, caller=caller)
+    random_state = check_interval("random_state", random_state, 0, None, caller=caller, integer=True)
+    if not isinstance(images, torch.Tensor) or images.dim() != 4:
+        raise InputError("Expected images of shape (N, C, H, W) for cluster_by_label.")
+    if backend == "auto":
+        backend = "torch" if images.device.type != "cpu" else "sklearn"
+    x = images.float()
+    if images.dtype == torch.uint8:
+        x = x / 255.0
+    if feature_size is not None and x.shape[-1] > feature_size:
+        x = torch.nn.functional.adaptive_avg_pool2d(x, feature_size)
+    x = x.flatten(1)
+    labels = labels.to(x.device).long()
+    n = x.shape[0]
+    assignment = torch.empty(n, dtype=torch.long, device=x.device)
+    centers, cluster_labels = [], []
+    offset = 0
+    for lab in torch.unique(labels).tolist():
+        idx = (labels == lab).nonzero().squeeze(1)
+        xl = x[idx]
+        k = max(1, min(int(round(len(idx) / cluster_size)), len(idx)))
+        if k == 1:
+            assign = torch.zeros(len(idx), dtype=torch.long, device=x.device)
+        elif backend == "torch":
+            assign, _ = _kmeans_torch(xl, k, random_state + int(lab))
+        else:
+            assign, _ = _kmeans_sklearn(xl, k, random_state + int(lab))
+        # Drop empty clusters, renumber, and pick each cluster's member nearest its mean.
+        used = torch.unique(assign)
+        remap = torch.full((int(assign.max()) + 1,), -1, dtype=torch.long, device=x.device)
+        remap[used] = torch.arange(len(used), device=x.device)
+        assign = remap[assign]
+        kk = len(used)
+        counts = torch.bincount(assign, minlength=kk).to(x.dtype)
+        means = torch.zeros(kk, x.shape[1], dtype=x.dtype, device=x.device).index_add_(0, assign, xl) / counts[:, None]
+        d = (xl - means[assign]).pow(2).sum(1)
+        mind = torch.full((kk,), float("inf"), dtype=d.dtype, device=x.device).scatter_reduce(0, assign, d, "amin")
+        pos = torch.arange(len(idx), device=x.device)
+        cand = torch.where(d == mind[assign], pos, len(idx))
+        first = torch.full((kk,), len(idx), dtype=torch.long, device=x.device).scatter_reduce(0, assign, cand, "amin")
+        centers.append(idx[first])
+        assignment[idx] = assign + offset
+        cluster_labels += [int(lab)] * kk
+        offset += kk
+    log.debug("k-means (%s): %d examples in %d clusters", backend, n, offset)
+    dev = images.device
+    return Clustering(assignment.to(dev), torch.cat(centers).to(dev),
+                      torch.as_tensor(cluster_labels, dtype=torch.long, device=dev), backend)
+

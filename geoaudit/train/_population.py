@@ -1,0 +1,428 @@
+"""Model populations: Algorithm 2 once, then Algorithm 3 K times with different seeds.
+
+Output folder::
+
+    OUT/
+      manifest.json          method, settings, seeds, per-model status and statistics
+      weighted_dataset/      D (uint8 memory map): Algorithm 2's output, or the clean data for "plain"
+      model_000/             one checkpoint per model (config.json + weights.pt)
+      model_001/ ...
+      .state/model_001.pt    resume state of an unfinished model (deleted when it finishes)
+
+Every file is written atomically.  Re-running with the same settings resumes: D is reused
+(or its build resumes at its unfinished round), finished models are kept as they are, an
+unfinished model resumes at its last finished epoch.  The checkpoint folders are the source of
+truth; the manifest is rewritten from them.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from geoaudit._errors import GeoauditError, InputError
+from geoaudit._io import atomic_write_json, to_json
+from geoaudit._progress import progress
+from geoaudit._validation import check_interval, check_options
+from geoaudit.train._checkpoint import CONFIG, WEIGHTS, make_config, read_config, save_checkpoint
+from geoaudit.train._data import load_training_data
+from geoaudit.train._dro import build_adversarial_dataset, describe_attack
+from geoaudit.train._kmeans import KMEANS_BACKENDS
+from geoaudit.train._models import ARCHITECTURES
+from geoaudit.train._sample import sample_model
+from geoaudit.train._store import META, WeightedDataset
+
+log = logging.getLogger(__name__)
+
+METHODS = ("plain", "pgd", "perceptual")
+BACKENDS = ("local", "ray")
+MANIFEST = "manifest.json"
+DATASET_DIR = "weighted_dataset"
+STATE_DIR = ".state"
+FORMAT = "geoaudit-population"
+
+#: Attack hyperparameters used when ``attack`` is not given (small enough for GeoShapes on a CPU).
+DEFAULT_ATTACK_PARAMS = {
+    "pgd": {"eps": 0.5, "step_size": 0.1, "steps": 10, "norm": "l2"},
+    "perceptual": {"cost": "ssim", "lam": 1.0, "step_size": 0.1, "steps": 20, "confidence": 0.0},
+}
+
+
+def make_attack(augment, **params):
+    """The default attack of an augmentation: ``PGD`` for "pgd", ``PerceptualDRO`` for "perceptual".
+
+    ``params`` override :data:`DEFAULT_ATTACK_PARAMS` (unknown names raise ``InputError``)."""
+    check_options("augment", augment, ("pgd", "perceptual"), caller="make_attack")
+    merged = dict(DEFAULT_ATTACK_PARAMS[augment])
+    unknown = sorted(set(params) - set(merged))
+    if unknown:
+        raise InputError(f"Unknown {augment} attack parameter(s) {', '.join(map(repr, unknown))}; "
+                         f"accepted: {', '.join(merged)}.")
+    merged.update({k: v for k, v in params.items() if v is not None})
+    import geoaudit.attacks as attacks
+
+    if augment == "pgd":
+        p = merged
+        return attacks.PGD(p["eps"], p["step_size"], p["steps"], norm=p["norm"])
+    if not hasattr(attacks, "PerceptualDRO"):
+        raise GeoauditError("The perceptual DRO attack (geoaudit.attacks.PerceptualDRO) is not available in this build.")
+    return attacks.PerceptualDRO(**merged)
+
+
+@dataclass(frozen=True)
+class PopulationResult:
+    """What :func:`train_population` returns.
+
+    Attributes
+    ----------
+    out_dir : Path
+    method : str
+        "plain", "pgd" or "perceptual".
+    checkpoints : tuple of Path
+        The finished checkpoint folders, in model order.
+    seeds : tuple of int
+    manifest : dict
+        The content of ``manifest.json``.
+    """
+
+    out_dir: Path
+    method: str
+    checkpoints: tuple = ()
+    seeds: tuple = ()
+    manifest: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"out_dir": str(self.out_dir), "method": self.method,
+                "checkpoints": [str(p) for p in self.checkpoints], "seeds": list(self.seeds),
+                "manifest": self.manifest}
+
+
+def _hash(obj) -> str:
+    return hashlib.sha256(to_json(obj, indent=None).encode()).hexdigest()[:16]
+
+
+def _now():
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def train_member(spec: dict) -> dict:
+    """Train one population member (Algorithm 3) and write its checkpoint atomically.
+
+    ``spec`` is JSON-like so the same function runs in this process or as a Ray task.
+    Resumes from ``.state/<name>.pt`` when present.  Returns the model's manifest entry.
+    """
+    out = Path(spec["out_dir"])
+    st = spec["settings"]
+    name, seed = spec["name"], int(spec["seed"])
+    d = WeightedDataset.open(out / DATASET_DIR)
+    state_dir = out / STATE_DIR
+    state_dir.mkdir(exist_ok=True)
+    state_path = state_dir / f"{name}.pt"
+    started = _now()
+    model, info = sample_model(
+        d, arch=st["arch"], class_names=spec["class_names"], seed=seed, epochs=st["epochs"],
+        batch_size=st["batch_size"], lr=st["lr"], momentum=st["momentum"], weight_decay=st["weight_decay"],
+        weight_loss=st["weight_loss"], samples_per_epoch=st["samples_per_epoch"], normalization=st["normalization"],
+        pretrained=st["pretrained"], device=spec["device"], state_path=state_path,
+        on_epoch_end=spec.get("on_epoch_end"), desc=name)
+    hist = info["history"]
+    training = {
+        "method": st["method"], "algorithm": 3, "seed": seed, "epochs": st["epochs"],
+        "batch_size": st["batch_size"], "lr": st["lr"], "momentum": st["momentum"],
+        "weight_decay": st["weight_decay"], "weight_loss": st["weight_loss"],
+        "samples_per_epoch": st["samples_per_epoch"] or d.size, "optimizer": "SGD",
+        "attack": st["attack"], "dro": st["dro"],
+        "data": spec["data"], "weighted_dataset": {"size": d.size, "bytes": d.nbytes},
+        "history": hist, "final_loss": hist[-1]["loss"], "train_accuracy": hist[-1]["train_accuracy"],
+        "timing": {"train_seconds": info["train_seconds"], "started": started, "finished": _now(),
+                   "resumed_from_epoch": info["resumed_from_epoch"], "device": str(spec["device"])},
+        "population": {"name": name, "index": spec["index"], "settings_hash": spec["settings_hash"]},
+    }
+    cfg = make_config(arch=st["arch"], class_names=spec["class_names"], in_channels=st["channels"],
+                      image_size=st["image_size"], normalization=info["normalization"],
+                      weights_source=info["weights_source"], training=training)
+    save_checkpoint(out / name, model, cfg)
+    if state_path.exists():
+        state_path.unlink()
+    return {"name": name, "index": spec["index"], "seed": seed, "status": "done",
+            "train_seconds": info["train_seconds"], "final_loss": training["final_loss"],
+            "train_accuracy": training["train_accuracy"], "resumed_from_epoch": info["resumed_from_epoch"],
+            "weights_source": info["weights_source"]}
+
+
+def _check_existing(out: Path, name: str, seed: int, settings_hash: str, arch: str):
+    """The manifest entry of a finished checkpoint folder, or None if there is none yet."""
+    folder = out / name
+    if not folder.exists():
+        return None
+    cfg = read_config(folder)  # clear InputError when corrupt
+    if cfg["arch"] != arch:
+        raise InputError(f"Checkpoint {str(folder)!r} holds a {cfg['arch']!r} model, but this population trains "
+                         f"{arch!r}; use another --out folder.")
+    tr = cfg.get("training", {})
+    pop = tr.get("population", {})
+    if pop.get("settings_hash") != settings_hash or tr.get("seed") != seed:
+        raise InputError(f"Checkpoint {str(folder)!r} was trained with other settings or seed "
+                         f"(seed {tr.get('seed')!r}, expected {seed}); use another --out folder.")
+    if not (folder / WEIGHTS).exists():
+        raise InputError(f"Checkpoint {str(folder)!r} has no {WEIGHTS}; delete the folder to retrain it.")
+    return {"name": name, "index": pop.get("index"), "seed": seed, "status": "done",
+            "train_seconds": tr.get("timing", {}).get("train_seconds"), "final_loss": tr.get("final_loss"),
+            "train_accuracy": tr.get("train_accuracy"),
+            "resumed_from_epoch": tr.get("timing", {}).get("resumed_from_epoch"),
+            "weights_source": cfg.get("weights_source")}
+
+
+def _settings_diff(old: dict, new: dict):
+    keys = sorted(set(old) | set(new))
+    return [k for k in keys if old.get(k) != new.get(k)]
+
+
+def train_population(data, *, augment="plain", n_models=50, epochs=10, arch="small_cnn", seeds=None, out_dir,
+                     backend="local", attack=None, device="cpu", split="train", image_size=None, channels=3,
+                     batch_size=64, lr=0.05, momentum=0.9, weight_decay=5e-4, weight_loss=True,
+                     samples_per_epoch=None, dro_rounds=3, dro_seed=0, reuse=True, cluster_size=5,
+                     kmeans="auto", pretrained=False, ray_address=None, ray_gpus_per_model=0.0,
+                     on_epoch_end=None, on_model_end=None) -> PopulationResult:
+    """Train a population of K models alike but for their seeds.
+
+    ``plain`` runs Algorithm 3 on the clean data with uniform weights.  ``pgd`` and
+    ``perceptual`` run Algorithm 2 once (seed ``dro_seed``) to build the weighted adversarial
+    dataset D, then Algorithm 3 on D once per seed.  Populations trained with the same seeds
+    (default 0..K-1) under different methods are paired.
+
+    Parameters
+    ----------
+    data : dataset folder, datasets object or TrainingData
+        Needs the columns ``image`` and ``label``.
+    augment : {"plain", "pgd", "perceptual"}
+    n_models : int
+        K (the paper: 50).
+    epochs : int
+        Epochs of Algorithm 3 per model (T2).
+    arch : str
+        One of :data:`geoaudit.train.ARCHITECTURES`.
+    seeds : sequence of int, optional
+        One seed per model; default ``range(n_models)``.
+    out_dir : str or Path
+        Output folder (see the module docstring); re-running with the same settings resumes,
+        other settings are refused.
+    backend : {"local", "ray"}
+        "ray": each model is a Ray task (``pip install 'geoaudit[ray]'``); an already
+        initialised Ray is used, else ``ray.init(address=ray_address)``.
+    attack : geoaudit.attacks attack, optional
+        The attack of Algorithm 2; default ``make_attack(augment)``.  Ignored for "plain".
+    device : str or torch.device
+    split, image_size, channels : which data and at what size (see ``load_training_data``).
+    batch_size, lr, momentum, weight_decay, weight_loss, samples_per_epoch :
+        SGD of Algorithms 2 and 3 (see ``geoaudit.train._sample``).
+    dro_rounds : int
+        T1 of Algorithm 2.
+    dro_seed : int
+        Seed of Algorithm 2 (D is shared by the whole population).
+    reuse, cluster_size, kmeans :
+        The appendix-D attack reuse (see :func:`build_adversarial_dataset`).
+    pretrained : bool
+        ResNets start from torchvision weights when available (recorded per checkpoint).
+    ray_address : str, optional
+    ray_gpus_per_model : float
+        GPUs reserved per Ray task (0: CPU tasks).
+    on_epoch_end : callable, optional
+        Local backend: ``on_epoch_end(name, epoch, stats)`` after each saved epoch.
+    on_model_end : callable, optional
+        ``on_model_end(entry)`` after each finished model (its manifest entry).
+
+    Returns
+    -------
+    PopulationResult
+    """
+    caller = "train_population"
+    augment = check_options("augment", augment, METHODS, caller=caller)
+    arch = check_options("arch", arch, ARCHITECTURES, caller=caller)
+    backend = check_options("backend", backend, BACKENDS, caller=caller)
+    n_models = check_interval("n_models", n_models, 1, None, caller=caller, integer=True)
+    epochs = check_interval("epochs", epochs, 1, None, caller=caller, integer=True)
+    batch_size = check_interval("batch_size", batch_size, 1, None, caller=caller, integer=True)
+    lr = check_interval("lr", lr, 0, None, caller=caller, closed="neither")
+    momentum = check_interval("momentum", momentum, 0, 1, caller=caller, closed="left")
+    weight_decay = check_interval("weight_decay", weight_decay, 0, None, caller=caller)
+    dro_rounds = check_interval("dro_rounds", dro_rounds, 1, None, caller=caller, integer=True)
+    dro_seed = check_interval("dro_seed", dro_seed, 0, None, caller=caller, integer=True)
+    check_options("kmeans", kmeans, KMEANS_BACKENDS, caller=caller)
+    if samples_per_epoch is not None:
+        samples_per_epoch = check_interval("samples_per_epoch", samples_per_epoch, 1, None, caller=caller, integer=True)
+    if seeds is None:
+        seeds = list(range(n_models))
+    else:
+        seeds = [check_interval("seeds", s, 0, None, caller=caller, integer=True) for s in seeds]
+        if len(seeds) != n_models:
+            raise InputError(f"The 'seeds' parameter of {caller} must hold n_models={n_models} seeds. Got {len(seeds)}.")
+        if len(set(seeds)) != len(seeds):
+            raise InputError(f"The 'seeds' parameter of {caller} must not repeat a seed. Got {seeds!r}.")
+    device = torch.device(device)
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"The output {str(out)!r} is a file, not a folder.")
+    if out.exists() and any(out.iterdir()) and not (out / MANIFEST).exists():
+        raise InputError(f"The output folder {str(out)!r} is not empty and holds no population manifest; "
+                         "use a new folder.")
+    if augment != "plain" and attack is None:
+        attack = make_attack(augment)
+    if augment == "plain":
+        attack = None
+
+    data = load_training_data(data, split=split, image_size=image_size, channels=channels)
+    mean, std = data.channel_stats()
+    normalization = {"mean": mean, "std": std}
+    dro = None
+    if augment != "plain":
+        dro = {"rounds": dro_rounds, "seed": dro_seed, "reuse": bool(reuse), "cluster_size": cluster_size,
+               "kmeans": kmeans}
+    settings = {"method": augment, "arch": arch, "epochs": epochs, "batch_size": batch_size, "lr": lr,
+                "momentum": momentum, "weight_decay": weight_decay, "weight_loss": bool(weight_loss),
+                "samples_per_epoch": samples_per_epoch, "pretrained": bool(pretrained),
+                "normalization": normalization, "image_size": data.image_size, "channels": data.channels,
+                "data_fingerprint": data.fingerprint, "attack": describe_attack(attack), "dro": dro}
+    settings_hash = _hash(settings)
+    width = max(3, len(str(max(n_models - 1, 0))))
+    names = [f"model_{i:0{width}d}" for i in range(n_models)]
+
+    entries = {}
+    manifest = None
+    if (out / MANIFEST).exists():
+        try:
+            manifest = json.loads((out / MANIFEST).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as e:
+            raise InputError(f"Corrupt population manifest {str(out / MANIFEST)!r}: {e}") from e
+        if manifest.get("format") != FORMAT:
+            raise InputError(f"{str(out / MANIFEST)!r} is not a geoaudit population manifest.")
+        if manifest.get("settings_hash") != settings_hash:
+            diff = _settings_diff(manifest.get("settings", {}), settings)
+            raise InputError(
+                f"The population in {str(out)!r} was trained with other settings (differing: {', '.join(diff)}); "
+                "re-run with the same settings to resume, or use another --out folder.")
+        for e in manifest.get("models", []):
+            entries[e["name"]] = e
+        for name, seed in zip(names, seeds):
+            if name in entries and entries[name]["seed"] != seed:
+                raise InputError(f"{name} in {str(out)!r} has seed {entries[name]['seed']}, not {seed}; "
+                                 "resume with the same seeds (--seed-start) or use another --out folder.")
+    for i, (name, seed) in enumerate(zip(names, seeds)):
+        entries[name] = {"name": name, "index": i, "seed": seed, "status": "pending"}
+    for name, e in list(entries.items()):
+        done = _check_existing(out, name, e["seed"], settings_hash, arch)
+        if done is not None:
+            entries[name] = dict(done, index=e["index"])
+        elif (out / STATE_DIR / f"{name}.pt").exists():
+            entries[name]["status"] = "partial"
+
+    out.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+    manifest = {
+        "format": FORMAT, "format_version": 1, "method": augment, "arch": arch,
+        "n_models": len(entries), "seeds": [entries[k]["seed"] for k in sorted(entries)],
+        "settings": settings, "settings_hash": settings_hash, "class_names": list(data.class_names),
+        "data": data.to_dict(), "backend": backend, "device": str(device),
+        "created": (manifest or {}).get("created", _now()), "updated": _now(),
+        "weighted_dataset": (manifest or {}).get("weighted_dataset"),
+        "models": [entries[k] for k in sorted(entries)],
+        "timing": (manifest or {}).get("timing", {}),
+    }
+
+    def write_manifest():
+        manifest["models"] = [entries[k] for k in sorted(entries)]
+        manifest["updated"] = _now()
+        done = [e for e in manifest["models"] if e["status"] == "done"]
+        manifest["stats"] = {"done": len(done), "pending": len(manifest["models"]) - len(done),
+                             "mean_train_seconds": (sum(e["train_seconds"] or 0 for e in done) / len(done)) if done else None}
+        atomic_write_json(out / MANIFEST, manifest)
+
+    write_manifest()
+
+    # D: built once per population, cached on disk.
+    t0 = time.perf_counter()
+    dfolder = out / DATASET_DIR
+    if augment == "plain":
+        meta_ok = (dfolder / META).exists() and WeightedDataset.open(dfolder).complete
+        if not meta_ok:
+            if dfolder.exists():
+                shutil.rmtree(dfolder)
+            WeightedDataset.create(dfolder, data.images, data.labels, capacity=data.n,
+                                   meta={"kind": "clean", "class_names": list(data.class_names),
+                                         "data": data.to_dict()}).flush(complete=True)
+        dstats = None
+    else:
+        res = build_adversarial_dataset(
+            data, attack=attack, out_dir=dfolder, arch=arch, rounds=dro_rounds, batch_size=batch_size, lr=lr,
+            momentum=momentum, weight_decay=weight_decay, weight_loss=weight_loss, seed=dro_seed, reuse=reuse,
+            cluster_size=cluster_size, kmeans=kmeans, device=device, pretrained=pretrained,
+            normalization=normalization)
+        dstats = res.stats
+    dset = WeightedDataset.open(dfolder)
+    manifest["weighted_dataset"] = {"folder": DATASET_DIR, "size": dset.size, "bytes": dset.nbytes,
+                                    "float32_bytes": dset.size * int(dset.images[0].size) * 4,
+                                    "algorithm2": dstats}
+    manifest["timing"]["dataset_seconds_this_run"] = time.perf_counter() - t0
+    write_manifest()
+    del dset
+
+    pending = [entries[n_] for n_ in names if entries[n_]["status"] != "done"]
+    data_info = data.to_dict()
+    common = {"out_dir": str(out), "settings": settings, "settings_hash": settings_hash,
+              "class_names": list(data.class_names), "data": data_info}
+
+    def finished(entry):
+        entries[entry["name"]] = entry
+        write_manifest()
+        if on_model_end is not None:
+            on_model_end(entry)
+
+    t1 = time.perf_counter()
+    failures = []
+    if backend == "local":
+        for e in progress(pending, desc=f"{augment} models", unit="model"):
+            spec = dict(common, name=e["name"], index=e["index"], seed=e["seed"], device=str(device))
+            if on_epoch_end is not None:
+                spec["on_epoch_end"] = (lambda name: lambda ep, s: on_epoch_end(name, ep, s))(e["name"])
+            try:
+                finished(train_member(spec))
+            except BaseException as exc:
+                entries[e["name"]]["status"] = "partial" if (out / STATE_DIR / f"{e['name']}.pt").exists() else "pending"
+                entries[e["name"]]["error"] = f"{type(exc).__name__}: {exc}"
+                write_manifest()
+                raise
+    else:
+        from geoaudit.train._ray import run_on_ray
+
+        specs = [dict(common, name=e["name"], index=e["index"], seed=e["seed"],
+                      device="cuda" if ray_gpus_per_model else "cpu") for e in pending]
+
+        def on_result(spec, entry, exc):
+            if exc is None:
+                finished(entry)
+            else:
+                entries[spec["name"]]["status"] = "failed"
+                entries[spec["name"]]["error"] = f"{type(exc).__name__}: {exc}"
+                failures.append(spec["name"])
+                write_manifest()
+
+        run_on_ray(specs, address=ray_address, gpus_per_model=ray_gpus_per_model, on_result=on_result)
+    manifest["timing"]["models_seconds_this_run"] = time.perf_counter() - t1
+    manifest["timing"]["total_seconds_this_run"] = time.perf_counter() - t_start
+    manifest["timing"]["models_trained_this_run"] = len(pending) - len(failures)
+    write_manifest()
+    state_dir = out / STATE_DIR
+    if state_dir.exists() and not any(state_dir.iterdir()):
+        state_dir.rmdir()
+    if failures:
+        errs = "; ".join(f"{n_}: {entries[n_]['error']}" for n_ in failures)
+        raise GeoauditError(f"{len(failures)} model(s) failed ({errs}); re-run the same command to retry them.")
+    ckpts = tuple(out / n_ for n_ in names if (out / n_ / CONFIG).exists())
+    return PopulationResult(out, augment, ckpts, tuple(seeds), manifest)
