@@ -1,0 +1,583 @@
+"""The individual-fairness centroid defense (Pepe, "Individual fairness for adversarial
+robustness", paper 002).
+
+As an input passes through the network, at each chosen layer its activations are compared
+with those of one known image per class (the *centroids*) by the rescaled cosine distance
+``D = (1 - cos) / 2``; every class whose distance is under its threshold ``alpha_j`` gets a
+vote, and the class with most votes wins.  No retraining; the centroid activations are
+computed once at construction, so a defended prediction costs one forward pass of the
+model plus one ``(N, d) x (d, M)`` product per hooked layer.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from geoaudit._errors import InputError
+from geoaudit._validation import check_images, check_interval, check_labels, check_options
+
+log = logging.getLogger(__name__)
+
+#: Module types hooked when ``layers=None``: every linear and convolutional layer ...
+LAYER_TYPES = (nn.Linear, nn.Bilinear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+#: ... and every activation module (not Softmax/LogSoftmax, which only rescale the logits).
+ACTIVATION_TYPES = (
+    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.RReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU,
+    nn.SiLU, nn.Mish, nn.Sigmoid, nn.Tanh, nn.Softplus, nn.Softsign, nn.Hardswish,
+    nn.Hardsigmoid, nn.Hardtanh, nn.LogSigmoid, nn.Tanhshrink,
+)
+LAYER_WEIGHTINGS = ("flat", "early", "late")
+
+#: The paper's appendix A (section 5.1): alpha_j per class, in the datasets' class order.
+THRESHOLD_PRESETS = {
+    "mnist": {
+        "classes": [str(d) for d in range(10)],
+        "thresholds": [0.3, 0.4, 0.35, 0.3, 0.35, 0.3, 0.3, 0.4, 0.3, 0.3],
+    },
+    "fashion-mnist": {
+        "classes": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                    "Sneaker", "Bag", "Ankle boot"],
+        "thresholds": [0.2, 0.2, 0.3, 0.2, 0.35, 0.3, 0.3, 0.25, 0.2, 0.2],
+    },
+}
+
+_TINY = 1e-12
+
+
+def _model_device(model):
+    for t in list(model.parameters()) + list(model.buffers()):
+        return t.device
+    return torch.device("cpu")
+
+
+def default_layer_names(model: nn.Module) -> list[str]:
+    """Names (as in ``model.named_modules()``) of the modules hooked by default: every
+    :data:`LAYER_TYPES` (Linear, Bilinear, Conv1d/2d/3d) and :data:`ACTIVATION_TYPES` module,
+    in registration order."""
+    return [name for name, m in model.named_modules()
+            if name and isinstance(m, LAYER_TYPES + ACTIVATION_TYPES)]
+
+
+@dataclass(frozen=True)
+class CentroidScores:
+    """What one defended forward pass gives.
+
+    Attributes
+    ----------
+    votes : torch.Tensor
+        Float64 ``(N, K)``: the (weighted) number of hooked layers at which each class's
+        distance was under its threshold.
+    logits : torch.Tensor
+        ``(N, K)``: the model's own output, used to break ties.
+    distances : torch.Tensor
+        ``(L, N, K)``: rescaled cosine distance of each input to the nearest centroid of each
+        class, at each of the L hooked layer calls.
+    ranking : torch.Tensor
+        Int64 ``(N, K)``: classes ordered by votes, ties by logits (best first).
+    """
+
+    votes: torch.Tensor
+    logits: torch.Tensor
+    distances: torch.Tensor
+    ranking: torch.Tensor
+
+    @property
+    def prediction(self) -> torch.Tensor:
+        """Defended prediction ``(N,)``: most votes, ties broken by the logits."""
+        return self.ranking[:, 0]
+
+    def topk(self, k: int) -> torch.Tensor:
+        """The ``k`` best classes ``(N, k)`` by votes, ties by logits."""
+        return self.ranking[:, :k]
+
+    def loose_correct(self, labels: torch.Tensor, k: int) -> torch.Tensor:
+        """Bool ``(N,)``: the true class is among the ``k`` best classes."""
+        return (self.ranking[:, :k] == labels.to(self.ranking.device)[:, None]).any(dim=1)
+
+
+def rank_classes(votes: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """Classes ordered by ``votes`` (descending), ties broken by ``logits`` (descending)."""
+    by_logit = torch.argsort(logits, dim=1, descending=True, stable=True)
+    v = votes.gather(1, by_logit)
+    by_vote = torch.argsort(v, dim=1, descending=True, stable=True)
+    return by_logit.gather(1, by_vote)
+
+
+def _as_centroids(centroids, centroid_labels, caller):
+    """Normalise the accepted centroid forms to (images (M, C, H, W), labels (M,))."""
+    if isinstance(centroids, (tuple, list)) and len(centroids) == 2 and centroid_labels is None \
+            and isinstance(centroids[1], torch.Tensor) and centroids[1].dim() == 1:
+        centroids, centroid_labels = centroids
+    if not isinstance(centroids, torch.Tensor):
+        raise InputError(
+            f"Expected centroids of {caller} to be a tensor (K, C, H, W) with one image per class, "
+            f"(S, K, C, H, W) with S sets, or a pair (images, labels); got {type(centroids).__name__}."
+        )
+    if centroid_labels is None:
+        if centroids.dim() == 4:
+            labels = torch.arange(centroids.shape[0])
+        elif centroids.dim() == 5:
+            s, k = centroids.shape[:2]
+            labels = torch.arange(k).repeat(s)
+            centroids = centroids.reshape(s * k, *centroids.shape[2:])
+        else:
+            raise InputError(
+                f"Expected centroids of {caller} to have shape (K, C, H, W) or (S, K, C, H, W), "
+                f"got {tuple(centroids.shape)}."
+            )
+    else:
+        labels = centroid_labels
+    check_images(centroids, caller=caller, name="centroids")
+    check_labels(labels, centroids.shape[0], caller=caller, name="centroid_labels")
+    return centroids, labels.to(torch.long).cpu()
+
+
+class _Hooks:
+    """Forward hooks on the chosen modules.  In "record" mode each call's activations are kept
+    (flattened, unit-normalised); in "score" mode each call's distances to the recorded
+    centroid activations are computed right away, so nothing large is kept and a later
+    in-place op (``ReLU(inplace=True)``) cannot alter what was measured."""
+
+    def __init__(self, model, names):
+        self.model = model
+        self.names = names
+        self.mode = None
+        self.records: list[tuple[str, torch.Tensor]] = []
+        self.centroid_acts: list[torch.Tensor] = []
+        self.out: list[torch.Tensor] = []
+        self.calls: dict[str, int] = {}
+        modules = dict(model.named_modules())
+        self.modules = [(n, modules[n]) for n in names]
+
+    def _hook(self, name):
+        def hook(module, inputs, output):
+            if not isinstance(output, torch.Tensor):
+                raise InputError(f"Layer {name!r} returns a {type(output).__name__}, not a tensor; "
+                                 "choose layers whose output is a single tensor.")
+            k = self.calls.get(name, 0)
+            self.calls[name] = k + 1
+            a = output.detach().reshape(output.shape[0], -1).float()
+            a = a / torch.linalg.vector_norm(a, dim=1, keepdim=True).clamp_min(_TINY)
+            if self.mode == "record":
+                self.records.append((name if k == 0 else f"{name}#{k + 1}", a))
+            elif self.mode == "score":
+                i = len(self.out)
+                if i >= len(self.centroid_acts):
+                    raise InputError("The model called its hooked layers more often than when the centroids "
+                                     "were recorded; the defense needs a model with a fixed layer sequence.")
+                self.out.append(a @ self.centroid_acts[i].T)
+            else:  # raw activations, for inspection
+                self.records.append((name if k == 0 else f"{name}#{k + 1}", output.detach().clone()))
+        return hook
+
+    def run(self, x, mode):
+        self.mode, self.out, self.records, self.calls = mode, [], [], {}
+        handles = [m.register_forward_hook(self._hook(n)) for n, m in self.modules]
+        modes = [(m, m.training) for m in self.model.modules()]
+        try:
+            self.model.eval()
+            with torch.no_grad():
+                logits = self.model(x)
+        finally:
+            for h in handles:
+                h.remove()
+            for m, t in modes:
+                m.training = t
+            self.mode = None
+        return logits
+
+
+class CentroidDefense:
+    """Inference-time centroid defense (Pepe, 2023; paper 002 of geoaudit's sources).
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Any classifier taking float images ``(N, C, H, W)`` in [0, 1] and returning logits
+        ``(N, K)``.  It is not modified; hooks are attached only during a defended call.
+    centroids : torch.Tensor or (torch.Tensor, torch.Tensor)
+        Known images of each class: ``(K, C, H, W)``, one per class in class order;
+        ``(S, K, C, H, W)``, S sets; or a pair ``(images (M, C, H, W), labels (M,))`` with any
+        number per class.  Every class must have at least one.  With several centroids per
+        class, a class's distance at a layer is the distance to its *closest* centroid, so it
+        gets one vote there when *any* of its centroids is under the threshold.
+        See :func:`select_centroids` for the documented ways to choose them.
+    thresholds : float, sequence, torch.Tensor or str
+        ``alpha``: one float for every class; ``K`` floats, one per class (the paper's form);
+        an ``(L, K)`` array, per hooked layer call and class (what :func:`calibrate_thresholds`
+        gives with ``per_layer=True``); or a preset name from :data:`THRESHOLD_PRESETS`
+        (``"mnist"``, ``"fashion-mnist"``: the paper's appendix A tables).  Values in [0, 1].
+    layers : list of str, optional
+        Module names (from ``model.named_modules()``) to hook.  Default: every Linear,
+        Bilinear, Conv1d/2d/3d module and every activation module (:data:`ACTIVATION_TYPES`:
+        ReLU, LeakyReLU, GELU, SiLU, Sigmoid, Tanh, ...), in registration order; activations
+        applied functionally (``F.relu``) are not seen.  A module called several times per
+        forward pass (e.g. ResNet's shared ReLU) counts as one layer per call (``name#2``...).
+    layer_weighting : {"flat", "early", "late"}
+        A vote at the ``l``-th hooked layer call (``l = 1..L``) weighs 1 ("flat", the paper's
+        baseline), ``e^-l`` ("early") or ``e^l`` ("late"); the weights are rescaled to a
+        largest weight of 1, which changes no ranking but avoids overflow in deep models.
+    top_k : int
+        ``k`` of the loose variant (:meth:`loose_correct`): correct when the true class is among
+        the ``k`` classes with most votes.  The paper reports ``k = 3``.
+    centroid_labels : torch.Tensor, optional
+        Labels of ``centroids`` given as ``(M, C, H, W)``; same as passing the pair.
+    class_names : sequence of str, optional
+        For error messages and reports.
+
+    Notes
+    -----
+    A class gets a vote at layer ``l`` when ``D_l(x, k_j) < alpha_j`` (strictly, as in the
+    paper's Algorithm 1), with ``D(u, v) = (1 - cos(u, v)) / 2`` on the flattened activations
+    in [0, 1].  The prediction is the class with most votes; ties (including "no class got a
+    vote") are broken by the model's own logits, so with no votes at all the defense returns
+    the undefended prediction.  A zero activation vector has cosine 0 with everything (D = 0.5).
+
+    Examples
+    --------
+    >>> defense = CentroidDefense(model, centroids, "mnist")            # doctest: +SKIP
+    >>> defense.predict(images)                                         # doctest: +SKIP
+    """
+
+    def __init__(self, model, centroids, thresholds, *, layers=None, layer_weighting="flat", top_k=1,
+                 centroid_labels=None, class_names=None):
+        caller = "CentroidDefense"
+        if not isinstance(model, nn.Module):
+            raise InputError(f"Expected model of {caller} to be a torch.nn.Module returning logits, "
+                             f"got {type(model).__name__}.")
+        self.model = model
+        self.layer_weighting = check_options("layer_weighting", layer_weighting, LAYER_WEIGHTINGS, caller=caller)
+        self.top_k = check_interval("top_k", top_k, 1, None, caller=caller, integer=True)
+        self.device = _model_device(model)
+
+        available = [n for n, _ in model.named_modules() if n]
+        if layers is None:
+            names = default_layer_names(model)
+            if not names:
+                raise InputError(
+                    f"{caller} found no Linear, Conv or activation module in the model; pass layers=[...] "
+                    f"from the available module names: {', '.join(available) or '(none)'}."
+                )
+        else:
+            if isinstance(layers, str) or not all(isinstance(n, str) for n in layers):
+                raise InputError(f"The 'layers' parameter of {caller} must be a list of module names. "
+                                 f"Got {layers!r} instead.")
+            names = list(layers)
+            if not names:
+                raise InputError(f"The 'layers' parameter of {caller} must name at least one module.")
+            missing = [n for n in names if n not in available]
+            if missing:
+                raise InputError(
+                    f"The model has no layer {', '.join(repr(m) for m in missing)}; available layer names: "
+                    f"{', '.join(available)}."
+                )
+            if len(set(names)) != len(names):
+                raise InputError(f"The 'layers' parameter of {caller} names a layer twice: {names!r}.")
+        self.layers = names
+        self._hooks = _Hooks(model, names)
+
+        images, labels = _as_centroids(centroids, centroid_labels, caller)
+        order = torch.argsort(labels, stable=True)  # class-sorted: one-per-class is the identity
+        images, labels = images[order], labels[order]
+        logits = self._hooks.run(images.to(self.device), "record")
+        if logits.dim() != 2:
+            raise InputError(f"Expected the model to return logits of shape (N, num_classes), "
+                             f"got {tuple(logits.shape)}.")
+        self.num_classes = k = int(logits.shape[1])
+        self.class_names = list(class_names) if class_names is not None else [str(i) for i in range(k)]
+        if len(self.class_names) != k:
+            raise InputError(f"Got {len(self.class_names)} class names for a model with {k} outputs.")
+        present = set(labels.tolist())
+        if int(labels.max()) >= k:
+            raise InputError(f"Centroid labels go up to {int(labels.max())} but the model has {k} classes.")
+        absent = [c for c in range(k) if c not in present]
+        if absent:
+            raise InputError(
+                f"Centroids are missing for {len(absent)} of {k} classes: "
+                f"{', '.join(f'{c} ({self.class_names[c]!r})' for c in absent)}; every class needs at least one."
+            )
+        if not self._hooks.records:
+            raise InputError("None of the chosen layers ran during the model's forward pass.")
+        self.centroid_images = images.detach().cpu()
+        self.centroid_labels = labels
+        self.layer_calls = [n for n, _ in self._hooks.records]
+        self._hooks.centroid_acts = [a for _, a in self._hooks.records]
+        self._hooks.records = []
+        self.num_layers = n_layers = len(self.layer_calls)
+        self._one_per_class = labels.numel() == k
+        self._index = labels.to(self.device)
+
+        idx = torch.arange(1, n_layers + 1, dtype=torch.float64)
+        if layer_weighting == "flat":
+            w = torch.ones(n_layers, dtype=torch.float64)
+        elif layer_weighting == "early":
+            w = torch.exp(-(idx - 1))
+        else:
+            w = torch.exp(idx - n_layers)
+        self.layer_weights = w.to(self.device)
+        self.thresholds = self._parse_thresholds(thresholds).to(self.device)
+
+    @classmethod
+    def from_data(cls, model, images, labels, *, num_sets=1, centroid_method="medoid", quantile=0.95,
+                  per_layer=True, layers=None, layer_weighting="flat", top_k=1, random_state=0,
+                  class_names=None):
+        """Choose centroids from labelled data (:func:`select_centroids`) and calibrate the
+        thresholds on the remaining images (:func:`calibrate_thresholds`).
+
+        Returns the defense; ``defense.centroid_indices`` ``(num_sets, K)`` gives the rows of
+        ``images`` used as centroids.
+        """
+        cents, cl, chosen = select_centroids(model, images, labels, num_sets=num_sets, method=centroid_method,
+                                             random_state=random_state, class_names=class_names)
+        rest = torch.ones(images.shape[0], dtype=torch.bool)
+        rest[chosen.flatten()] = False
+        if not bool(rest.any()):
+            rest[:] = True
+        thr = calibrate_thresholds(model, (cents.flatten(0, 1), cl), images[rest], labels[rest],
+                                   quantile=quantile, per_layer=per_layer, layers=layers)
+        defense = cls(model, (cents.flatten(0, 1), cl), thr, layers=layers, layer_weighting=layer_weighting,
+                      top_k=top_k, class_names=class_names)
+        defense.centroid_indices = chosen
+        return defense
+
+    # ------------------------------------------------------------------ thresholds
+    def _parse_thresholds(self, thresholds) -> torch.Tensor:
+        k, n_layers = self.num_classes, self.num_layers
+        if isinstance(thresholds, str):
+            if thresholds not in THRESHOLD_PRESETS:
+                raise InputError(f"Unknown threshold preset {thresholds!r}; presets: "
+                                 f"{', '.join(THRESHOLD_PRESETS)} (or give numbers).")
+            if k != len(THRESHOLD_PRESETS[thresholds]["thresholds"]):
+                raise InputError(f"Threshold preset {thresholds!r} has 10 classes but the model has {k}.")
+            thresholds = THRESHOLD_PRESETS[thresholds]["thresholds"]
+        try:
+            t = torch.as_tensor(thresholds, dtype=torch.float32).detach().cpu()
+        except (TypeError, ValueError, RuntimeError) as e:
+            raise InputError(f"Thresholds must be numbers, got {thresholds!r}.") from e
+        if t.dim() == 0:
+            t = t.expand(n_layers, k).clone()
+        elif t.dim() == 1:
+            if t.shape[0] != k:
+                raise InputError(f"Got {t.shape[0]} thresholds for {k} classes; give one per class "
+                                 f"({k}), one per layer call and class ({n_layers} x {k}), or one number.")
+            t = t[None].expand(n_layers, k).clone()
+        elif t.dim() == 2:
+            if tuple(t.shape) != (n_layers, k):
+                raise InputError(f"Got thresholds of shape {tuple(t.shape)}; per-layer thresholds must be "
+                                 f"({n_layers}, {k}): one row per hooked layer call, one column per class.")
+        else:
+            raise InputError(f"Thresholds must be a number, K = {k} numbers or an ({n_layers}, {k}) array; "
+                             f"got shape {tuple(t.shape)}.")
+        if not bool(torch.isfinite(t).all()) or float(t.min()) < 0 or float(t.max()) > 1:
+            raise InputError("Thresholds are rescaled cosine distances and must lie in [0, 1]; "
+                             f"got values in [{float(t.min()):.4g}, {float(t.max()):.4g}].")
+        return t
+
+    # ------------------------------------------------------------------ forward
+    def _prepare(self, images):
+        check_images(images, caller="CentroidDefense")
+        return images.to(self.device)
+
+    def distances(self, images) -> tuple[torch.Tensor, torch.Tensor]:
+        """Distances ``(L, N, K)`` of each image to each class's nearest centroid per layer call,
+        and the logits ``(N, K)``, from one forward pass."""
+        x = self._prepare(images)
+        logits = self._hooks.run(x, "score")
+        out = self._hooks.out
+        self._hooks.out = []
+        if len(out) != self.num_layers:
+            raise InputError(f"The model called {len(out)} hooked layers, not {self.num_layers} as when "
+                             "the centroids were recorded; the defense needs a fixed layer sequence.")
+        cos = torch.stack(out)  # (L, N, M)
+        d = (1.0 - cos).mul_(0.5).clamp_(0.0, 1.0)
+        if not self._one_per_class:
+            n_l, n = d.shape[:2]
+            full = torch.full((n_l, n, self.num_classes), float("inf"), device=d.device, dtype=d.dtype)
+            d = full.scatter_reduce(2, self._index.expand(n_l, n, -1), d, reduce="amin", include_self=True)
+        return d, logits
+
+    def scores(self, images) -> CentroidScores:
+        """Votes, logits, distances and the class ranking from one forward pass."""
+        d, logits = self.distances(images)
+        hit = d < self.thresholds[:, None, :]
+        votes = (hit.to(torch.float64) * self.layer_weights[:, None, None]).sum(dim=0)
+        return CentroidScores(votes=votes, logits=logits, distances=d, ranking=rank_classes(votes, logits))
+
+    def predict(self, images) -> torch.Tensor:
+        """Defended predictions ``(N,)`` (int64, on the model's device)."""
+        return self.scores(images).prediction
+
+    __call__ = predict
+
+    def topk(self, images, k=None) -> torch.Tensor:
+        """The ``k`` (default ``top_k``) classes with most votes ``(N, k)``, ties by logits."""
+        k = self.top_k if k is None else check_interval("k", k, 1, self.num_classes, caller="topk", integer=True)
+        return self.scores(images).topk(k)
+
+    def loose_correct(self, images, labels, k=None) -> torch.Tensor:
+        """Bool ``(N,)``: the true label is among the ``k`` (default ``top_k``) best classes."""
+        check_labels(labels, images.shape[0], caller="loose_correct", num_classes=self.num_classes)
+        k = self.top_k if k is None else check_interval("k", k, 1, self.num_classes, caller="loose_correct",
+                                                        integer=True)
+        return self.scores(images).loose_correct(labels, k)
+
+    def activations(self, images) -> dict[str, torch.Tensor]:
+        """The raw outputs of every hooked layer call for ``images`` (for inspection)."""
+        x = self._prepare(images)
+        self._hooks.run(x, "raw")
+        rec, self._hooks.records = self._hooks.records, []
+        return dict(rec)
+
+    def to_dict(self) -> dict:
+        """JSON-safe description of the defense (thresholds, layers, centroid labels)."""
+        t = self.thresholds.cpu()
+        per_layer = bool((t != t[:1]).any())
+        return {
+            "method": "centroid",
+            "num_classes": self.num_classes,
+            "class_names": self.class_names,
+            "layers": self.layers,
+            "layer_calls": self.layer_calls,
+            "layer_weighting": self.layer_weighting,
+            "top_k": self.top_k,
+            "centroid_labels": self.centroid_labels.tolist(),
+            "thresholds": t.tolist() if per_layer else t[0].tolist(),
+            "thresholds_per_layer": per_layer,
+        }
+
+    def __repr__(self):
+        return (f"CentroidDefense(num_classes={self.num_classes}, layers={self.num_layers} calls, "
+                f"centroids={self.centroid_labels.numel()}, layer_weighting={self.layer_weighting!r}, "
+                f"top_k={self.top_k})")
+
+
+# ---------------------------------------------------------------------- centroid choice
+CENTROID_METHODS = ("medoid", "random")
+
+
+def _as_generator(random_state):
+    g = torch.Generator()
+    if isinstance(random_state, torch.Generator):
+        return random_state
+    if random_state is None:
+        g.seed()
+    elif isinstance(random_state, int) and not isinstance(random_state, bool):
+        g.manual_seed(random_state)
+    else:
+        raise InputError(f"The 'random_state' parameter must be an int, a torch.Generator or None. "
+                         f"Got {random_state!r} instead.")
+    return g
+
+
+def select_centroids(model, images, labels, *, num_sets=1, method="medoid", layer=None, random_state=0,
+                     batch_size=512, class_names=None):
+    """Choose ``num_sets`` centroid images per class from labelled data.
+
+    Rules
+    -----
+    Only images the model classifies correctly are candidates (a class with none falls back
+    to all of its images, with a warning).
+
+    * ``"medoid"`` (default): the candidates whose activations at ``layer`` (default: the
+      penultimate hooked layer call, i.e. the features feeding the output layer) have the
+      smallest rescaled cosine distance to the class mean of those activations; the
+      ``num_sets`` closest, closest first.  Deterministic.
+    * ``"random"``: ``num_sets`` candidates drawn uniformly per class with ``random_state``.
+
+    Returns
+    -------
+    (centroids, centroid_labels, indices)
+        ``centroids`` ``(num_sets, K, C, H, W)`` (set-major, class order), labels ``(num_sets*K,)``
+        and the chosen rows of ``images`` ``(num_sets, K)``.
+    """
+    caller = "select_centroids"
+    check_images(images, caller=caller)
+    check_labels(labels, images.shape[0], caller=caller)
+    check_options("method", method, CENTROID_METHODS, caller=caller)
+    num_sets = check_interval("num_sets", num_sets, 1, None, caller=caller, integer=True)
+    device = _model_device(model)
+    names = default_layer_names(model) if layer is None else [layer]
+    if layer is not None and layer not in dict(model.named_modules()):
+        raise InputError(f"The model has no layer {layer!r}; available layer names: "
+                         f"{', '.join(n for n, _ in model.named_modules() if n)}.")
+    hooks = _Hooks(model, names)
+    preds, feats = [], []
+    for s in range(0, images.shape[0], batch_size):
+        logits = hooks.run(images[s:s + batch_size].to(device), "record")
+        preds.append(logits.argmax(1).cpu())
+        rec = [a for _, a in hooks.records]
+        feats.append((rec[-2] if layer is None and len(rec) > 1 else rec[-1]).cpu())
+    preds, feats = torch.cat(preds), torch.cat(feats)
+    k = int(logits.shape[1])
+    labels = labels.cpu()
+    g = _as_generator(random_state)
+    chosen = torch.empty(num_sets, k, dtype=torch.long)
+    for c in range(k):
+        idx = torch.nonzero(labels == c).flatten()
+        name = class_names[c] if class_names is not None else str(c)
+        if idx.numel() < num_sets:
+            raise InputError(f"Class {c} ({name!r}) has {idx.numel()} images; {num_sets} centroid set(s) "
+                             f"need at least {num_sets}.")
+        good = idx[preds[idx] == c]
+        if good.numel() < num_sets:
+            log.warning("Class %s (%r): only %d correctly classified image(s); choosing centroids among all "
+                        "%d images of the class.", c, name, good.numel(), idx.numel())
+            good = idx
+        if method == "random":
+            pick = good[torch.randperm(good.numel(), generator=g)[:num_sets]]
+        else:
+            f = feats[good]
+            mean = f.mean(0, keepdim=True)
+            mean = mean / mean.norm().clamp_min(_TINY)
+            d = (1 - (f @ mean.T).squeeze(1)) / 2  # rows of f are unit vectors already
+            pick = good[torch.argsort(d, stable=True)[:num_sets]]
+        chosen[:, c] = pick
+    cents = images[chosen.flatten()].reshape(num_sets, k, *images.shape[1:])
+    return cents, torch.arange(k).repeat(num_sets), chosen
+
+
+def calibrate_thresholds(model, centroids, images, labels, *, quantile=0.95, per_layer=True, layers=None,
+                         centroid_labels=None, batch_size=512):
+    """Thresholds from data: the ``quantile`` of within-class distances to the class's centroids.
+
+    Rule (the paper leaves the choice of alpha open): for every image ``x`` of class ``j`` in
+    ``images``, take ``D_l(x, k_j)``, the rescaled cosine distance of its activations to the
+    nearest centroid of its own class at layer call ``l``.  Then
+
+    * ``per_layer=True`` (default): ``alpha[l, j]`` = the ``quantile`` of ``D_l(x, k_j)`` over the
+      images of class ``j``; an ``(L, K)`` table.  Per layer because distances at different
+      depths live on different scales (non-negative ReLU outputs never exceed D = 0.5).
+    * ``per_layer=False``: ``alpha[j]`` = the ``quantile`` over class ``j``'s images and all layer
+      calls pooled; ``K`` values, the paper's form.
+
+    So at a quantile ``q`` a clean image of class ``j`` votes for ``j`` at a layer with
+    probability about ``q``.  Use images other than the centroids themselves (their distance
+    is 0).
+
+    Returns
+    -------
+    torch.Tensor
+        ``(L, K)`` or ``(K,)`` float32 thresholds, on the CPU.
+    """
+    caller = "calibrate_thresholds"
+    q = check_interval("quantile", quantile, 0, 1, caller=caller)
+    check_images(images, caller=caller)
+    defense = CentroidDefense(model, centroids, 1.0, layers=layers, centroid_labels=centroid_labels)
+    check_labels(labels, images.shape[0], caller=caller, num_classes=defense.num_classes)
+    own = []
+    for s in range(0, images.shape[0], batch_size):
+        d, _ = defense.distances(images[s:s + batch_size])
+        y = labels[s:s + batch_size].to(d.device)
+        own.append(d.gather(2, y[None, :, None].expand(d.shape[0], -1, 1)).squeeze(2).cpu())
+    own = torch.cat(own, dim=1)  # (L, N)
+    labels = labels.cpu()
+    out = torch.empty(defense.num_layers, defense.num_classes) if per_layer else torch.empty(defense.num_classes)
+    for c in range(defense.num_classes):
+        sel = own[:, labels == c]
+        if sel.shape[1] == 0:
+            raise InputError(f"No calibration image of class {c}; every class needs at least one.")
+        out[..., c] = torch.quantile(sel, q, dim=1) if per_layer else torch.quantile(sel.flatten(), q)
+    return out
