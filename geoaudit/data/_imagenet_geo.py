@@ -109,6 +109,7 @@ class _Inputs:
     offline: bool
     tolerance_km: float
     max_failed_lookups: int
+    flickr_options: Optional[dict] = None
 
     @property
     def source(self):
@@ -174,7 +175,7 @@ def _check_imagenet_dir(value):
 
 
 def _make_inputs(*, imagenet_dir, urls, flickr_key, flickr_secret, geo_csv, flickr_cache, flickr_rate,
-                 flickr_rest_url, gdp_year, offline, tolerance_km, max_failed_lookups, caller):
+                 flickr_rest_url, gdp_year, offline, tolerance_km, max_failed_lookups, caller, flickr_options=None):
     from geoaudit.data._gdp import parse_gdp_year
 
     root = _check_imagenet_dir(imagenet_dir)
@@ -189,6 +190,10 @@ def _make_inputs(*, imagenet_dir, urls, flickr_key, flickr_secret, geo_csv, flic
         if missing:
             raise InputError(f"Flickr look-ups need {' and '.join(repr(m) for m in missing)} (a Flickr API key and "
                              "its secret); or pass 'geo_csv' with known locations instead of 'urls'.")
+    bad = sorted(set(flickr_options or {}) - {"max_retries", "backoff_s", "max_backoff_s", "timeout_s"})
+    if bad:
+        raise InputError(f"The 'flickr_options' parameter of {caller} accepts max_retries, backoff_s, max_backoff_s "
+                         f"and timeout_s. Got {', '.join(map(repr, bad))} instead.")
     return _Inputs(
         imagenet_dir=root,
         urls=_check_file("urls", urls, "the ImageNet URL list: <image_id><TAB><url> per line") if urls is not None else None,
@@ -202,6 +207,7 @@ def _make_inputs(*, imagenet_dir, urls, flickr_key, flickr_secret, geo_csv, flic
         tolerance_km=check_interval("tolerance_km", tolerance_km, 0, 1000, caller=caller),
         max_failed_lookups=check_interval("max_failed_lookups", max_failed_lookups, 0, None, caller=caller,
                                           integer=True),
+        flickr_options=dict(flickr_options or {}),
     )
 
 
@@ -401,7 +407,8 @@ def _stage_flickr(w: _Work, inputs: _Inputs, on_progress):
     if w.get("stage_flickr"):
         return
     locator = FlickrGeoLocator(inputs.flickr_key, inputs.flickr_secret, cache=inputs.flickr_cache,
-                               rate_per_hour=inputs.flickr_rate, rest_url=inputs.flickr_rest_url)
+                               rate_per_hour=inputs.flickr_rate, rest_url=inputs.flickr_rest_url,
+                               **(inputs.flickr_options or {}))
     try:
         total = w.db.execute("SELECT COUNT(DISTINCT photo_id) FROM images WHERE status='pending'").fetchone()[0]
         ids = (r[0] for r in w.db.execute(
@@ -793,7 +800,8 @@ def default_work_dir(out_dir) -> Path:
 def build_imagenet_geo(out_dir, *, imagenet_dir, urls=None, flickr_key=None, flickr_secret=None, geo_csv=None,
                        config="full", gdp_year="latest", offline=False, flickr_rate=3600.0, flickr_cache=None,
                        flickr_rest_url=None, tolerance_km=25.0, rows_per_shard=1000, max_failed_lookups=0,
-                       work_dir=None, keep_work_dir=False, on_progress=None) -> ImageNetGeoBuildResult:
+                       flickr_options=None, work_dir=None, keep_work_dir=False,
+                       on_progress=None) -> ImageNetGeoBuildResult:
     """Build the ImageNet geo-location dataset into ``out_dir`` (Parquet shards + dataset card).
 
     The folder loads with plain ``datasets.load_dataset(out_dir)`` (config ``full``, the
@@ -835,6 +843,9 @@ def build_imagenet_geo(out_dir, *, imagenet_dir, urls=None, flickr_key=None, fli
     max_failed_lookups : int
         Flickr look-ups allowed to fail for good (after retries) before the build stops
         and asks for a re-run; those photos are then counted as ``lookup_failed``.
+    flickr_options : dict, optional
+        More keyword arguments of :class:`~geoaudit.data._flickr.FlickrGeoLocator`
+        (``max_retries``, ``backoff_s``, ``max_backoff_s``, ``timeout_s``).
     work_dir : str or Path, optional
         Where the resumable state lives (default ``.<out_dir name>.building`` beside
         ``out_dir``); removed after a successful build unless ``keep_work_dir``.
@@ -867,7 +878,8 @@ def build_imagenet_geo(out_dir, *, imagenet_dir, urls=None, flickr_key=None, fli
     inputs = _make_inputs(imagenet_dir=imagenet_dir, urls=urls, flickr_key=flickr_key, flickr_secret=flickr_secret,
                           geo_csv=geo_csv, flickr_cache=flickr_cache, flickr_rate=flickr_rate,
                           flickr_rest_url=flickr_rest_url, gdp_year=gdp_year, offline=offline,
-                          tolerance_km=tolerance_km, max_failed_lookups=max_failed_lookups, caller=_CALLER)
+                          tolerance_km=tolerance_km, max_failed_lookups=max_failed_lookups, caller=_CALLER,
+                          flickr_options=flickr_options)
     card_template_path()  # fail before hours of work, not after
     work_path = Path(work_dir) if work_dir is not None else default_work_dir(out_dir)
     w = _open_work(work_path, inputs.fingerprint(config, rows_per_shard))
