@@ -5,6 +5,7 @@ H1 by default: the mean beta of population A is smaller than that of B (A is fai
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 
@@ -97,7 +98,8 @@ def compare_populations(betas_a, betas_b, *, test="welch", alternative="less", a
         H1: mean beta of A < (>, !=) mean beta of B.
     alpha : float, default 0.05
     n_resamples : int, default 9999
-        Random relabellings of the permutation test (exact when fewer exist).
+        Random relabellings of the permutation test; when there are no more distinct
+        relabellings than this (C(n_a + n_b, n_a) <= n_resamples), the test is exact.
     random_state : int or None, default 0
         Seed of the permutation test.
     label_a, label_b : str
@@ -127,7 +129,7 @@ def compare_populations(betas_a, betas_b, *, test="welch", alternative="less", a
                              f"{need} per population (a population is several models trained alike).")
 
     pairs = ()
-    n_res = None
+    n_res = exact = None
     if test == "paired":
         idx, rule = _pair(keys_a, keys_b, seeds_a, seeds_b)
         if idx is None:
@@ -161,6 +163,10 @@ def compare_populations(betas_a, betas_b, *, test="welch", alternative="less", a
             alternative=alternative, random_state=random_state,
         )
         stat, df, p = float(r.statistic), None, float(r.pvalue)
+        n_distinct = math.comb(len(a) + len(b), len(a))
+        exact = n_distinct <= n_res  # scipy then enumerates every relabelling
+        if exact:
+            n_res = n_distinct
 
     d, g = _effect_size(a, b, paired=(test == "paired"))
     sd = lambda x: float(np.std(x, ddof=1)) if len(x) > 1 else None  # noqa: E731
@@ -169,7 +175,8 @@ def compare_populations(betas_a, betas_b, *, test="welch", alternative="less", a
         mean_a=float(a.mean()), mean_b=float(b.mean()), sd_a=sd(a), sd_b=sd(b),
         n_a=len(a), n_b=len(b), cohens_d=d, hedges_g=g, alpha=alpha,
         label_a=str(label_a), label_b=str(label_b),
-        n_resamples=n_res, random_state=random_state if test == "permutation" else None,
+        n_resamples=n_res, random_state=random_state if test == "permutation" and not exact else None,
+        exact=exact,
         pairs=pairs, betas_a=tuple(float(x) for x in a), betas_b=tuple(float(x) for x in b),
     )
 

@@ -60,43 +60,51 @@ def sigma_for(n, correct, variance):
     return p * (1.0 - p) / n
 
 
-def _as_table(table, *, caller):
+def _as_arrays(table, *, caller):
+    """(group names, accuracy, covariate, n, correct) as numpy arrays, checked.  Plain numpy:
+    the null-rate simulation fits thousands of these."""
     if isinstance(table, pd.DataFrame):
-        t = table.copy()
+        cols = {c: table[c].to_numpy() for c in table.columns}
     elif isinstance(table, dict):
-        try:
-            t = pd.DataFrame({k: np.asarray(v) for k, v in table.items()})
-        except ValueError as e:
-            raise InputError(f"The arrays given to {caller} must all have the same length: {e}") from e
+        cols = {k: np.asarray(v) for k, v in table.items()}
     else:
         raise InputError(
             f"{caller} expects a group table (a DataFrame from group_accuracy, or a dict of arrays with "
             f"keys 'accuracy', 'covariate', 'n'), got {type(table).__name__}."
         )
-    check_columns(list(t.columns), ["accuracy", "covariate", "n"], source=f"The group table given to {caller}")
-    if "group" not in t.columns:
-        t["group"] = [str(i) for i in range(len(t))]
-    t["group"] = t["group"].astype(str)
-    if t["group"].duplicated().any():
-        raise InputError(f"The group table given to {caller} repeats groups "
-                         f"{_example_list(t['group'][t['group'].duplicated()].unique())}.")
-    for col in ("accuracy", "covariate", "n"):
+    check_columns(list(cols), ["accuracy", "covariate", "n"], source=f"The group table given to {caller}")
+    m = len(cols["accuracy"])
+    lengths = {k: (v.shape[0] if v.ndim else -1) for k, v in cols.items()
+               if k in ("accuracy", "covariate", "n", "correct", "group")}
+    if any(v != m for v in lengths.values()) or any(cols[k].ndim != 1 for k in lengths):
+        raise InputError(f"The arrays given to {caller} must be one-dimensional and of the same length; "
+                         f"got lengths {lengths}.")
+    groups = np.array([str(g) for g in cols["group"]]) if "group" in cols else np.array([str(i) for i in range(m)])
+    if len(set(groups)) != m:
+        seen, dup = set(), []
+        for g in groups:
+            (dup.append(g) if g in seen else seen.add(g))
+        raise InputError(f"The group table given to {caller} repeats groups {_example_list(sorted(set(dup)))}.")
+    out = {}
+    for col in ("accuracy", "covariate", "n") + (("correct",) if "correct" in cols else ()):
         try:
-            t[col] = pd.to_numeric(t[col], errors="raise").astype(float)
+            v = np.asarray(cols[col], dtype=float)
         except (TypeError, ValueError) as e:
             raise InputError(f"Column {col!r} of the group table given to {caller} must be numeric: {e}") from e
-        bad = t["group"][~np.isfinite(t[col].to_numpy())]
-        if len(bad):
+        bad = ~np.isfinite(v)
+        if bad.any():
             raise InputError(f"Column {col!r} of the group table given to {caller} is missing (NaN) or "
-                             f"infinite for groups {_example_list(bad)}; remove those groups first.")
-    if "correct" not in t.columns:
-        t["correct"] = np.round(t["accuracy"] * t["n"])
-    if ((t["n"] <= 0) | (t["n"] != np.round(t["n"]))).any():
+                             f"infinite for groups {_example_list(groups[bad])}; remove those groups first.")
+        out[col] = v
+    n = out["n"]
+    if np.any(n <= 0) or np.any(n != np.round(n)):
         raise InputError(f"Column 'n' of the group table given to {caller} must hold positive counts.")
-    if ((t["accuracy"] < 0) | (t["accuracy"] > 1)).any():
-        bad = t["group"][(t["accuracy"] < 0) | (t["accuracy"] > 1)]
-        raise InputError(f"Accuracy must be in [0, 1]; groups {_example_list(bad)} are outside it.")
-    return t
+    acc = out["accuracy"]
+    bad = (acc < 0) | (acc > 1)
+    if bad.any():
+        raise InputError(f"Accuracy must be in [0, 1]; groups {_example_list(groups[bad])} are outside it.")
+    correct = out.get("correct", np.round(acc * n))
+    return groups, acc, out["covariate"], n, correct
 
 
 def gls_test(table, *, min_group_size=50, variance="paper", log_covariate=True, alpha=0.05):
@@ -145,24 +153,25 @@ def gls_test(table, *, min_group_size=50, variance="paper", log_covariate=True, 
     alpha = check_interval("alpha", alpha, 0, 1, caller=caller, closed="neither")
     if not isinstance(log_covariate, (bool, np.bool_)):
         raise InputError(f"The 'log_covariate' parameter of {caller} must be a bool. Got {log_covariate!r} instead.")
-    t = _as_table(table, caller=caller)
+    groups, acc, cov, n, correct = _as_arrays(table, caller=caller)
     if log_covariate:
-        bad = t["group"][t["covariate"] <= 0]
-        if len(bad):
-            raise InputError(_MSG_NONPOSITIVE.format(groups=_example_list(bad)))
-    small = t["n"] < min_group_size
-    dropped = tuple(t["group"][small])
-    t = t[~small].reset_index(drop=True)
-    m = len(t)
+        bad = cov <= 0
+        if bad.any():
+            raise InputError(_MSG_NONPOSITIVE.format(groups=_example_list(groups[bad])))
+    small = n < min_group_size
+    dropped = tuple(str(g) for g in groups[small])
+    keep = ~small
+    groups, acc, cov, n, correct = groups[keep], acc[keep], cov[keep], n[keep], correct[keep]
+    m = len(groups)
     if m < MIN_GROUPS:
-        raise InputError(_MSG_FEW_GROUPS.format(m=m, k=min_group_size, kept=_example_list(t["group"]) or "none"))
-    x = np.log(t["covariate"].to_numpy()) if log_covariate else t["covariate"].to_numpy()
+        raise InputError(_MSG_FEW_GROUPS.format(m=m, k=min_group_size, kept=_example_list(groups) or "none"))
+    x = np.log(cov) if log_covariate else cov
     if np.ptp(x) <= 1e-12 * max(1.0, float(np.abs(x).max())):
-        raise InputError(_MSG_CONSTANT.format(value=float(t["covariate"].iloc[0]), m=m))
-    y = t["accuracy"].to_numpy()
+        raise InputError(_MSG_CONSTANT.format(value=float(cov[0]), m=m))
+    y = acc
     if np.ptp(y) == 0:
         raise InputError(_MSG_CONSTANT_ACC.format(value=float(y[0]), m=m))
-    sigma = sigma_for(t["n"].to_numpy(), t["correct"].to_numpy(), variance)
+    sigma = sigma_for(n, correct, variance)
     X = sm.add_constant(x, has_constant="add")
     res = sm.GLS(y, X, sigma=sigma).fit()
     ci = res.conf_int(alpha=alpha)
@@ -182,9 +191,9 @@ def gls_test(table, *, min_group_size=50, variance="paper", log_covariate=True, 
         ci_low=float(ci[1, 0]),
         ci_high=float(ci[1, 1]),
         n_groups=m,
-        n_images=int(t["n"].sum()),
+        n_images=int(n.sum()),
         r_squared=float(res.rsquared),
-        groups=tuple(t["group"]),
+        groups=tuple(str(g) for g in groups),
         dropped_groups=dropped,
         variance=variance,
         log_covariate=bool(log_covariate),

@@ -328,6 +328,7 @@ class CompareResult:
     label_b: str = "B"
     n_resamples: int | None = None
     random_state: int | None = None
+    exact: bool | None = None
     pairs: tuple = ()
     betas_a: tuple = ()
     betas_b: tuple = ()
@@ -371,6 +372,7 @@ class CompareResult:
             "label_b": self.label_b,
             "n_resamples": self.n_resamples,
             "random_state": self.random_state,
+            "exact": self.exact,
             "pairs": [list(p) for p in self.pairs],
             "betas_a": [_f(b) for b in self.betas_a],
             "betas_b": [_f(b) for b in self.betas_b],
@@ -381,7 +383,9 @@ class CompareResult:
                  "paired": "paired t-test", "permutation": "permutation test (difference of means)"}
         h0, h1 = self.hypotheses
         stat = (f"t({self.df:.4g}) = {self.statistic:.4g}" if self.df is not None
-                else f"mean(A) - mean(B) = {self.statistic:.4g}, {self.n_resamples} resamples")
+                else f"mean(A) - mean(B) = {self.statistic:.4g}, "
+                  + (f"exact over all {self.n_resamples} relabellings" if self.exact
+                     else f"{self.n_resamples} random relabellings"))
         sd = lambda s: "n/a" if s is None else f"{s:.4g}"  # noqa: E731
         g = "n/a" if self.hedges_g is None else f"{self.hedges_g:.3g}"
         verdict = "reject H0" if self.significant else "do not reject H0"

@@ -168,7 +168,7 @@ def write_report(report, out_dir, *, predictions=None, title=None) -> dict:
     atomic_write_text(out / "report.html", html)
     atomic_write_text(out / "report.json", json_text)  # last: its presence means a complete report
     written["html"], written["json"] = out / "report.html", out / "report.json"
-    log.info("wrote %s", out)
+    log.debug("wrote %s", out)
     return written
 
 
