@@ -114,7 +114,9 @@ def reverse_geocode(latitude, longitude, *, tolerance_km=DEFAULT_TOLERANCE_KM, s
         rest = pts[~pts["_i"].isin(rows)]
         if tol > 0 and len(rest):
             _nearest(rest, countries, tol, iso, name, method, dist, shapely, gpd)
-    return pd.DataFrame({"country_iso3": iso, "country_name": name, "method": method, "distance_km": dist})
+    # object columns keep None for "no country" (pandas would otherwise infer strings with NaN)
+    return pd.DataFrame({"country_iso3": pd.Series(iso, dtype=object), "country_name": pd.Series(name, dtype=object),
+                         "method": pd.Series(method, dtype=object), "distance_km": dist})
 
 
 def _nearest(rest, countries, tol, iso, name, method, dist, shapely, gpd):

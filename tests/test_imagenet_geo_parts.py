@@ -1,0 +1,276 @@
+"""Unit tests of the parts of the ImageNet geo-location build: Flickr look-ups (against a local
+stub), the rate limiter (fake clock), reverse geocoding, GDP from wbgapi (monkeypatched) and
+offline, and the split rule."""
+from __future__ import annotations
+
+import logging
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from flickr_server import FlickrStub  # noqa: E402
+
+from geoaudit._errors import GeoauditError, InputError  # noqa: E402
+from geoaudit.data import reverse_geocode  # noqa: E402
+from geoaudit.data._flickr import FlickrCache, FlickrGeoLocator, TokenBucket, photo_id_from_url  # noqa: E402
+from geoaudit.data._gdp import gdp_per_capita, resolve_gdp  # noqa: E402
+from geoaudit.data._geocode import haversine_km, reverse_geocode_loop  # noqa: E402
+from geoaudit.data._imagenet_geo import split_of  # noqa: E402
+
+
+class FakeClock:
+    def __init__(self):
+        self.t = 0.0
+        self.sleeps = []
+
+    def __call__(self):
+        return self.t
+
+    def sleep(self, s):
+        self.sleeps.append(s)
+        self.t += s
+
+
+# --- Flickr -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("url, pid", [
+    ("http://farm1.static.flickr.com/123/4567890_abcdef.jpg", "4567890"),
+    ("http://farm4.static.flickr.com/3175/2737866473_7958dc8760.jpg", "2737866473"),
+    ("https://live.staticflickr.com/65535/51234567_0a1b2c3d4e_b.jpg", "51234567"),
+    ("http://www.flickr.com/photos/someone/2737866473/", "2737866473"),
+    ("http://example.com/123/4567890_abcdef.jpg", None),
+    ("http://farm1.static.flickr.com/123/not-a-photo.jpg", None),
+    ("not a url at all", None),
+])
+def test_photo_id_from_url(url, pid):
+    assert photo_id_from_url(url) == pid
+
+
+def test_token_bucket_sustained_rate_with_fake_clock():
+    clock = FakeClock()
+    tb = TokenBucket(3600, capacity=1, clock=clock, sleep=clock.sleep)
+    stamps = []
+    for _ in range(50):
+        tb.acquire()
+        stamps.append(clock.t)
+    # one call per second: 50 calls span 49 s; no window of t seconds holds more than 1 + t calls
+    assert stamps[-1] == pytest.approx(49.0)
+    gaps = np.diff(stamps)
+    assert np.all(gaps >= 1.0 - 1e-9)
+    # idle time refills at most `capacity` tokens: a burst of 5 after a long pause takes 4 s
+    clock.t += 1000
+    t0 = clock.t
+    for _ in range(5):
+        tb.acquire()
+    assert clock.t - t0 == pytest.approx(4.0)
+
+
+def test_token_bucket_burst_capacity():
+    clock = FakeClock()
+    tb = TokenBucket(360, capacity=10, clock=clock, sleep=clock.sleep)  # one per 10 s, bursts of 10
+    for _ in range(10):
+        tb.acquire()
+    assert clock.t == 0.0
+    tb.acquire()
+    assert clock.t == pytest.approx(10.0)
+    with pytest.raises(InputError, match="'rate_per_hour' parameter of TokenBucket must be a float in \\(0, inf\\)"):
+        TokenBucket(0)
+
+
+def test_locator_statuses_cache_and_rate(tmp_path):
+    clock = FakeClock()
+    photos = {"1": (48.85, 2.35), "2": "no_location", "3": "not_found", "4": ("http", 503, 2),
+              "5": ("http", 429, 1)}
+    with FlickrStub(photos, fallback=(59.91, 10.75)) as stub:
+        loc = FlickrGeoLocator("testkey", "secret", cache=tmp_path / "c.sqlite", rest_url=stub.url,
+                               rate_per_hour=3600, backoff_s=5.0, clock=clock, sleep=clock.sleep)
+        stats = loc.locate(["1", "2", "3", "4", "5", "1"])
+        assert stats.requested == 5 and stats.cached == 0
+        assert stats.statuses == {"ok": 3, "no_location": 1, "not_found": 1}
+        assert stats.retries == 3 and stats.failed == ()
+        assert stats.calls == 8 == stub.total_calls
+        ans = loc.answers(["1", "2", "3", "4"])
+        assert ans["1"] == ("ok", pytest.approx(48.85), pytest.approx(2.35))
+        assert ans["2"][0] == "no_location" and ans["3"][0] == "not_found"
+        assert ans["4"][:2] == ("ok", pytest.approx(59.91))
+        # backoff 5 s, then 10 s for photo 4; the 429 pauses the limiter 5 s; never over 1 call/s
+        assert 5.0 in clock.sleeps and 10.0 in clock.sleeps
+        assert clock.t >= 5 + 10 + 5 - 1e-6
+        assert stats.calls <= 1 + clock.t
+        loc.close()
+        # a new run (a resumed build) repeats no call: everything comes from the SQLite cache
+        loc2 = FlickrGeoLocator("testkey", "secret", cache=tmp_path / "c.sqlite", rest_url=stub.url,
+                                clock=clock, sleep=clock.sleep)
+        stats2 = loc2.locate(iter(["1", "2", "3", "4", "5"]), total=5)
+        assert stats2.calls == 0 and stats2.cached == 5
+        assert stub.total_calls == 8
+        loc2.close()
+
+
+def test_locator_gives_up_after_retries_without_caching(tmp_path):
+    clock = FakeClock()
+    with FlickrStub({"9": ("http", 500, 100)}) as stub:
+        loc = FlickrGeoLocator("testkey", "s", cache=tmp_path / "c.sqlite", rest_url=stub.url, max_retries=2,
+                               backoff_s=1.0, clock=clock, sleep=clock.sleep)
+        stats = loc.locate(["9"])
+        assert stats.failed == ("9",) and stub.calls["9"] == 3
+        assert len(loc.cache) == 0  # transient failures are never cached: a re-run tries again
+
+
+def test_locator_bad_credentials(tmp_path):
+    with FlickrStub({"1": (1.0, 1.0)}) as stub:
+        loc = FlickrGeoLocator("not-the-key", "s", cache=tmp_path / "c.sqlite", rest_url=stub.url)
+        with pytest.raises(GeoauditError, match="Flickr rejected the API key or secret .*100.*Invalid API Key"):
+            loc.locate(["1", "2"])
+        assert stub.http_calls == 1
+    with pytest.raises(InputError, match="'flickr_key' parameter must be a non-empty string"):
+        FlickrGeoLocator("", "s", cache=tmp_path / "c.sqlite")
+
+
+def test_flickr_stub_speaks_xml_too():
+    import flickrapi
+
+    with FlickrStub({"1": (48.85, 2.35), "2": "no_location"}) as stub:
+        api = flickrapi.FlickrAPI("testkey", "s", format="etree", store_token=False)
+        api.REST_URL = stub.url
+        rsp = api.photos.geo.getLocation(photo_id="1")
+        assert float(rsp.find("photo/location").attrib["latitude"]) == pytest.approx(48.85)
+        with pytest.raises(flickrapi.exceptions.FlickrError) as e:
+            api.photos.geo.getLocation(photo_id="2")
+        assert e.value.code == 2
+
+
+def test_corrupt_cache_file_is_one_clear_message(tmp_path):
+    bad = tmp_path / "c.sqlite"
+    bad.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(InputError, match="is not a usable SQLite database"):
+        FlickrCache(bad)
+
+
+# --- reverse geocoding ------------------------------------------------------------------------
+def test_reverse_geocode_cities_and_traps():
+    pts = {
+        "Paris": (48.8566, 2.3522, "FRA"), "Oslo": (59.9139, 10.7522, "NOR"),  # ISO_A3 -99 in Natural Earth
+        "Pristina": (42.6629, 21.1655, "XKX"), "Phnom Penh": (11.5564, 104.9282, "KHM"),  # KOS -> XKX
+        "Sao Paulo": (-23.5505, -46.6333, "BRA"), "Juba": (4.85, 31.58, "SSD"), "Ramallah": (31.90, 35.20, "PSE"),
+        "Singapore": (1.29, 103.85, "SGP"),
+    }
+    lat = [v[0] for v in pts.values()]
+    lon = [v[1] for v in pts.values()]
+    df = reverse_geocode(lat, lon)
+    assert df["country_iso3"].tolist() == [v[2] for v in pts.values()]
+    assert set(df["method"]) == {"within"}
+    assert df.loc[0, "country_name"] == "France"
+
+
+def test_reverse_geocode_coast_tolerance_and_unassigned():
+    lat = [43.62, 30.0, float("nan"), 95.0]
+    lon = [7.30, -40.0, 1.0, 0.0]
+    df = reverse_geocode(lat, lon)
+    assert df["method"].tolist() == ["nearest", "unassigned", "invalid", "invalid"]
+    assert df.loc[0, "country_iso3"] == "FRA" and 1 < df.loc[0, "distance_km"] < 25
+    assert df.loc[1, "country_iso3"] is None
+    # tolerance 0 turns the coastal pass off; a tolerance below the distance leaves it out
+    assert reverse_geocode([43.62], [7.30], tolerance_km=0)["method"][0] == "unassigned"
+    d = df.loc[0, "distance_km"]
+    assert reverse_geocode([43.62], [7.30], tolerance_km=d * 0.9)["method"][0] == "unassigned"
+    assert reverse_geocode([43.62], [7.30], tolerance_km=d * 1.1)["method"][0] == "nearest"
+
+
+def test_reverse_geocode_matches_plain_loop_on_random_points():
+    rng = np.random.default_rng(0)
+    lat = rng.uniform(-55, 70, 300)
+    lon = rng.uniform(-180, 180, 300)
+    fast = reverse_geocode(lat, lon, tolerance_km=0)["country_iso3"].tolist()
+    slow = reverse_geocode_loop(lat, lon)
+    assert fast == slow
+    assert sum(c is not None for c in fast) > 50
+
+
+def test_reverse_geocode_bad_input():
+    with pytest.raises(InputError, match="same length"):
+        reverse_geocode([1.0, 2.0], [1.0])
+    with pytest.raises(InputError, match="'tolerance_km' parameter of reverse_geocode"):
+        reverse_geocode([1.0], [1.0], tolerance_km=-1)
+
+
+def test_haversine():
+    # Paris-London is about 344 km
+    assert haversine_km(48.8566, 2.3522, 51.5074, -0.1278) == pytest.approx(344, abs=2)
+
+
+# --- GDP --------------------------------------------------------------------------------------
+def _fake_wbgapi(monkeypatch, calls):
+    import wbgapi as wb
+
+    def fetch(series, economy="all", **kw):
+        calls.append((series, economy, kw))
+        rows = [("FRA", 2021, 43659.0), ("FRA", 2022, 40886.3), ("FRA", 2023, None),
+                ("XKX", 2022, 5350.0), ("PRK", 2022, None)]
+        for e, t, v in rows:
+            yield {"value": v, "series": series, "economy": e, "aggregate": False, "time": t}
+
+    def economies(**kw):
+        return iter([{"id": "FRA", "value": "France"}, {"id": "XKX", "value": "Kosovo"},
+                     {"id": "PRK", "value": "Korea, Dem. People's Rep."}])
+
+    monkeypatch.setattr(wb.data, "fetch", fetch)
+    monkeypatch.setattr(wb.economy, "list", economies)
+
+
+def test_gdp_from_wbgapi(monkeypatch):
+    calls = []
+    _fake_wbgapi(monkeypatch, calls)
+    df, src = resolve_gdp("latest", source="wbgapi")
+    assert calls[0][0] == "NY.GDP.PCAP.CD" and calls[0][2]["skipAggs"] is True
+    assert "wbgapi" in src
+    assert df.loc["FRA", "gdp_per_capita_usd"] == pytest.approx(40886.3) and df.loc["FRA", "gdp_year"] == 2022
+    assert df.loc["XKX", "country_name"] == "Kosovo"
+    assert df.loc["FRA", "income_group"] == "High income"  # from the shipped metadata
+    assert math.isnan(df.loc["PRK", "gdp_per_capita_usd"]) and pd.isna(df.loc["PRK", "gdp_year"])  # kept
+    df21 = gdp_per_capita(2021, source="wbgapi")
+    assert df21.loc["FRA", "gdp_per_capita_usd"] == pytest.approx(43659.0)
+
+
+def test_gdp_offline_uses_snapshot_with_message(monkeypatch, caplog):
+    import wbgapi as wb
+
+    def boom(*a, **k):
+        raise AssertionError("offline must not call the World Bank API")
+
+    monkeypatch.setattr(wb.data, "fetch", boom)
+    with caplog.at_level(logging.INFO, logger="geoaudit.data._gdp"):
+        df, src = resolve_gdp("latest", source="auto", offline=True)
+    assert "snapshot" in src and "Offline" in caplog.text
+    assert df.loc["USA", "gdp_per_capita_usd"] == pytest.approx(81695, rel=1e-3)
+
+
+def test_gdp_api_failure_falls_back_or_raises(monkeypatch, caplog):
+    import wbgapi as wb
+
+    def down(*a, **k):
+        raise ConnectionError("no route to api.worldbank.org")
+
+    monkeypatch.setattr(wb.data, "fetch", down)
+    with caplog.at_level(logging.WARNING, logger="geoaudit.data._gdp"):
+        df, src = resolve_gdp(2020, source="auto")
+    assert "snapshot" in src and "World Bank API unavailable" in caplog.text
+    with pytest.raises(GeoauditError, match="World Bank API could not be reached.*--offline"):
+        resolve_gdp(2020, source="wbgapi")
+    with pytest.raises(InputError, match="'source' parameter"):
+        resolve_gdp(2020, source="internet")
+
+
+# --- split ------------------------------------------------------------------------------------
+def test_split_rule_is_deterministic_and_60_20_20():
+    ids = [f"n01440764_{i}" for i in range(20000)]
+    splits = [split_of(i) for i in ids]
+    assert splits == [split_of(i) for i in ids]
+    frac = pd.Series(splits).value_counts(normalize=True)
+    assert frac["train"] == pytest.approx(0.6, abs=0.015)
+    assert frac["validation"] == pytest.approx(0.2, abs=0.015)
+    assert frac["test"] == pytest.approx(0.2, abs=0.015)
