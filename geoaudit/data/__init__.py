@@ -6,6 +6,13 @@ gdp_year, log_gdp_per_capita.
 """
 from geoaudit.data._countries import country_table, load_boundaries
 from geoaudit.data._gdp import gdp_per_capita
+from geoaudit.data._geoshapes import (
+    build_geoshapes,
+    geoshapes,
+    geoshapes_country_plan,
+    geoshapes_grid,
+    geoshapes_latents,
+)
 from geoaudit.data._geocode import reverse_geocode
 from geoaudit.data._imagenet_geo import ImageNetGeo, ImageNetGeoConfig, build_imagenet_geo
 from geoaudit.data._load import iter_image_batches, load_geo_dataset, split_to_tensors
@@ -17,9 +24,14 @@ __all__ = [
     "build_imagenet_geo",
     "reverse_geocode",
     "REQUIRED_COLUMNS",
+    "build_geoshapes",
     "country_table",
     "gdp_per_capita",
     "geo_features",
+    "geoshapes",
+    "geoshapes_country_plan",
+    "geoshapes_grid",
+    "geoshapes_latents",
     "imagenet_classes",
     "iter_image_batches",
     "load_boundaries",
