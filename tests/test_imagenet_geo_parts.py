@@ -121,6 +121,18 @@ def test_locator_gives_up_after_retries_without_caching(tmp_path):
         assert len(loc.cache) == 0  # transient failures are never cached: a re-run tries again
 
 
+def test_locator_stops_when_flickr_is_down(tmp_path):
+    clock = FakeClock()
+    photos = {"1": (1.0, 1.0), **{str(i): ("http", 502, 100) for i in range(2, 9)}}
+    with FlickrStub(photos) as stub:
+        loc = FlickrGeoLocator("testkey", "s", cache=tmp_path / "c.sqlite", rest_url=stub.url, max_retries=1,
+                               clock=clock, sleep=clock.sleep)
+        with pytest.raises(GeoauditError, match="did not answer for 3 photos in a row.*502.*re-run"):
+            loc.locate([str(i) for i in range(1, 9)])
+        assert stub.http_calls == 1 + 3 * 2  # stopped after photo 4, each tried twice
+        assert loc.answers(["1"])["1"][0] == "ok"  # the answer before the outage is kept
+
+
 def test_locator_bad_credentials(tmp_path):
     with FlickrStub({"1": (1.0, 1.0)}) as stub:
         loc = FlickrGeoLocator("not-the-key", "s", cache=tmp_path / "c.sqlite", rest_url=stub.url)

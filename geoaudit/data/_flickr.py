@@ -9,6 +9,7 @@ retried with exponential backoff and are never cached.
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import re
@@ -212,13 +213,16 @@ class FlickrGeoLocator:
         tests point it at a local server.
     timeout_s : float
         HTTP timeout per call.
+    max_consecutive_failures : int
+        Photos in a row whose retries all failed before the run stops (Flickr is down or
+        unreachable); the answers so far stay cached.
     clock, sleep : callables
         Injected for tests.
     """
 
     def __init__(self, api_key, api_secret, *, cache=None, rate_per_hour=FLICKR_CALLS_PER_HOUR,
                  max_retries=5, backoff_s=2.0, max_backoff_s=300.0, rest_url=None, timeout_s=30.0,
-                 clock=time.monotonic, sleep=time.sleep):
+                 max_consecutive_failures=3, clock=time.monotonic, sleep=time.sleep):
         import flickrapi
 
         for name, value in (("flickr_key", api_key), ("flickr_secret", api_secret)):
@@ -241,6 +245,9 @@ class FlickrGeoLocator:
             self.api.REST_URL = rest_url  # instance attribute shadows FlickrAPI.REST_URL
         self.cache = FlickrCache(cache or default_cache_path())
         self.calls = 0
+        self.max_consecutive_failures = check_interval("max_consecutive_failures", max_consecutive_failures, 1, None,
+                                                       caller="FlickrGeoLocator", integer=True)
+        self._last_error = None
 
     # one HTTP call, classified
     def _call(self, photo_id):
@@ -294,6 +301,7 @@ class FlickrGeoLocator:
             try:
                 return (*self._call(photo_id), attempt)
             except _Transient as e:
+                self._last_error = str(e)
                 if attempt == self.max_retries:
                     log.warning("photo %s: giving up after %d tries (%s); a re-run will try again",
                                 photo_id, attempt + 1, e)
@@ -307,16 +315,19 @@ class FlickrGeoLocator:
                 delay *= 2
         return None
 
-    def locate(self, photo_ids, *, on_answer=None) -> FlickrLookupStats:
+    def locate(self, photo_ids, *, total=None, on_answer=None, chunk_size=500) -> FlickrLookupStats:
         """Look up every photo id not already in the cache; return counts.
 
         Parameters
         ----------
         photo_ids : iterable of str
-            Flickr photo ids (duplicates are looked up once).
+            Flickr photo ids; read lazily in chunks, so a generator over millions of ids
+            keeps memory flat.  Ids repeated in the iterable are looked up once.
+        total : int, optional
+            Number of ids (for the progress bar's ETA) when ``photo_ids`` has no ``len``.
         on_answer : callable, optional
-            Called as ``on_answer(photo_id, status)`` after each answer is cached (tests use
-            it to interrupt a build).
+            Called as ``on_answer(photo_id, status)`` after each answer is cached (progress
+            reporting; tests use it to interrupt a build).
 
         Raises
         ------
@@ -324,32 +335,53 @@ class FlickrGeoLocator:
             Flickr rejected the key or the secret.
         """
         t0 = self._clock()
-        ids = list(dict.fromkeys(str(p) for p in photo_ids))
-        cached = self.cache.get_many(ids)
-        todo = [p for p in ids if p not in cached]
+        if total is None and hasattr(photo_ids, "__len__"):
+            total = len(photo_ids)
+        requested = cached_n = retries = 0
         statuses: dict = {}
-        for status, *_ in cached.values():
-            statuses[status] = statuses.get(status, 0) + 1
-        if cached:
-            log.info("Flickr: %d of %d photos already in the cache %s", len(cached), len(ids), self.cache.path)
-        retries, failed = 0, []
+        failed = []
+        in_a_row = 0
         calls0 = self.calls
-        bar = progress(todo, total=len(todo), desc="Flickr geo look-ups", unit="call")
+        bar = progress(total=total, desc="Flickr geo look-ups", unit="photo")
+        it = iter(photo_ids)
         try:
-            for pid in bar:
-                ans = self._lookup_one(pid)
-                if ans is None:
-                    failed.append(pid)
-                    continue
-                status, lat, lon, acc, n_retries = ans
-                retries += n_retries
-                self.cache.put(pid, status, lat, lon, acc)
-                statuses[status] = statuses.get(status, 0) + 1
-                if on_answer is not None:
-                    on_answer(pid, status)
+            while True:
+                chunk = list(dict.fromkeys(str(p) for p in itertools.islice(it, chunk_size)))
+                if not chunk:
+                    break
+                requested += len(chunk)
+                cached = self.cache.get_many(chunk)
+                cached_n += len(cached)
+                for status, *_ in cached.values():
+                    statuses[status] = statuses.get(status, 0) + 1
+                bar.update(len(cached))
+                for pid in chunk:
+                    if pid in cached:
+                        continue
+                    ans = self._lookup_one(pid)
+                    bar.update(1)
+                    if ans is None:
+                        failed.append(pid)
+                        in_a_row += 1
+                        if in_a_row >= self.max_consecutive_failures:  # Flickr is down, not one bad photo
+                            raise GeoauditError(
+                                f"Flickr did not answer for {in_a_row} photos in a row, each tried "
+                                f"{self.max_retries + 1} times (last error: {self._last_error}). The answers "
+                                f"obtained so far are cached in {self.cache.path}; re-run the same command "
+                                "to resume.")
+                        continue
+                    in_a_row = 0
+                    status, lat, lon, acc, n_retries = ans
+                    retries += n_retries
+                    self.cache.put(pid, status, lat, lon, acc)
+                    statuses[status] = statuses.get(status, 0) + 1
+                    if on_answer is not None:
+                        on_answer(pid, status)
         finally:
             bar.close()
-        return FlickrLookupStats(requested=len(ids), cached=len(cached), calls=self.calls - calls0,
+        if cached_n:
+            log.info("Flickr: %d of %d photos were already in the cache %s", cached_n, requested, self.cache.path)
+        return FlickrLookupStats(requested=requested, cached=cached_n, calls=self.calls - calls0,
                                  retries=retries, statuses=statuses, failed=tuple(failed),
                                  elapsed_s=self._clock() - t0)
 

@@ -190,10 +190,11 @@ def _make_inputs(*, imagenet_dir, urls, flickr_key, flickr_secret, geo_csv, flic
         if missing:
             raise InputError(f"Flickr look-ups need {' and '.join(repr(m) for m in missing)} (a Flickr API key and "
                              "its secret); or pass 'geo_csv' with known locations instead of 'urls'.")
-    bad = sorted(set(flickr_options or {}) - {"max_retries", "backoff_s", "max_backoff_s", "timeout_s"})
+    bad = sorted(set(flickr_options or {}) - {"max_retries", "backoff_s", "max_backoff_s", "timeout_s",
+                                                    "max_consecutive_failures"})
     if bad:
-        raise InputError(f"The 'flickr_options' parameter of {caller} accepts max_retries, backoff_s, max_backoff_s "
-                         f"and timeout_s. Got {', '.join(map(repr, bad))} instead.")
+        raise InputError(f"The 'flickr_options' parameter of {caller} accepts max_retries, backoff_s, max_backoff_s, "
+                         f"timeout_s and max_consecutive_failures. Got {', '.join(map(repr, bad))} instead.")
     return _Inputs(
         imagenet_dir=root,
         urls=_check_file("urls", urls, "the ImageNet URL list: <image_id><TAB><url> per line") if urls is not None else None,
@@ -411,8 +412,9 @@ def _stage_flickr(w: _Work, inputs: _Inputs, on_progress):
                                **(inputs.flickr_options or {}))
     try:
         total = w.db.execute("SELECT COUNT(DISTINCT photo_id) FROM images WHERE status='pending'").fetchone()[0]
+        # a lazy cursor: millions of ids never sit in memory at once
         ids = (r[0] for r in w.db.execute(
-            "SELECT DISTINCT photo_id FROM images WHERE status='pending' ORDER BY photo_id").fetchall())
+            "SELECT DISTINCT photo_id FROM images WHERE status='pending' ORDER BY photo_id"))
         done = [0]
 
         def answered(pid, status):
