@@ -5,6 +5,17 @@ Every attack is an object holding validated hyperparameters, called as
 any input normalization belongs inside the model (:class:`Normalized`).
 """
 from geoaudit.attacks._base import Attack, AttackResult, margins_of
+from geoaudit.attacks._costs import (
+    PIEAPP_ENV,
+    CallableCost,
+    Cost,
+    PieAPPCost,
+    SSIMCost,
+    load_pieapp_network,
+    make_cost,
+)
+from geoaudit.attacks._newton import SSIMNewton
+from geoaudit.attacks._perceptual import PerceptualDRO
 from geoaudit.attacks._pgd import FGSM, PGD
 from geoaudit.train._models import Normalize, NormalizedModel
 
@@ -12,6 +23,15 @@ from geoaudit.train._models import Normalize, NormalizedModel
 Normalized = NormalizedModel
 
 __all__ = [
+    "PIEAPP_ENV",
+    "CallableCost",
+    "Cost",
+    "PerceptualDRO",
+    "PieAPPCost",
+    "SSIMNewton",
+    "SSIMCost",
+    "load_pieapp_network",
+    "make_cost",
     "FGSM",
     "PGD",
     "Attack",

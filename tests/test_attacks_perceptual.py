@@ -1,0 +1,142 @@
+"""PerceptualDRO (Algorithm 1): early stop, step and cost-refresh accounting, batch = per-image loop."""
+import re
+
+import piq
+import pytest
+import torch
+
+from _attack_models import striped_images, trained_model
+from geoaudit._errors import InputError
+from geoaudit.attacks import PGD, PerceptualDRO, SSIMCost
+
+
+@pytest.fixture(scope="module")
+def data():
+    return striped_images(12, seed=11)
+
+
+def _one_minus_ssim(a, b):
+    return 1 - piq.ssim(a, b, data_range=1.0, reduction="none")
+
+
+class CountingSSIM(SSIMCost):
+    """1 - SSIM that counts the rows it differentiates (to check cost_every)."""
+
+    def __init__(self):
+        super().__init__()
+        self.rows = 0
+
+    def value_and_grad(self, x_adv, ref):
+        self.rows += x_adv.shape[0]
+        return super().value_and_grad(x_adv, ref)
+
+
+def test_success_and_early_stop_accounting(data, device):
+    x, y = (t.to(device) for t in data)
+    model = trained_model(device=device)
+    rows = []
+    hook = model.register_forward_hook(lambda m, i, o: rows.append(i[0].shape[0]))
+    cost = CountingSSIM()
+    attack = PerceptualDRO(cost, step_size=0.5, steps=60, confidence=1.0, cost_every=5)
+    res = attack(model, x, y)
+    hook.remove()
+    assert res.success.all() and (res.margins > 1.0).all()
+    assert res.success.dtype == torch.bool and res.steps.dtype == torch.long
+    assert (res.steps > 0).all() and (res.steps < 60).all()
+    # every sample is checked once per step taken plus the check that stopped it (+1 label check):
+    # finished samples never enter the model again
+    assert sum(rows) == int((res.steps + 1).sum()) + 1
+    # the cost gradient is refreshed at steps 0, 5, 10, ... of each sample
+    assert cost.rows == int(((res.steps + 4) // 5).sum())
+    assert float(res.images.min()) >= 0 and float(res.images.max()) <= 1
+
+
+def test_steps_exhausted_are_counted(data):
+    x, y = data
+    model = trained_model()
+    res = PerceptualDRO("ssim", step_size=0.01, steps=3, confidence=5.0)(model, x, y)
+    assert res.steps.tolist() == [3] * len(y)
+    assert not res.success.any()
+    with torch.no_grad():
+        logits = model(res.images)
+    true = logits.gather(1, y[:, None]).squeeze(1)
+    other = logits.scatter(1, y[:, None], float("-inf")).amax(1)
+    torch.testing.assert_close(res.margins, other - true)
+
+
+def test_misclassified_sample_takes_no_step(data):
+    x, y = data
+    model = trained_model()
+    wrong = (y + 1) % 3
+    res = PerceptualDRO("ssim", steps=5)(model, x[:3], wrong[:3])
+    assert res.steps.tolist() == [0, 0, 0] and res.success.all()
+    torch.testing.assert_close(res.images, x[:3])
+
+
+def test_batch_equals_per_image_loop(data):
+    x, y = data
+    model = trained_model()
+    attack = PerceptualDRO("ssim", step_size=0.5, steps=40, confidence=0.5, cost_every=3)
+    batch = attack(model, x[:6], y[:6])
+    for i in range(6):
+        one = attack(model, x[i:i + 1], y[i:i + 1])
+        assert one.steps.item() == batch.steps[i].item()
+        torch.testing.assert_close(one.images[0], batch.images[i], atol=1e-5, rtol=0)
+
+
+def test_raises_loss_and_matched_success_beats_l2_pgd(data):
+    x, y = data
+    model = trained_model()
+    res = PerceptualDRO("ssim", step_size=0.5, steps=80, lam=1.0)(model, x, y)
+    assert res.success_rate == 1.0
+    ours = float(_one_minus_ssim(res.images, x).mean())
+    # the smallest L2 PGD budget (of a doubling grid) that reaches the same success rate
+    for eps in (0.5, 1.0, 2.0, 4.0, 8.0, 16.0):
+        pgd = PGD(eps=eps, step_size=eps / 4, steps=10)(model, x, y)
+        if pgd.success_rate >= res.success_rate:
+            break
+    assert pgd.success_rate >= res.success_rate
+    assert ours < float(_one_minus_ssim(pgd.images, x).mean())
+
+
+def test_callable_cost_and_lam_zero(data):
+    x, y = data
+    model = trained_model()
+    mse = PerceptualDRO(lambda a, b: ((a - b) ** 2).flatten(1).sum(1), step_size=0.5, steps=30)
+    assert mse(model, x, y).success_rate > 0.5
+    assert PerceptualDRO("ssim", lam=0.0, step_size=0.5, steps=30)(model, x, y).success_rate > 0.5
+
+
+def test_bad_callable_cost_shape(data):
+    x, y = data
+    with pytest.raises(InputError, match="one value per image"):
+        PerceptualDRO(lambda a, b: ((a - b) ** 2).sum(), steps=2)(trained_model(), x, y)
+
+
+def test_mode_and_grads_restored(data):
+    x, y = data
+    model = trained_model().train()
+    PerceptualDRO("ssim", step_size=0.5, steps=5)(model, x, y)
+    assert model.training and all(p.grad is None and p.requires_grad for p in model.parameters())
+
+
+@pytest.mark.parametrize("kwargs, name", [
+    (dict(steps=0), "steps"), (dict(step_size=0.0), "step_size"), (dict(lam=-1.0), "lam"),
+    (dict(confidence=-0.5), "confidence"), (dict(cost_every=0), "cost_every"),
+    (dict(memory_budget_mb=0), "memory_budget_mb"),
+])
+def test_bad_hyperparameters(kwargs, name):
+    with pytest.raises(InputError, match=re.escape(f"The '{name}' parameter of PerceptualDRO must be")):
+        PerceptualDRO("ssim", **kwargs)
+
+
+def test_bad_cost():
+    with pytest.raises(InputError, match="The 'cost' parameter must be 'pieapp', 'ssim'"):
+        PerceptualDRO("lpips")
+
+
+def test_pieapp_needs_64px(data):
+    x, y = data
+    # the size check comes before any weights are looked for
+    with pytest.raises(InputError, match="at least 64x64 pixels, got 16x16"):
+        PerceptualDRO("pieapp", steps=1)(trained_model(), x, y)
