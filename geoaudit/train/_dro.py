@@ -57,7 +57,10 @@ def describe_attack(attack) -> dict:
     raw = getter() if callable(getter) else {k: v for k, v in vars(attack).items() if not k.startswith("_")}
     for k, v in raw.items():
         params[k] = v if isinstance(v, (str, int, float, bool, type(None))) else repr(v)
-    return {"class": type(attack).__name__, "repr": repr(attack), "params": params}
+    out = {"class": type(attack).__name__, "params": params}
+    if type(attack).__repr__ is not object.__repr__:  # the default repr holds a memory address
+        out["repr"] = repr(attack)
+    return out
 
 
 def _adv_images(result):
@@ -93,6 +96,57 @@ class DROResult:
 
     def to_dict(self) -> dict:
         return {"folder": str(self.folder), "size": self.size, "stats": self.stats, "settings": self.settings}
+
+
+class CenterReuse:
+    """The appendix-D reuse state on the training device: each cluster center's clean image and
+    its current adversarial image (uint8), and the round its attack was last computed in.
+
+    Parameters
+    ----------
+    clustering : Clustering
+    clean_u8 : torch.Tensor
+        uint8 ``(N, C, H, W)`` clean images (the clustered examples).
+    labels : torch.Tensor
+        int64 ``(N,)``.
+    device : torch.device
+    """
+
+    def __init__(self, clustering, clean_u8, labels, device):
+        centers = clustering.centers.cpu()
+        self.assignment = clustering.assignment.to(device)
+        self.center_clean = clean_u8[centers].to(device)
+        self.center_labels = labels[centers].to(device)
+        self.center_adv = self.center_clean.clone()
+        self.center_round = torch.zeros(clustering.n_clusters, dtype=torch.long, device=device)
+
+    def __call__(self, model, x_u8, y, source, round_k, fresh):
+        """Adversarial images for the clean-example indices ``source`` of the batch ``x_u8``.
+
+        ``fresh(images, labels) -> uint8 images`` computes attacks.  Returns
+        ``(adv_u8, reused, center_refreshes)``: ``reused`` is the bool mask of rows whose
+        transplanted center perturbation fooled ``model`` (the others were attacked afresh).
+        """
+        cl = self.assignment[source]
+        stale = torch.unique(cl[self.center_round[cl] < round_k])
+        if stale.numel():  # a center's attack is recomputed once per round
+            self.center_adv[stale] = fresh(self.center_clean[stale].float().div(255.0), self.center_labels[stale])
+            self.center_round[stale] = round_k
+        delta = self.center_adv[cl].to(torch.int16) - self.center_clean[cl].to(torch.int16)
+        cand = (x_u8.to(torch.int16) + delta).clamp_(0, 255).to(torch.uint8)
+        with torch.no_grad():
+            ok = model(cand.float().div(255.0)).argmax(1) != y
+        redo = (~ok).nonzero().squeeze(1)
+        if redo.numel():
+            cand[redo] = fresh(x_u8[redo].float().div(255.0), y[redo])
+        return cand, ok, int(stale.numel())
+
+    def state(self):
+        return {"center_adv": self.center_adv.cpu(), "center_round": self.center_round.cpu()}
+
+    def load_state(self, state):
+        self.center_adv = state["center_adv"].to(self.center_adv.device)
+        self.center_round = state["center_round"].to(self.center_round.device)
 
 
 def _new_stats(rounds):
@@ -204,11 +258,7 @@ def build_adversarial_dataset(data, *, attack, out_dir, arch="small_cnn", rounds
         clustering = cluster_by_label(data.images.to(device), data.labels.to(device), cluster_size=cluster_size,
                                       backend=kmeans, random_state=seed)
         stats["kmeans"] = dict(clustering.to_dict(), seconds=time.perf_counter() - t0)
-        k_clusters = clustering.n_clusters
-        center_clean = data.images[clustering.centers.cpu()].to(device)
-        center_labels = data.labels[clustering.centers.cpu()].to(device)
-        center_adv = center_clean.clone()
-        center_round = torch.zeros(k_clusters, dtype=torch.long, device=device)
+        reuser = CenterReuse(clustering, data.images, data.labels, device)
     start_round = 0
     if state is not None:
         model.load_state_dict(state["model"])
@@ -217,8 +267,7 @@ def build_adversarial_dataset(data, *, attack, out_dir, arch="small_cnn", rounds
         stats = state["stats"]
         start_round = int(state["round"])
         if reuse:
-            center_adv = state["center_adv"].to(device)
-            center_round = state["center_round"].to(device)
+            reuser.load_state(state)
         d.truncate(n * (start_round + 1))
         log.info("Resuming Algorithm 2 at round %d/%d", start_round + 1, rounds)
 
@@ -235,9 +284,8 @@ def build_adversarial_dataset(data, *, attack, out_dir, arch="small_cnn", rounds
                       initial=start_round, total=rounds):
         t_round = time.perf_counter()
         attacks_before, succ_before, loss_sum = stats["attacks_computed"], stats["successes"], 0.0
-        probs = d.sampling_probabilities()
         mean_w = d.mean_sampled_weight()
-        draws = rng.choice(d.size, size=n, replace=True, p=probs)  # line 3, from D as it is now
+        draws = d.draw(n, rng)  # line 3, from D as it is now
         for lo in progress(range(0, n, batch_size), desc=f"round {k}", unit="batch", total=-(-n // batch_size)):
             idx = draws[lo:lo + batch_size]
             x, y, w = d.batch(idx, device)
@@ -249,25 +297,15 @@ def build_adversarial_dataset(data, *, attack, out_dir, arch="small_cnn", rounds
             x_u8 = to_u8(x)
             if reuse:  # appendix D
                 src = torch.from_numpy(d.source[idx]).to(device)
-                cl = clustering.assignment[src]
-                stale = torch.unique(cl[center_round[cl] < k])
-                if stale.numel():
-                    center_adv[stale] = fresh(center_clean[stale].float().div(255.0), center_labels[stale])
-                    center_round[stale] = k
-                    stats["center_refreshes"] += int(stale.numel())
                 t0 = time.perf_counter()
-                delta = center_adv[cl].to(torch.int16) - center_clean[cl].to(torch.int16)
-                cand = (x_u8.to(torch.int16) + delta).clamp_(0, 255).to(torch.uint8)
-                with torch.no_grad():
-                    ok = model(cand.float().div(255.0)).argmax(1) != y
-                stats["transplant_seconds"] += time.perf_counter() - t0
+                attack_s = stats["attack_seconds"]
+                adv_u8, ok, refreshed = reuser(model, x_u8, y, src, k, fresh)
+                # transplant bookkeeping = the reuse step's time minus the attacks inside it
+                stats["transplant_seconds"] += time.perf_counter() - t0 - (stats["attack_seconds"] - attack_s)
+                stats["center_refreshes"] += refreshed
                 stats["transplant_tries"] += len(idx)
                 stats["reused"] += int(ok.sum())
-                adv_u8 = cand
-                redo = (~ok).nonzero().squeeze(1)
-                if redo.numel():
-                    adv_u8[redo] = fresh(x[redo], y[redo])
-                    stats["fresh_attacks"] += int(redo.numel())
+                stats["fresh_attacks"] += len(idx) - int(ok.sum())
             else:
                 adv_u8 = fresh(x, y)
                 stats["fresh_attacks"] += len(idx)
@@ -285,7 +323,7 @@ def build_adversarial_dataset(data, *, attack, out_dir, arch="small_cnn", rounds
         round_state = {"round": k, "model": model.state_dict(), "optimizer": opt.state_dict(),
                        "rng": rng.bit_generator.state, "stats": stats}
         if reuse:
-            round_state.update(center_adv=center_adv.cpu(), center_round=center_round.cpu())
+            round_state.update(reuser.state())
         atomic_save(state_path, lambda tmp: torch.save(round_state, tmp))
     final = _finish_stats(stats, reuse)
     final["wall_seconds_this_run"] = time.perf_counter() - wall0

@@ -143,7 +143,6 @@ def sample_model(dataset, *, arch="small_cnn", class_names, seed=0, epochs=10, b
     model.to(device)
     opt = make_optimizer(model, lr=lr, momentum=momentum, weight_decay=weight_decay)
     rng = np.random.default_rng([seed, 3])
-    probs = dataset.sampling_probabilities()
     mean_w = dataset.mean_sampled_weight()
     history, start_epoch, elapsed = [], 0, 0.0
     state = load_state(state_path) if state_path else None
@@ -157,7 +156,7 @@ def sample_model(dataset, *, arch="small_cnn", class_names, seed=0, epochs=10, b
     for epoch in progress(range(start_epoch, epochs), desc=desc or "epochs", unit="epoch",
                           initial=start_epoch, total=epochs):
         t0 = time.perf_counter()
-        draws = rng.choice(dataset.size, size=m, replace=True, p=probs)
+        draws = dataset.draw(m, rng)
         tot_loss, correct = 0.0, 0
         for lo in range(0, m, batch_size):
             idx = draws[lo:lo + batch_size]

@@ -121,6 +121,10 @@ class WeightedDataset:
         w = self.weights[:self.size]
         return w / w.sum()
 
+    def draw(self, n, rng) -> np.ndarray:
+        """``n`` row indices drawn with replacement, row i with probability ``P_i / sum P``."""
+        return rng.choice(self.size, size=int(n), replace=True, p=self.sampling_probabilities())
+
     def mean_sampled_weight(self) -> float:
         """E[P] when sampling proportionally to P: sum P^2 / sum P (the loss-weight normalizer)."""
         w = self.weights[:self.size]
