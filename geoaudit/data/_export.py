@@ -51,6 +51,7 @@ __all__ = ["ParquetShardWriter", "shard_glob", "split_front_matter", "write_data
 
 _SPLIT_RE = re.compile(r"^[A-Za-z0-9_.]+$")
 _PLACEHOLDER_RE = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
+_TEMPLATE_NOTE_RE = re.compile(r"<!--\s*template:.*?-->[ \t]*\r?\n?", flags=re.S)  # notes for card authors only
 
 
 def shard_glob(split, *, data_dir="data", prefix=""):
@@ -207,7 +208,7 @@ class ParquetShardWriter:
             os.replace(tmp, final)
             self.paths.append(final)
         self._closed = True
-        log.info("wrote %d rows of split %r in %d shard(s) under %s", self.num_rows, self.split, total,
+        log.debug("wrote %d rows of split %r in %d shard(s) under %s", self.num_rows, self.split, total,
                  self.out_dir / self.data_dir)
         return self.paths
 
@@ -339,6 +340,7 @@ def render_dataset_card(*, template, features=None, configs, num_examples=None, 
     if total and "size_categories" not in meta:
         meta["size_categories"] = [_size_category(total)]
 
+    body = _TEMPLATE_NOTE_RE.sub("", body)
     vals = {"num_examples_total": total}
     for s, k in (num_examples or {}).items():
         vals[f"num_examples_{s}"] = k
@@ -359,8 +361,8 @@ def write_dataset_card(out_dir, *, template, features=None, configs, num_example
         The card source: a path to a ``.md`` file or its text.  Its YAML front matter (if any:
         ``license``, ``pretty_name``, ``task_categories``, ``tags`` ...) is kept; its body is
         copied with ``{{ name }}`` placeholders filled from ``values`` (plus the built-in
-        ``num_examples_total`` and ``num_examples_<split>``).  A placeholder with no value is
-        an error, so no card ships with holes.
+        ``num_examples_total`` and ``num_examples_<split>``) and ``<!-- template: ... -->``
+        notes removed.  A placeholder with no value is an error, so no card ships with holes.
     features : datasets.Features, optional
         Features of the first config, written as ``dataset_info.features`` (name/dtype,
         ClassLabel names) in the Hub's format.

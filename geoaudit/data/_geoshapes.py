@@ -13,6 +13,7 @@ import io
 import json
 import logging
 import math
+import os
 import shutil
 import struct
 import tempfile
@@ -40,7 +41,7 @@ HEAD_SHARES = (("USA", 0.36), ("GBR", 0.12))     # about half of all images from
 BODY_SHARE = 0.45                                 # the audit countries below the head
 BODY_INCOME_MIX = (("High income", 0.40), ("Upper middle income", 0.25),
                    ("Lower middle income", 0.20), ("Low income", 0.15))
-AREA_EXPONENT = 0.5                               # size score: log GDP + 0.5 log area
+POP_EXPONENT = 0.5                                # size score: log GDP per capita + 0.5 log population
 SPLIT_FRACTIONS = (("train", 0.6), ("validation", 0.2), ("test", 0.2))
 MAX_AUDIT_COUNTRIES = 30                          # default number of audit countries
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 24, 512
@@ -74,9 +75,25 @@ class GeoShapesConfig:
 
 
 # --- countries --------------------------------------------------------------------------------
+@lru_cache(maxsize=1)
+def _populations():
+    """Natural Earth's POP_EST (2017 estimates, shipped with the boundaries) per World Bank code."""
+    import gzip
+
+    from geoaudit.data._countries import NE_TO_WB
+    from geoaudit.data._resources import BOUNDARIES_50M, resource_path
+
+    with gzip.open(resource_path(BOUNDARIES_50M), "rt", encoding="utf-8") as f:
+        feats = json.load(f)["features"]
+    pop = pd.Series({NE_TO_WB.get(ft["properties"]["ADM0_A3"], ft["properties"]["ADM0_A3"]):
+                     float(ft["properties"]["POP_EST"]) for ft in feats})
+    return pop[pop > 0]
+
+
 @lru_cache(maxsize=2)
 def _country_frame(year):
-    """Eligible countries (World Bank economies with GDP and a polygon) with area and geometry."""
+    """Eligible countries (World Bank economies with GDP, a polygon and a population) with area,
+    population, size score and geometry."""
     from geoaudit.data._countries import country_table, load_boundaries
 
     t = country_table(year).dropna(subset=["gdp_per_capita_usd"]).set_index("iso3")
@@ -85,7 +102,9 @@ def _country_frame(year):
     area = pd.Series(eq.geometry.area.to_numpy() / 1e6, index=b["iso3"]).groupby(level=0).sum()
     t["area_km2"] = area.reindex(t.index).to_numpy()
     t = t.dropna(subset=["area_km2"])
-    t["score"] = t["log_gdp_per_capita"] + AREA_EXPONENT * np.log(t["area_km2"])
+    t["population"] = _populations().reindex(t.index).to_numpy()
+    t = t.dropna(subset=["population"])
+    t["score"] = t["log_gdp_per_capita"] + POP_EXPONENT * np.log(np.maximum(t["population"], 1000.0))
     geoms = b.dissolve(by="iso3")["geometry"]
     t["geometry"] = geoms.reindex(t.index).to_numpy()
     return t.sort_index()
@@ -621,14 +640,15 @@ def geoshapes(*, n_images=20000, spurious_strength=0.9, image_size=64, seed=0, n
     The generating process, exactly (constants are module attributes):
 
     1. *Countries.* Eligible: World Bank economies with GDP per capita and a Natural Earth
-       polygon.  Size score = log GDP per capita + 0.5 log land area (km^2, equal-area).
+       polygon.  Size score = log GDP per capita + 0.5 log population (Natural Earth's 2017
+       POP_EST, shipped with the boundaries).
        Head: USA gets ``round(0.36 n)`` images and GBR ``round(0.12 n)``.  Body:
        ``n_audit_countries`` minus the head countries meeting the minimum, split over World Bank
        income groups 40/25/20/15 % (high / upper-middle / lower-middle / low, largest
        remainder), the top size scores in each; each gets the smallest count whose test share
        is ``min_test_images`` (250 for 50) and the rest of ``round(0.45 n)`` in proportion to
        GDP per capita.  Tail: every other country shares the remaining images in proportion to
-       ``exp(size score)`` = GDP per capita x sqrt(area).  No randomness: the counts are a
+       ``exp(size score)`` = GDP per capita x sqrt(population).  No randomness: the counts are a
        modelling choice (shaped like ImageNet's reported skew), not ImageNet's real counts.
     2. *Labels and splits.* Within a country, labels are a random permutation of
        ``0..K-1`` repeated (balanced); test and validation get ``round(0.2 count)`` random
@@ -680,6 +700,25 @@ def geoshapes(*, n_images=20000, spurious_strength=0.9, image_size=64, seed=0, n
 CARD_TEMPLATE = Path(__file__).resolve().parents[2] / "dataset_cards" / "geoshapes.md"
 
 
+@dataclass(frozen=True)
+class GeoShapesBuild:
+    """What ``build_geoshapes`` wrote."""
+
+    out_dir: str
+    config: dict
+    num_examples: dict
+    num_countries: int
+    n_audit_countries: int
+    cue_share: float
+    top_countries: dict
+    files: tuple
+
+    def to_dict(self):
+        d = asdict(self)
+        d["files"] = list(self.files)
+        return d
+
+
 def _card_template():
     from geoaudit._errors import DependencyError
 
@@ -725,10 +764,10 @@ def build_geoshapes(out_dir, *, n_images=20000, spurious_strength=0.9, image_siz
 
     Returns
     -------
-    dict
-        Summary: ``path``, ``config`` (the arguments), ``num_examples`` per split,
-        ``n_countries``, ``n_audit_countries``, ``cue_share`` (share of images from cue
-        countries), ``top_countries`` and ``files``.
+    GeoShapesBuild
+        ``out_dir``, ``config`` (the arguments), ``num_examples`` per split, ``num_countries``,
+        ``n_audit_countries``, ``cue_share`` (share of images from cue countries),
+        ``top_countries`` (the five largest, with counts) and ``files``; ``to_dict()``.
 
     Files written
     -------------
@@ -754,6 +793,7 @@ def build_geoshapes(out_dir, *, n_images=20000, spurious_strength=0.9, image_siz
     names = CLASS_NAMES[:cfg.n_classes]
     features = geo_features(names)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
+    os.chmod(tmp, 0o755)  # mkdtemp makes it private; the dataset folder is an ordinary one
     try:
         globs, num_examples, num_bytes, files = {}, {}, {}, []
         with progress(total=cfg.n_images, desc="geoshapes", unit="img") as bar:
@@ -786,13 +826,12 @@ def build_geoshapes(out_dir, *, n_images=20000, spurious_strength=0.9, image_siz
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    log.info("wrote GeoShapes (%d images) to %s", cfg.n_images, out_dir)
-    top = plan.head(5)
-    return {
-        "path": str(out_dir), "config": cfg.to_dict(), "num_examples": num_examples,
-        "n_countries": int(len(plan)), "n_audit_countries": cfg.n_audit_countries, "cue_share": cue_share,
-        "top_countries": {iso: int(c) for iso, c in top["n_images"].items()}, "files": files,
-    }
+    log.debug("wrote GeoShapes (%d images) to %s", cfg.n_images, out_dir)
+    return GeoShapesBuild(
+        out_dir=str(out_dir), config=cfg.to_dict(), num_examples=dict(num_examples),
+        num_countries=int(len(plan)), n_audit_countries=cfg.n_audit_countries, cue_share=cue_share,
+        top_countries={iso: int(c) for iso, c in plan.head(5)["n_images"].items()}, files=tuple(files),
+    )
 
 
 # --- picture ----------------------------------------------------------------------------------
@@ -810,7 +849,7 @@ def _cue_set(ds):
     return set(t.loc[t["income_group"] == "High income", "iso3"])
 
 
-def geoshapes_grid(dd, path, *, split="test", per_group=4, seed=0):
+def geoshapes_grid(dd, path, *, split="test", per_group=4, seed=0, cue_countries=None):
     """Save a PNG of sample images: one row per class, ``per_group`` images from the
     well-represented (cue) countries on the left and ``per_group`` from the other countries on
     the right, each captioned with its country's ISO3 code.
@@ -828,6 +867,9 @@ def geoshapes_grid(dd, path, *, split="test", per_group=4, seed=0):
         Images per class and country group, in [1, 16].
     seed : int
         Which images are drawn.
+    cue_countries : list of str, optional
+        ISO3 codes of the cue countries; default: from the dataset's description when it came
+        from ``geoshapes``, else the World Bank's high-income economies.
 
     Returns
     -------
@@ -845,7 +887,7 @@ def geoshapes_grid(dd, path, *, split="test", per_group=4, seed=0):
     per_group = check_interval("per_group", per_group, 1, 16, caller="geoshapes_grid", integer=True)
     ds = dd[split] if hasattr(dd, "keys") else dd
     names = ds.features["label"].names
-    cue = _cue_set(ds)
+    cue = set(cue_countries) if cue_countries is not None else _cue_set(ds)
     labels = np.asarray(ds["label"])
     in_cue = np.isin(np.asarray(ds["country_iso3"], dtype=object), list(cue))
     rng = np.random.default_rng(seed)
