@@ -127,6 +127,8 @@ def test_null_rejection_rate_is_nominal(variance):
     # Binomial(400, 0.05) under a correct test: sd = sqrt(.05 * .95 / 400) = 0.011, so
     # [0.02, 0.085] is a band of about -2.7 / +3.2 sd: a broken test (e.g. wrong df or
     # variance) falls outside, a correct one practically never does.  Seeded: deterministic.
+    # (Over 3000 datasets: paper 4.9%, binomial 5.8% -- its weights are estimated from the same
+    # accuracies, which makes it slightly liberal; docs/audit.md says so.)
     rng = np.random.default_rng(6)
     rejections = sum(gls_test(_groups(rng, m=30), variance=variance).p_value < 0.05 for _ in range(400))
     assert 0.02 <= rejections / 400 <= 0.085
