@@ -283,3 +283,19 @@ def test_audit_checkpoints_bad_input(tmp_path, tiny_geo, capsys):
                  "--device", "cpu", "--out", str(out)])  # 24 images per country < 50
     assert code == 2 and "needs at least 3 groups" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_drop_missing_covariate_leaves_those_groups_out(tmp_path, preds):
+    df = preds.copy()
+    first = df["country_iso3"].iloc[0]
+    df.loc[df["country_iso3"] == first, "gdp_per_capita_usd"] = np.nan
+    p = tmp_path / "p.parquet"
+    df.to_parquet(p)
+    out = tmp_path / "o"
+    assert _audit(p, out, "--min-group-size", "20") == 2 and not out.exists()
+    from geoaudit.audit import audit_predictions
+
+    rep = audit_predictions(df, group="country_iso3", covariate="gdp_per_capita_usd", min_group_size=20,
+                            drop_missing_covariate=True)
+    assert rep.settings["groups_without_covariate"] == [first]
+    assert first not in set(rep.groups["group"])

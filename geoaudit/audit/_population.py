@@ -48,7 +48,7 @@ def _check_no_nan(df, cols, *, source):
 
 def audit_predictions(df, *, group, covariate, label_col="label", pred_col="prediction", model_col=None,
                       min_group_size=50, variance="paper", log_covariate=True, alpha=0.05,
-                      source=None, model_info=None) -> AuditReport:
+                      source=None, model_info=None, drop_missing_covariate=False) -> AuditReport:
     """Audit a table of predictions: per-group accuracy and the GLS test, per model.
 
     Parameters
@@ -70,6 +70,9 @@ def audit_predictions(df, *, group, covariate, label_col="label", pred_col="pred
         Where the predictions came from (recorded in the report).
     model_info : dict, optional
         Extra per-model fields for the report (e.g. checkpoint path, seed).
+    drop_missing_covariate : bool, default False
+        Drop rows whose covariate is missing (e.g. countries without World Bank GDP) and list
+        their groups in ``settings["groups_without_covariate"]``; by default they are an error.
 
     Returns
     -------
@@ -100,12 +103,19 @@ def audit_predictions(df, *, group, covariate, label_col="label", pred_col="pred
         raise InputError(f"{src} has no rows.")
     _check_no_nan(df, [label_col, pred_col, group] + ([model_col] if model_col else []), source=src)
     cov_missing = df[covariate].isna()
+    no_cov = []
     if cov_missing.any():
-        groups_missing = df.loc[cov_missing, group].astype(str).unique()
-        raise InputError(
-            f"{src}: column {covariate!r} is missing (NaN) for {int(cov_missing.sum())} row(s), in groups "
-            f"{_example_list(groups_missing)}; remove those rows (e.g. countries without GDP data) first."
-        )
+        groups_missing = sorted(df.loc[cov_missing, group].astype(str).unique())
+        if not drop_missing_covariate:
+            raise InputError(
+                f"{src}: column {covariate!r} is missing (NaN) for {int(cov_missing.sum())} row(s), in groups "
+                f"{_example_list(groups_missing)}; remove those rows (e.g. countries without GDP data) or "
+                "pass drop_missing_covariate=True (--drop-missing-covariate)."
+            )
+        no_cov = groups_missing
+        df = df[~cov_missing]
+        if len(df) == 0:
+            raise InputError(f"{src}: column {covariate!r} is missing in every row.")
     if not pd.api.types.is_numeric_dtype(df[covariate]):
         raise InputError(f"{src}: column {covariate!r} must be numeric, got dtype {df[covariate].dtype}.")
 
@@ -142,6 +152,8 @@ def audit_predictions(df, *, group, covariate, label_col="label", pred_col="pred
         "pred_col": pred_col,
         "model_col": model_col,
     }
+    if no_cov:
+        settings["groups_without_covariate"] = no_cov
     return AuditReport(
         settings=settings,
         groups=pooled,
