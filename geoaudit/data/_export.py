@@ -90,7 +90,8 @@ class ParquetShardWriter:
     -----
     The total shard count ``N`` is only known at the end, so shards are written under
     temporary names and renamed by ``close()`` (called by the ``with`` block).  Nothing is
-    final until then; a split with zero rows gets one empty shard so it still loads.
+    final until then.  A split with zero rows gets one schema-only shard (pyarrow reads it;
+    ``datasets`` refuses empty splits, so leave such a split out of the card's ``configs``).
 
     Attributes
     ----------

@@ -691,7 +691,7 @@ def geoshapes(*, n_images=20000, spurious_strength=0.9, image_size=64, seed=0, n
                 cols = batch
             info = datasets.DatasetInfo(description=_description(cfg), features=features)
             out[split] = datasets.Dataset.from_dict(cols, features=features, info=info, split=split)
-    log.info("geoshapes: %d images, %d countries (%d with >= %d test images), spurious_strength=%g",
+    log.debug("geoshapes: %d images, %d countries (%d with >= %d test images), spurious_strength=%g",
              cfg.n_images, len(plan), cfg.n_audit_countries, cfg.min_test_images, cfg.spurious_strength)
     return datasets.DatasetDict(out)
 
