@@ -39,7 +39,7 @@ class CentroidCurve:
         Fraction whose true class is among the model's ``top_k`` logits (the fair reference
         for ``loose``).
     attack_success : list of float
-        FGSM success rate against the undefended model (NaN at eps = 0).
+        FGSM success rate against the undefended model (None at eps = 0).
     n : int
         Number of images.
     num_classes : int
@@ -83,7 +83,7 @@ class CentroidCurve:
         w = csv.DictWriter(buf, fieldnames=self.COLUMNS, lineterminator="\n")
         w.writeheader()
         for r in self.rows():
-            w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
+            w.writerow({k: ("" if v is None else f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
         return buf.getvalue()
 
     def summary(self) -> str:
@@ -216,7 +216,7 @@ def evaluate_centroid_defense(defense, images, labels, *, eps_grid=DEFAULT_EPS_G
         acc["defended"].append(c[1] / n)
         acc["loose"].append(c[2] / n)
         acc["undefended_topk"].append(c[3] / n)
-        acc["attack_success"].append(c[4] / n if eps > 0 else float("nan"))
+        acc["attack_success"].append(c[4] / n if eps > 0 else None)
     return CentroidCurve(eps=list(eps_grid), n=n, num_classes=defense.num_classes, top_k=top_k,
                          defense=defense.to_dict(), meta=dict(meta or {}), **acc)
 
