@@ -14,6 +14,7 @@ from geoaudit.attacks._costs import (
     load_pieapp_network,
     make_cost,
 )
+from geoaudit.attacks._evaluate import EvaluationResult, evaluate
 from geoaudit.attacks._newton import SSIMNewton
 from geoaudit.attacks._perceptual import PerceptualDRO
 from geoaudit.attacks._pgd import FGSM, PGD
@@ -24,6 +25,8 @@ Normalized = NormalizedModel
 
 __all__ = [
     "PIEAPP_ENV",
+    "EvaluationResult",
+    "evaluate",
     "CallableCost",
     "Cost",
     "PerceptualDRO",
