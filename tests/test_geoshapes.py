@@ -313,7 +313,7 @@ def test_cli_build_and_bad_input(tmp_path, capsys):
 
 
 # --- the planted bias shows up in an audit (slow) ----------------------------------------------
-def _train_and_audit(strength):
+def _train_and_audit(strength, seed=0):
     import statsmodels.api as sm
     import torch
 
@@ -321,13 +321,13 @@ def _train_and_audit(strength):
     from geoaudit.train import build_model
 
     k = 6
-    dd = geoshapes(n_images=4000, image_size=24, n_classes=k, seed=0, spurious_strength=strength)
+    dd = geoshapes(n_images=4000, image_size=24, n_classes=k, seed=seed, spurious_strength=strength)
     xtr, ytr = split_to_tensors(dd["train"])
     xte, yte = split_to_tensors(dd["test"])
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     model, _ = build_model("small_cnn", num_classes=k, image_size=24)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    gen = torch.Generator().manual_seed(0)
+    gen = torch.Generator().manual_seed(seed)
     for _ in range(3):
         model.train()
         perm = torch.randperm(len(ytr), generator=gen)

@@ -923,8 +923,8 @@ def geoshapes_grid(dd, path, *, split="test", per_group=4, seed=0, cue_countries
                 continue
             x = c * (size + gap) + (mid if c >= per_group else 0)
             canvas[r * (size + gap): r * (size + gap) + size, x:x + size] = a[:size, :size]
-    fig_w = max(4.0, w / 40)
-    fig, ax = plt.subplots(figsize=(fig_w + 1.2, fig_w * h / w + 0.8), dpi=110)
+    fig_w = max(4.0, w / 60)
+    fig, ax = plt.subplots(figsize=(fig_w + 1.2, fig_w * h / w + 0.8), dpi=100)
     ax.imshow(canvas, interpolation="nearest")
     ax.set_xticks([])
     ax.set_yticks([(r + 0.5) * (size + gap) - gap / 2 for r in range(len(names))])
