@@ -163,7 +163,30 @@ class ParquetShardWriter:
         if n == 0:
             return
         encoded = self.features.encode_batch(batch)
-        table = pa.Table.from_pydict({k: encoded[k] for k in self.features}, schema=self.schema)
+        self._write_arrow(pa.Table.from_pydict({k: encoded[k] for k in self.features}, schema=self.schema))
+
+    def write_table(self, table):
+        """Write an already encoded ``pyarrow.Table`` or ``RecordBatch`` with the features' columns.
+
+        Arrow data whose types already match the schema are written as they are (no Python
+        round trip); anything else is re-encoded through ``write_batch``.
+        """
+        import pyarrow as pa
+
+        if self._closed:
+            raise InputError(f"ParquetShardWriter for split {self.split!r} is already closed.")
+        if isinstance(table, pa.RecordBatch):
+            table = pa.Table.from_batches([table])
+        if table.schema.names == self.schema.names and all(
+                a.type == b.type for a, b in zip(table.schema, self.schema)):
+            self._write_arrow(table.cast(self.schema))  # same types: only metadata/nullability change
+        else:
+            self.write_batch(table.to_pydict())
+
+    def _write_arrow(self, table):
+        n = table.num_rows
+        if n == 0:
+            return
         self.num_bytes += int(table.nbytes)
         start = 0
         while start < n:
@@ -176,10 +199,6 @@ class ParquetShardWriter:
             start += take
             if self._rows_in_shard >= self.rows_per_shard:
                 self._close_shard()
-
-    def write_table(self, table):
-        """Write an already encoded ``pyarrow.Table`` whose schema matches ``features``."""
-        self.write_batch(table.to_pydict())
 
     # -- shards ----------------------------------------------------------------------------
     def _open_shard(self):

@@ -565,6 +565,7 @@ def _iter_split_batches(cfg, plan, lat, coords, split, batch_rows, bar=None):
     """Yield (columns dict) batches of one split, rendering as it goes (memory bounded)."""
     rows_all = np.flatnonzero(lat["split"] == split)
     image_ids = _image_ids(cfg)
+    batch_rows = -(-batch_rows // _CHUNK) * _CHUNK  # whole chunks: the noise streams do not depend on it
     names = CLASS_NAMES[:cfg.n_classes]
     for start in range(0, len(rows_all), batch_rows):
         rows = rows_all[start:start + batch_rows]
