@@ -288,9 +288,10 @@ def load_pieapp_network(weights=None):
                                           hub=_hub_path())
             ) from e
         origin = "piq download"
-    net = PieAPPModel()
+    with torch.device("meta"):  # no random init: every tensor comes from the file
+        net = PieAPPModel()
     try:
-        net.load_state_dict(_fix_state(state))
+        net.load_state_dict(_fix_state(state), assign=True)
     except (RuntimeError, TypeError, AttributeError) as e:
         raise DependencyError(f"The PieAPP weights from the {origin} are not a PieAPP state dict: {e}") from e
     for p in net.parameters():
