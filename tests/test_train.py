@@ -382,3 +382,21 @@ def test_population_is_auditable(tmp_path, data_dir, capsys):
     assert rc == 0, err
     report = json.loads((tmp_path / "audit" / "report.json").read_text())
     assert len(json.dumps(report)) > 0 and "model_000" in json.dumps(report) and "model_001" in json.dumps(report)
+
+
+def test_perceptual_population_and_default_attacks(tmp_path, data_dir):
+    from geoaudit.attacks import PerceptualDRO
+    from geoaudit.train import make_attack
+
+    atk = make_attack("perceptual", steps=2)
+    assert isinstance(atk, PerceptualDRO) and atk.steps == 2
+    assert isinstance(make_attack("pgd"), PGD)
+    with pytest.raises(InputError, match="Unknown pgd attack parameter"):
+        make_attack("pgd", lam=1.0)
+    r = train_population(data_dir, augment="perceptual", attack=atk, n_models=1, epochs=1, dro_rounds=1,
+                         batch_size=16, out_dir=tmp_path / "perc", kmeans="torch")
+    m = r.manifest
+    assert m["method"] == "perceptual" and m["settings"]["attack"]["class"] == "PerceptualDRO"
+    a2 = m["weighted_dataset"]["algorithm2"]
+    assert m["weighted_dataset"]["size"] == 2 * 30 and a2["appended"] == 30
+    assert a2["attacks_computed"] == a2["center_refreshes"] + a2["fresh_attacks"]
