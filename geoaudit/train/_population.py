@@ -324,6 +324,9 @@ def train_population(data, *, augment="plain", n_models=50, epochs=10, arch="sma
             entries[name]["status"] = "partial"
 
     out.mkdir(parents=True, exist_ok=True)
+    for stale in out.glob(".model_*"):  # temp folders of checkpoint writes cut short by a kill
+        if stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
     t_start = time.perf_counter()
     manifest = {
         "format": FORMAT, "format_version": 1, "method": augment, "arch": arch,
