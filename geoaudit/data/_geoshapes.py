@@ -698,7 +698,8 @@ def geoshapes(*, n_images=20000, spurious_strength=0.9, image_size=64, seed=0, n
 
 
 # --- export -----------------------------------------------------------------------------------
-CARD_TEMPLATE = Path(__file__).resolve().parents[2] / "dataset_cards" / "geoshapes.md"
+# The card source is dataset_cards/geoshapes.md; geoaudit/data/cards links to it so wheels ship it.
+CARD_TEMPLATE = Path(__file__).resolve().parent / "cards" / "geoshapes.md"
 
 
 @dataclass(frozen=True)
