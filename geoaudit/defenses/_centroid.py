@@ -45,6 +45,8 @@ THRESHOLD_PRESETS = {
 }
 
 _TINY = 1e-12
+#: Layers at most this wide are scored in one batched product after the forward pass.
+_DEFER_MAX_DIM = 2048
 
 
 def _model_device(model):
@@ -148,9 +150,14 @@ class _Hooks:
         self.records: list[tuple[str, torch.Tensor]] = []
         self.centroid_acts: list[torch.Tensor] = []
         self.out: list[torch.Tensor] = []
+        self.norms: list[torch.Tensor] = []
         self.calls: dict[str, int] = {}
         modules = dict(model.named_modules())
         self.modules = [(n, modules[n]) for n in names]
+        self.pending: dict = {}
+        # Deferring keeps references to layer outputs until the forward pass ends, which is
+        # only safe when no module can overwrite them in place (ReLU(inplace=True)).
+        self.defer = not any(getattr(m, "inplace", False) for m in model.modules())
 
     def _hook(self, name):
         def hook(module, inputs, output):
@@ -159,22 +166,45 @@ class _Hooks:
                                  "choose layers whose output is a single tensor.")
             k = self.calls.get(name, 0)
             self.calls[name] = k + 1
-            a = output.detach().reshape(output.shape[0], -1).float()
-            a = a / torch.linalg.vector_norm(a, dim=1, keepdim=True).clamp_min(_TINY)
-            if self.mode == "record":
-                self.records.append((name if k == 0 else f"{name}#{k + 1}", a))
-            elif self.mode == "score":
+            a = output.detach().reshape(output.shape[0], -1)
+            if self.mode == "score":
                 i = len(self.out)
                 if i >= len(self.centroid_acts):
                     raise InputError("The model called its hooked layers more often than when the centroids "
                                      "were recorded; the defense needs a model with a fixed layer sequence.")
-                self.out.append(a @ self.centroid_acts[i].T)
+                c = self.centroid_acts[i]  # (d, M): unit-norm centroid activations, transposed
+                if self.defer and a.shape[1] <= _DEFER_MAX_DIM:
+                    # small layers: batched after the forward pass (per-op overhead dominates them)
+                    self.out.append(None)
+                    self.norms.append(None)
+                    self.pending.setdefault(a.shape[1], []).append((i, a))
+                else:
+                    # two reads of the activations, nothing written at their size
+                    self.out.append(a.to(c.dtype) @ c)
+                    self.norms.append(torch.linalg.vector_norm(a, dim=1, dtype=c.dtype))
+            elif self.mode == "record":
+                a = a.float()
+                a = a / torch.linalg.vector_norm(a, dim=1, keepdim=True).clamp_min(_TINY)
+                self.records.append((name if k == 0 else f"{name}#{k + 1}", a))
             else:  # raw activations, for inspection
                 self.records.append((name if k == 0 else f"{name}#{k + 1}", output.detach().clone()))
         return hook
 
+    def _flush(self):
+        """Dot products and norms of the deferred small layers, one bmm per activation width."""
+        for _, items in self.pending.items():
+            idx = [i for i, _ in items]
+            cs = torch.stack([self.centroid_acts[i] for i in idx])           # (G, d, M)
+            acts = torch.stack([a for _, a in items]).to(cs.dtype)            # (G, N, d)
+            dots = torch.bmm(acts, cs)
+            norms = torch.linalg.vector_norm(acts, dim=2)
+            for g, i in enumerate(idx):
+                self.out[i], self.norms[i] = dots[g], norms[g]
+        self.pending = {}
+
     def run(self, x, mode):
-        self.mode, self.out, self.records, self.calls = mode, [], [], {}
+        self.mode, self.out, self.norms, self.records, self.calls = mode, [], [], [], {}
+        self.pending = {}
         handles = [m.register_forward_hook(self._hook(n)) for n, m in self.modules]
         modes = [(m, m.training) for m in self.model.modules()]
         try:
@@ -187,6 +217,7 @@ class _Hooks:
             for m, t in modes:
                 m.training = t
             self.mode = None
+        self._flush()
         return logits
 
 
@@ -304,7 +335,7 @@ class CentroidDefense:
         self.centroid_images = images.detach().cpu()
         self.centroid_labels = labels
         self.layer_calls = [n for n, _ in self._hooks.records]
-        self._hooks.centroid_acts = [a for _, a in self._hooks.records]
+        self._hooks.centroid_acts = [a.T.contiguous() for _, a in self._hooks.records]
         self._hooks.records = []
         self.num_layers = n_layers = len(self.layer_calls)
         self._one_per_class = labels.numel() == k
@@ -378,7 +409,10 @@ class CentroidDefense:
 
     # ------------------------------------------------------------------ forward
     def _prepare(self, images):
-        check_images(images, caller="CentroidDefense")
+        # shape and dtype only: the [0, 1] range scan would cost a pass over the batch per call
+        if not isinstance(images, torch.Tensor) or images.dim() != 4 or not images.is_floating_point() \
+                or images.shape[0] == 0:
+            check_images(images, caller="CentroidDefense")  # raises the precise message
         return images.to(self.device)
 
     def distances(self, images) -> tuple[torch.Tensor, torch.Tensor]:
@@ -386,13 +420,13 @@ class CentroidDefense:
         and the logits ``(N, K)``, from one forward pass."""
         x = self._prepare(images)
         logits = self._hooks.run(x, "score")
-        out = self._hooks.out
-        self._hooks.out = []
+        out, norms = self._hooks.out, self._hooks.norms
+        self._hooks.out, self._hooks.norms = [], []
         if len(out) != self.num_layers:
             raise InputError(f"The model called {len(out)} hooked layers, not {self.num_layers} as when "
                              "the centroids were recorded; the defense needs a fixed layer sequence.")
-        cos = torch.stack(out)  # (L, N, M)
-        d = (1.0 - cos).mul_(0.5).clamp_(0.0, 1.0)
+        cos = torch.stack(out).div_(torch.stack(norms).clamp_min_(_TINY)[:, :, None])  # (L, N, M)
+        d = cos.neg_().add_(1.0).mul_(0.5).clamp_(0.0, 1.0)
         if not self._one_per_class:
             n_l, n = d.shape[:2]
             full = torch.full((n_l, n, self.num_classes), float("inf"), device=d.device, dtype=d.dtype)
