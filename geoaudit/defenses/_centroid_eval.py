@@ -266,7 +266,8 @@ def load_torchvision_mnist(name="mnist", *, root=None, split="test", limit=None)
         ds = cls(str(root), train=(split == "train"), download=True)
     except Exception as e:  # offline: urllib errors, RuntimeError "Dataset not found"
         raise DependencyError(
-            f"{name} could not be loaded from {str(root)!r} nor downloaded ({type(e).__name__}: {e}). "
+            f"{name} could not be loaded from {str(root)!r} nor downloaded "
+            f"({type(e).__name__}: {' '.join(str(e).split())[:300]}). "
             "Without internet, use --data digits (scikit-learn's digits, offline) or a dataset folder."
         ) from e
     x = ds.data[:limit].float().div_(255.0)[:, None]
