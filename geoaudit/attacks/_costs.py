@@ -380,7 +380,7 @@ class PieAPPCost(Cost):
     def _features(self, patches):
         """Features and weight features of a flat batch of patches, in chunks (no grad)."""
         net = self.network(patches.device, patches.dtype)
-        chunk = self.patch_chunk(patches.dtype) * 3  # forward only: no activations kept
+        chunk = self.patch_chunk(patches.dtype)
         feats, wts = [], []
         with torch.no_grad():
             for i in range(0, patches.shape[0], chunk):
