@@ -228,7 +228,7 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true", help="fewer steps and repeats, smaller memory batch")
     p.add_argument("--cost", default="ssim", choices=("ssim", "pieapp"),
                    help="cost for (a)-(c) (pieapp: random weights, timing only)")
-    p.add_argument("--size", type=int, default=64, help="image side (default 64)")
+    p.add_argument("--size", type=int, default=32, help="image side (default 32)")
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--_memory-child", type=float, default=None, help=argparse.SUPPRESS)
     p.add_argument("--_batch", type=int, default=64, help=argparse.SUPPRESS)
@@ -277,8 +277,9 @@ def main(argv=None):
 
     mem_batch = 16 if args.quick else args.batch
     budgets = [128, 512, 4096]
-    d = bench_memory(mem_batch, args.size, device, budgets)
-    print(f"(d) PieAPP (RANDOM weights, on purpose) cost gradient, batch {mem_batch} of {args.size}px "
+    mem_size = max(64, args.size)  # PieAPP needs 64 px
+    d = bench_memory(mem_batch, mem_size, device, budgets)
+    print(f"(d) PieAPP (RANDOM weights, on purpose) cost gradient, batch {mem_batch} of {mem_size}px "
           f"({'cuda max_memory_allocated' if device.type == 'cuda' else 'peak resident set'} above network + images):")
     for r in d:
         print(f"    budget {r['budget_mb']:.0f} MB: {r['chunk_patches']} patches per chunk, peak "

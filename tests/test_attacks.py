@@ -124,3 +124,46 @@ def test_bad_inputs(data):
         attack(model, x, torch.full_like(y, 5))
     with pytest.raises(InputError, match="torch.nn.Module"):
         attack(lambda t: t, x, y)
+
+
+def test_dtype_follows_images(data):
+    x, y = data
+    res = FGSM(eps=0.05)(trained_model(), x.double(), y)  # float32 model, float64 images
+    assert res.images.dtype == torch.float64 and float((res.images - x.double()).abs().max()) <= 0.05 + 1e-6
+
+
+def test_evaluate_reports_paper_success_rate(data):
+    from geoaudit.attacks import evaluate
+    from geoaudit.defenses import JPEG, BitDepth
+
+    x, y = data
+    model = trained_model()
+    res = PGD(eps=3.0, step_size=0.5, steps=10)(model, x, y)
+    ev = evaluate(model, x, res, y, defenses=[JPEG(90), BitDepth(5)])
+    with torch.no_grad():
+        before, after = model(x).argmax(1) == y, model(res.images).argmax(1) == y
+    assert ev.success_rate == pytest.approx(float((before & ~after).sum()) / float(before.sum()))
+    assert ev.robust_accuracy == pytest.approx(float(after.float().mean()))
+    assert ev.distances["l2"] == pytest.approx(float((res.images - x).flatten(1).norm(dim=1).mean()), rel=1e-5)
+    assert ev.distances["linf"] <= 1 and 0 < ev.distances["ssim"] < 1
+    # unavailable metrics are reported as such, never as numbers
+    assert "ms_ssim" in ev.unavailable and "ms_ssim" not in ev.distances
+    assert set(ev.defenses) == {"JPEG(quality=90)", "BitDepth(bits=5)"}
+    assert ev.seconds_per_image == pytest.approx(res.seconds / len(y))
+    d = ev.to_dict()
+    assert d["unavailable"]["lpips"] and d["distances"].get("lpips") is None
+    import json
+    json.dumps(d)
+    # nothing correct before: the paper's rate is undefined, not 0
+    wrong = (y + 1) % 3
+    assert evaluate(model, x, x, wrong, lpips=False, dists=False).success_rate is None
+
+
+def test_evaluate_bad_input(data):
+    from geoaudit.attacks import evaluate
+
+    x, y = data
+    with pytest.raises(InputError, match="shape of images"):
+        evaluate(trained_model(), x, x[:, :, :8], y)
+    with pytest.raises(InputError, match="The 'lpips' parameter of evaluate"):
+        evaluate(trained_model(), x, x, y, lpips="maybe")

@@ -94,6 +94,14 @@ def model_device(model) -> torch.device:
     return torch.device("cpu")
 
 
+def model_dtype(model, default):
+    """The floating dtype of the model's parameters (the attack computes in it)."""
+    for p in model.parameters():
+        if p.is_floating_point():
+            return p.dtype
+    return default
+
+
 @contextlib.contextmanager
 def attack_mode(model):
     """Eval mode and frozen parameters for the duration of an attack; restore both after."""
@@ -163,7 +171,7 @@ class Attack:
         check_labels(labels, images.shape[0], caller=caller)
         start = time.perf_counter()
         device = model_device(model)
-        x = images.detach().to(device)
+        x = images.detach().to(device=device, dtype=model_dtype(model, images.dtype))
         y = labels.detach().to(device=device, dtype=torch.long)
         with attack_mode(model):
             with torch.no_grad():  # one image tells the number of outputs for the label check

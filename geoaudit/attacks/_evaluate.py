@@ -12,7 +12,7 @@ import torch
 
 from geoaudit._errors import DependencyError, InputError
 from geoaudit._validation import check_images, check_labels, check_options
-from geoaudit.attacks._base import AttackResult, attack_mode, check_model, model_device
+from geoaudit.attacks._base import AttackResult, attack_mode, check_model, model_device, model_dtype
 
 log = logging.getLogger(__name__)
 
@@ -129,9 +129,10 @@ def _build_metric(name, mode):
 
 
 def _predict(model, images, device, batch_size):
+    dtype = model_dtype(model, images.dtype)
     out = []
     for i in range(0, images.shape[0], batch_size):
-        out.append(model(images[i:i + batch_size].to(device)).argmax(1).cpu())
+        out.append(model(images[i:i + batch_size].to(device=device, dtype=dtype)).argmax(1).cpu())
     return torch.cat(out)
 
 
@@ -195,7 +196,7 @@ def evaluate(model, images, adv_images, labels, *, defenses=(), lpips="auto", di
 
     per_image, distances, unavailable, defended = {}, {}, {}, {}
     with attack_mode(model), torch.no_grad():
-        first = model(images[:1].to(device))
+        first = model(images[:1].to(device=device, dtype=model_dtype(model, images.dtype)))
         check_labels(labels, n, caller="evaluate", num_classes=first.shape[1])
         correct_before = _predict(model, images, device, batch_size) == labels
         correct_after = _predict(model, adv_images, device, batch_size) == labels
