@@ -127,13 +127,13 @@ def bench_floor(model, x, y, attack, device, repeats):
         fl.append(tf)
     # where the floor's time goes: model passes vs cost gradients, at the full batch
     ref = attack.cost.prepare(x)
-    tm = min(timed(lambda: input_gradient(model, x, y), device)[0] for _ in range(repeats + 2))
-    tc = min(timed(lambda: attack.cost.value_and_grad(x, ref), device)[0] for _ in range(repeats + 2))
+    tm = min(timed(lambda: input_gradient(model, x, y), device)[0] for _ in range(10))
+    tc = min(timed(lambda: attack.cost.value_and_grad(x, ref), device)[0] for _ in range(10))
     out = {"attack_s": min(at), "floor_s": min(fl), "ratio": min(at) / min(fl),
            "model_fwd_bwd_ms_at_batch": tm * 1000, "cost_grad_ms_at_batch": tc * 1000}
     if isinstance(attack.cost, SSIMCost):  # the fused gradient vs autograd through piq.ssim
         tp = min(timed(lambda: super(SSIMCost, attack.cost).value_and_grad(x, ref), device)[0]
-                 for _ in range(repeats + 2))
+                 for _ in range(10))
         out["piq_autograd_ssim_grad_ms_at_batch"] = tp * 1000
         out["fused_ssim_speedup_vs_piq"] = tp / tc
     return out
