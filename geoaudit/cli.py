@@ -26,6 +26,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"geoaudit {__version__}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     parser.add_argument("-v", "--verbose", action="store_true", help="log more detail")
+    parser.add_argument("--threads", type=int, metavar="N",
+                        help="CPU threads for torch (default: torch's own choice; the demo uses 1, "
+                             "which is fastest for its small models on small machines)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         importlib.import_module(f"geoaudit.commands.{name}").register(sub)
@@ -44,6 +47,13 @@ def main(argv=None) -> int:
         stream=sys.stderr,
     )
     prog = f"geoaudit {args.command}"
+    if args.threads is not None:
+        if args.threads < 1:
+            print(f"geoaudit: error: --threads must be at least 1, got {args.threads}.", file=sys.stderr)
+            return 2
+        import torch
+
+        torch.set_num_threads(args.threads)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

@@ -150,6 +150,12 @@ def run_demo(out_dir, *, quick=False, n_images=None, image_size=None, spurious_s
     s = demo_settings(quick=quick, n_images=n_images, image_size=image_size, spurious_strength=spurious_strength,
                       models=models, epochs=epochs, seed=seed)
     dev = resolve_device(device)
+    from geoaudit._progress import progress_enabled
+
+    if not progress_enabled():
+        import datasets
+
+        datasets.disable_progress_bars()
     cost = "pieapp" if pieapp_available(pieapp_weights) else "ssim"
     if cost == "pieapp" and s.image_size < 64:
         s = DemoSettings(**{**asdict(s), "image_size": 64})
@@ -190,6 +196,9 @@ def run_demo(out_dir, *, quick=False, n_images=None, image_size=None, spurious_s
                 data_dir, augment=method, n_models=s.models, epochs=s.epochs, arch="small_cnn",
                 seeds=list(range(s.models)), out_dir=out / "populations" / method, attack=attack, device=dev,
                 dro_rounds=s.dro_rounds, dro_seed=s.seed,
+                # every method takes the same number of SGD steps per epoch (one pass's worth of
+                # the clean data), so the populations differ in what they see, not how long
+                samples_per_epoch=len(dd["train"]),
             )
 
     # 3. audits
@@ -293,13 +302,14 @@ def _attack_grid(images, examples: dict, path: Path, n=6):
         axes[i, 0].imshow(images[i].permute(1, 2, 0).numpy())
         for j, name in enumerate(names):
             adv = examples[name][i]
-            diff = (adv - images[i]).abs()
-            diff = diff / max(float(diff.max()), 1e-8)
+            # signed difference around grey, scaled per image so small attacks stay visible
+            diff = adv - images[i]
+            diff = 0.5 + 0.5 * diff / max(float(diff.abs().max()), 1e-8)
             axes[i, 1 + 2 * j].imshow(adv.permute(1, 2, 0).clamp(0, 1).numpy())
-            axes[i, 2 + 2 * j].imshow(diff.permute(1, 2, 0).numpy())
+            axes[i, 2 + 2 * j].imshow(diff.permute(1, 2, 0).clamp(0, 1).numpy())
             if i == 0:
                 axes[0, 1 + 2 * j].set_title(name, fontsize=7)
-                axes[0, 2 + 2 * j].set_title("|difference|, amplified", fontsize=7)
+                axes[0, 2 + 2 * j].set_title("difference, amplified", fontsize=7)
     axes[0, 0].set_title("original", fontsize=7)
     for ax in axes.flat:
         ax.set_xticks([])

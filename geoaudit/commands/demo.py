@@ -29,7 +29,14 @@ def register(sub):
 
 
 def run(args) -> int:
+    import torch
+
     from geoaudit.demo import run_demo
+
+    if args.threads is None and args.device in ("auto", "cpu") and not torch.cuda.is_available():
+        # small CNNs gain nothing from intra-op threads, and OpenMP spin-waiting on small VMs
+        # made 2 threads up to 9x slower than 1 (see benchmarks/threads.py)
+        torch.set_num_threads(1)
 
     run_demo(args.out, quick=args.quick, n_images=args.n_images, image_size=args.image_size,
              spurious_strength=args.spurious_strength, models=args.models, epochs=args.epochs,
