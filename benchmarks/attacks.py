@@ -230,10 +230,14 @@ def main(argv=None):
                    help="cost for (a)-(c) (pieapp: random weights, timing only)")
     p.add_argument("--size", type=int, default=32, help="image side (default 32)")
     p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: torch's; see benchmarks/threads.py for why 1 can be faster)")
     p.add_argument("--_memory-child", type=float, default=None, help=argparse.SUPPRESS)
     p.add_argument("--_batch", type=int, default=64, help=argparse.SUPPRESS)
     p.add_argument("--_size", type=int, default=64, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args._memory_child is not None:
         memory_child(args._memory_child, args._batch, args._size, args.device)
         return 0

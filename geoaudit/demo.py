@@ -332,7 +332,6 @@ def _assemble(out, s, cost, dd, audits, reference_name, reference_fit, compariso
               timings, data_dir, device):
     from geoaudit import __version__
     from geoaudit.report import (
-        fig_to_data_uri,
         figure_html,
         html_page,
         paragraph,
@@ -362,7 +361,7 @@ def _assemble(out, s, cost, dd, audits, reference_name, reference_fit, compariso
         "comparisons": comp,
         "attacks": {"n_images": attack_section["n_images"], "metrics": attack_section["metrics"]},
         "timings_seconds": {k: round(v, 2) for k, v in timings.items()},
-        "files": {"report_html": str(out / "report.html"),
+        "files": {"report_html": str(out / "report.html"), "figures": str(out / "figures"),
                   "audits": {m: str(out / "audits" / m / "report.json") for m in METHODS}},
     }
 
@@ -383,16 +382,16 @@ def _assemble(out, s, cost, dd, audits, reference_name, reference_fit, compariso
 
     fig = plot_accuracy_vs_covariate(groups, {reference_name: reference_fit}, covariate_label="GDP per capita (US$)",
                                      title="Reference model: accuracy per country against log GDP, GLS line")
-    sections.append(section("Accuracy against log GDP", figure_html(fig_to_data_uri(fig),
+    sections.append(section("Accuracy against log GDP", figure_html(_embed(fig, out, "accuracy_vs_gdp"),
                             caption="Each dot is a country (size and colour: test images); line: the GLS fit.")))
     try:
         fig = plot_world_map(groups, title="Reference model: accuracy per country")
-        sections.append(section("World map", figure_html(fig_to_data_uri(fig))))
+        sections.append(section("World map", figure_html(_embed(fig, out, "world_map"))))
     except Exception as e:  # the map is a nicety; the report stands without it
         log.warning("world map skipped: %s", e)
     betas = {METHOD_LABELS[m]: list(audits[m].betas.values()) for m in METHODS}
     fig = plot_beta_distributions(betas, reference=ref["beta"], title="GLS slope (beta) per model, by training method")
-    sections.append(section("Slopes per training method", figure_html(fig_to_data_uri(fig),
+    sections.append(section("Slopes per training method", figure_html(_embed(fig, out, "slopes_by_method"),
                             caption="Lower beta: accuracy depends less on GDP (fairer). Dashed: the reference model.")))
     pop_rows = [{"method": METHOD_LABELS[m], "models": audits[m].population.to_dict().get("n_models"),
                  "beta mean": audits[m].population.to_dict().get("beta_mean"),
@@ -428,6 +427,16 @@ def _assemble(out, s, cost, dd, audits, reference_name, reference_fit, compariso
     atomic_write_text(out / "report.html", html)
     atomic_write_json(out / "report.json", result)
     return result
+
+
+def _embed(fig, out: Path, name: str) -> str:
+    """The figure as a data URI for the HTML, and as OUT/figures/NAME.png to look at or reuse."""
+    from geoaudit._io import atomic_write_bytes
+    from geoaudit.report import fig_to_png, png_to_data_uri
+
+    png = fig_to_png(fig)
+    atomic_write_bytes(out / "figures" / f"{name}.png", png)
+    return png_to_data_uri(png)
 
 
 def _mean_accuracy(report):
