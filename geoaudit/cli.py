@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 import traceback
 
@@ -47,6 +48,10 @@ def main(argv=None) -> int:
         stream=sys.stderr,
     )
     prog = f"geoaudit {args.command}"
+    from geoaudit._progress import progress_enabled
+
+    if not progress_enabled():  # datasets' own bars follow ours (read when datasets is imported)
+        os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     if args.threads is not None:
         if args.threads < 1:
             print(f"geoaudit: error: --threads must be at least 1, got {args.threads}.", file=sys.stderr)

@@ -167,7 +167,13 @@ class Attack:
         """Attack ``images`` (N, C, H, W) in [0, 1] with true ``labels`` (N,) against ``model``."""
         caller = type(self).__name__
         check_model(model)
-        check_images(images, caller=caller, min_size=self.min_size)
+        try:
+            check_images(images, caller=caller, min_size=self.min_size)
+        except InputError as e:
+            hint = getattr(self, "size_hint", None)
+            if hint and "pixels" in str(e):
+                raise InputError(f"{e} {hint}") from None
+            raise
         check_labels(labels, images.shape[0], caller=caller)
         start = time.perf_counter()
         device = model_device(model)

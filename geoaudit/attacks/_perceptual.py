@@ -79,6 +79,9 @@ class PerceptualDRO(Attack):
                               chunk_size=self.cost_chunk_size)
         self._cost_arg = cost
         self.min_size = self.cost.min_size
+        # PieAPP cuts images into 64x64 patches; say what works on smaller images
+        self.size_hint = ("Use cost='ssim' (CLI: --cost ssim) for smaller images."
+                          if self.cost.min_size > 11 else None)
 
     def _params(self):
         return {"cost": self._cost_arg if isinstance(self._cost_arg, str) else self.cost,
