@@ -139,85 +139,137 @@ def _as_centroids(centroids, centroid_labels, caller):
 
 class _Hooks:
     """Forward hooks on the chosen modules.  In "record" mode each call's activations are kept
-    (flattened, unit-normalised); in "score" mode each call's distances to the recorded
-    centroid activations are computed right away, so nothing large is kept and a later
-    in-place op (``ReLU(inplace=True)``) cannot alter what was measured."""
+    (flattened, unit-normalised); in "score" mode each call's dot products with the recorded
+    centroid activations, and its norms, are computed right away into preallocated
+    ``(L, M, N)`` and ``(L, N)`` buffers, so nothing large is kept and a later in-place op
+    (``ReLU(inplace=True)``) cannot alter what was measured.  With ``defer`` (no in-place
+    module), calls at most ``_DEFER_MAX_DIM`` wide are instead scored together after the
+    forward pass, one bmm per width.
+
+    The hook functions are built once; they are attached only for the duration of a call.
+    Dot products are taken as ``C (M, d) @ A^T (d, N)``: with few centroids the BLAS is
+    several times faster in this orientation than ``A @ C^T`` on CPU."""
 
     def __init__(self, model, names):
         self.model = model
         self.names = names
         self.mode = None
         self.records: list[tuple[str, torch.Tensor]] = []
-        self.centroid_acts: list[torch.Tensor] = []
-        self.out: list[torch.Tensor] = []
-        self.norms: list[torch.Tensor] = []
         self.calls: dict[str, int] = {}
         modules = dict(model.named_modules())
         self.modules = [(n, modules[n]) for n in names]
-        self.pending: dict = {}
+        self._fns = [self._hook(n) for n in names]
+        # score mode, set by set_centroids: per layer call, the unit-norm centroid activations
+        # times -1/2 (M, d) and whether the call is scored inside its hook; the deferred calls by width
+        self.centroid_t: list[torch.Tensor] = []
+        self.immediate: list[bool] = []
+        self.groups: list[tuple[list[int], torch.Tensor]] = []
+        # per scored call: layer calls seen, deferred activations, the output buffers
+        self.count = 0
+        self.pending: list = []
+        self.dots = self.norms = None
         # Deferring keeps references to layer outputs until the forward pass ends, which is
-        # only safe when no module can overwrite them in place (ReLU(inplace=True)).
-        self.defer = not any(getattr(m, "inplace", False) for m in model.modules())
+        # only safe when no module can overwrite them in place (ReLU(inplace=True)).  It saves
+        # kernel launches on accelerators; on the CPU, scoring each output while it is still in
+        # cache is as fast, so the CPU never defers.
+        self.defer = _model_device(model).type != "cpu" and \
+            not any(getattr(m, "inplace", False) for m in model.modules())
+
+    def set_centroids(self, centroid_acts):
+        """``centroid_acts``: per layer call, the unit-norm centroid activations ``(M, d)``.
+        They are kept times -1/2 (exact in binary), so that the products come out as
+        ``-cos(a, c) |a| / 2`` and the distance ``(1 - cos) / 2`` is one division and one
+        addition away, with the same rounding as computing it from the cosine."""
+        self.centroid_t = [(a * -0.5).contiguous() for a in centroid_acts]
+        self.immediate = [not self.defer or a.shape[1] > _DEFER_MAX_DIM for a in self.centroid_t]
+        by_width: dict = {}
+        for i, a in enumerate(self.centroid_t):
+            if not self.immediate[i]:
+                by_width.setdefault(a.shape[1], []).append(i)
+        # (indices, stacked centroids (G, M, d)) per width, stacked once
+        self.groups = [(idx, torch.stack([self.centroid_t[i] for i in idx])) for idx in by_width.values()]
 
     def _hook(self, name):
         def hook(module, inputs, output):
             if not isinstance(output, torch.Tensor):
                 raise InputError(f"Layer {name!r} returns a {type(output).__name__}, not a tensor; "
                                  "choose layers whose output is a single tensor.")
-            k = self.calls.get(name, 0)
-            self.calls[name] = k + 1
-            a = output.detach().reshape(output.shape[0], -1)
             if self.mode == "score":
-                i = len(self.out)
-                if i >= len(self.centroid_acts):
+                i = self.count
+                self.count = i + 1
+                if i >= len(self.centroid_t):
                     raise InputError("The model called its hooked layers more often than when the centroids "
                                      "were recorded; the defense needs a model with a fixed layer sequence.")
-                c = self.centroid_acts[i]  # (d, M): unit-norm centroid activations, transposed
-                if self.defer and a.shape[1] <= _DEFER_MAX_DIM:
-                    # small layers: batched after the forward pass (per-op overhead dominates them)
-                    self.out.append(None)
-                    self.norms.append(None)
-                    self.pending.setdefault(a.shape[1], []).append((i, a))
-                else:
+                c = self.centroid_t[i]
+                a = output.detach()
+                if a.dim() != 2:
+                    a = a.reshape(a.shape[0], -1)
+                if self.dots is None:
+                    n = a.shape[0]
+                    self.dots = torch.empty(len(self.centroid_t), c.shape[0], n, dtype=c.dtype, device=c.device)
+                    self.norms = torch.empty(len(self.centroid_t), n, dtype=c.dtype, device=c.device)
+                elif a.shape[0] != self.dots.shape[2]:
+                    raise InputError(f"Layer {name!r} returned {a.shape[0]} rows for a batch of "
+                                     f"{self.dots.shape[2]}; the defense needs one row per input.")
+                if self.immediate[i]:
                     # two reads of the activations, nothing written at their size
-                    self.out.append(a.to(c.dtype) @ c)
-                    self.norms.append(torch.linalg.vector_norm(a, dim=1, dtype=c.dtype))
-            elif self.mode == "record":
-                a = a.float()
+                    torch.mm(c, (a if a.dtype == c.dtype else a.to(c.dtype)).T, out=self.dots[i])
+                    torch.linalg.vector_norm(a, dim=1, dtype=c.dtype, out=self.norms[i])
+                else:
+                    self.pending.append(a)  # scored after the forward pass
+                return
+            k = self.calls.get(name, 0)
+            self.calls[name] = k + 1
+            if self.mode == "record":
+                a = output.detach().reshape(output.shape[0], -1).float()
                 a = a / torch.linalg.vector_norm(a, dim=1, keepdim=True).clamp_min(_TINY)
                 self.records.append((name if k == 0 else f"{name}#{k + 1}", a))
             else:  # raw activations, for inspection
                 self.records.append((name if k == 0 else f"{name}#{k + 1}", output.detach().clone()))
         return hook
 
-    def _flush(self):
-        """Dot products and norms of the deferred small layers, one bmm per activation width."""
-        for _, items in self.pending.items():
-            idx = [i for i, _ in items]
-            cs = torch.stack([self.centroid_acts[i] for i in idx])           # (G, d, M)
-            acts = torch.stack([a for _, a in items]).to(cs.dtype)            # (G, N, d)
-            dots = torch.bmm(acts, cs)
-            norms = torch.linalg.vector_norm(acts, dim=2)
-            for g, i in enumerate(idx):
-                self.out[i], self.norms[i] = dots[g], norms[g]
-        self.pending = {}
+    def take_scores(self):
+        """Dot products ``(L, M, N)`` with the (scaled) centroids and activation norms ``(L, N)`` of the
+        scored forward pass (which called every layer), the deferred calls one bmm per width."""
+        dots, norms, pending = self.dots, self.norms, self.pending
+        self.dots = self.norms = None
+        self.pending = []
+        if self.groups:
+            deferred = [i for i, imm in enumerate(self.immediate) if not imm]  # order of `pending`
+            pos = {i: p for p, i in enumerate(deferred)}
+            for idx, cs in self.groups:
+                a = torch.stack([pending[pos[i]] for i in idx]).to(cs.dtype)  # (G, N, d)
+                s, e = idx[0], idx[-1] + 1
+                if e - s == len(idx):  # consecutive layer calls: straight into the buffers
+                    torch.bmm(cs, a.transpose(1, 2), out=dots[s:e])
+                    torch.linalg.vector_norm(a, dim=2, out=norms[s:e])
+                else:
+                    sel = torch.tensor(idx, device=dots.device)
+                    dots[sel] = torch.bmm(cs, a.transpose(1, 2))
+                    norms[sel] = torch.linalg.vector_norm(a, dim=2)
+        return dots, norms
 
     def run(self, x, mode):
-        self.mode, self.out, self.norms, self.records, self.calls = mode, [], [], [], {}
-        self.pending = {}
-        handles = [m.register_forward_hook(self._hook(n)) for n, m in self.modules]
+        self.mode, self.records, self.calls = mode, [], {}
+        self.count, self.pending, self.dots, self.norms = 0, [], None, None
+        handles = [m.register_forward_hook(f) for (_, m), f in zip(self.modules, self._fns)]
         modes = [(m, m.training) for m in self.model.modules()]
+        training = any(t for _, t in modes)  # all in eval mode already: nothing to switch
         try:
-            self.model.eval()
+            if training:
+                self.model.eval()
             with torch.no_grad():
                 logits = self.model(x)
+        except BaseException:
+            self.pending, self.dots, self.norms = [], None, None
+            raise
         finally:
             for h in handles:
                 h.remove()
-            for m, t in modes:
-                m.training = t
+            if training:
+                for m, t in modes:
+                    m.training = t
             self.mode = None
-        self._flush()
         return logits
 
 
@@ -335,7 +387,7 @@ class CentroidDefense:
         self.centroid_images = images.detach().cpu()
         self.centroid_labels = labels
         self.layer_calls = [n for n, _ in self._hooks.records]
-        self._hooks.centroid_acts = [a.T.contiguous() for _, a in self._hooks.records]
+        self._hooks.set_centroids([a for _, a in self._hooks.records])
         self._hooks.records = []
         self.num_layers = n_layers = len(self.layer_calls)
         self._one_per_class = labels.numel() == k
@@ -349,6 +401,7 @@ class CentroidDefense:
         else:
             w = torch.exp(idx - n_layers)
         self.layer_weights = w.to(self.device)
+        self._unit_weights = self.layer_weights if layer_weighting == "flat" else None
         self.thresholds = self._parse_thresholds(thresholds).to(self.device)
 
     @classmethod
@@ -415,34 +468,61 @@ class CentroidDefense:
             check_images(images, caller="CentroidDefense")  # raises the precise message
         return images.to(self.device)
 
+    def _scored(self, images):
+        """One scored forward pass: distances ``(L, K, N)`` (classes before inputs, the layout
+        the products come in, which keeps the per-element work contiguous) and the logits."""
+        x = self._prepare(images)
+        hooks = self._hooks
+        logits = hooks.run(x, "score")
+        if hooks.count != self.num_layers:
+            n_calls = hooks.count
+            hooks.pending, hooks.dots, hooks.norms = [], None, None
+            raise InputError(f"The model called {n_calls} hooked layers, not {self.num_layers} as when "
+                             "the centroids were recorded; the defense needs a fixed layer sequence.")
+        with torch.no_grad():
+            d, norms = hooks.take_scores()  # (L, M, N): -|a| cos / 2
+            d.div_(norms.clamp_min_(_TINY)[:, None, :]).add_(0.5).clamp_(0.0, 1.0)  # (1 - cos) / 2
+            if not self._one_per_class:
+                n_l, _, n = d.shape
+                full = torch.full((n_l, self.num_classes, n), float("inf"), device=d.device, dtype=d.dtype)
+                d = full.scatter_reduce(1, self._index[None, :, None].expand(n_l, -1, n), d, reduce="amin",
+                                        include_self=True)
+        return d, logits
+
     def distances(self, images) -> tuple[torch.Tensor, torch.Tensor]:
         """Distances ``(L, N, K)`` of each image to each class's nearest centroid per layer call,
         and the logits ``(N, K)``, from one forward pass."""
-        x = self._prepare(images)
-        logits = self._hooks.run(x, "score")
-        out, norms = self._hooks.out, self._hooks.norms
-        self._hooks.out, self._hooks.norms = [], []
-        if len(out) != self.num_layers:
-            raise InputError(f"The model called {len(out)} hooked layers, not {self.num_layers} as when "
-                             "the centroids were recorded; the defense needs a fixed layer sequence.")
-        cos = torch.stack(out).div_(torch.stack(norms).clamp_min_(_TINY)[:, :, None])  # (L, N, M)
-        d = cos.neg_().add_(1.0).mul_(0.5).clamp_(0.0, 1.0)
-        if not self._one_per_class:
-            n_l, n = d.shape[:2]
-            full = torch.full((n_l, n, self.num_classes), float("inf"), device=d.device, dtype=d.dtype)
-            d = full.scatter_reduce(2, self._index.expand(n_l, n, -1), d, reduce="amin", include_self=True)
-        return d, logits
+        d, logits = self._scored(images)
+        return d.transpose(1, 2).contiguous(), logits
+
+    def _votes(self, d, exact_float=True):
+        """Votes ``(K, N)`` (float64; with "flat" weights and not ``exact_float``, the same
+        counts as int32) from distances ``(L, K, N)``."""
+        hit = d < self.thresholds[:, :, None]
+        if self._unit_weights is self.layer_weights:  # "flat": a count, exact in any order
+            count = hit.view(torch.uint8).sum(dim=0, dtype=torch.int32)
+            return count.to(torch.float64) if exact_float else count
+        # weighted: the float64 sum's rounding depends on the memory layout (vector lanes and
+        # tails), and tied classes must get bit-equal votes, so it is taken in the (L, N, K)
+        # layout, as a plain sum over dim 0 of contiguous weighted hits
+        hit = hit.transpose(1, 2).contiguous().to(torch.float64)
+        return (hit * self.layer_weights[:, None, None]).sum(dim=0).T
 
     def scores(self, images) -> CentroidScores:
         """Votes, logits, distances and the class ranking from one forward pass."""
-        d, logits = self.distances(images)
-        hit = d < self.thresholds[:, None, :]
-        votes = (hit.to(torch.float64) * self.layer_weights[:, None, None]).sum(dim=0)
-        return CentroidScores(votes=votes, logits=logits, distances=d, ranking=rank_classes(votes, logits))
+        d, logits = self._scored(images)  # (L, K, N)
+        votes = self._votes(d).T.contiguous()
+        return CentroidScores(votes=votes, logits=logits, distances=d.transpose(1, 2).contiguous(),
+                              ranking=rank_classes(votes, logits))
 
     def predict(self, images) -> torch.Tensor:
         """Defended predictions ``(N,)`` (int64, on the model's device)."""
-        return self.scores(images).prediction
+        d, logits = self._scored(images)
+        # rank_classes(votes, logits)[:, 0] without the second sort: in logit order (stable
+        # sort), the first class with most votes, as argmax takes the first of equal maxima
+        by_logit = torch.argsort(logits, dim=1, descending=True, stable=True)
+        v = self._votes(d, exact_float=False).T.gather(1, by_logit)
+        return by_logit.gather(1, v.argmax(dim=1, keepdim=True)).squeeze(1)
 
     __call__ = predict
 
