@@ -143,19 +143,11 @@ def run_demo(out_dir, *, quick=False, n_images=None, image_size=None, spurious_s
     echo : callable
         Where stage messages go (the CLI prints them).
     """
-    import torch
-
-    from geoaudit.commands._common import resolve_device
+    from geoaudit._device import resolve_device
 
     s = demo_settings(quick=quick, n_images=n_images, image_size=image_size, spurious_strength=spurious_strength,
                       models=models, epochs=epochs, seed=seed)
     dev = resolve_device(device)
-    from geoaudit._progress import progress_enabled
-
-    if not progress_enabled():
-        import datasets
-
-        datasets.disable_progress_bars()
     cost = "pieapp" if pieapp_available(pieapp_weights) else "ssim"
     if cost == "pieapp" and s.image_size < 64:
         s = DemoSettings(**{**asdict(s), "image_size": 64})
@@ -243,8 +235,6 @@ def run_demo(out_dir, *, quick=False, n_images=None, image_size=None, spurious_s
 
 def _attack_quality(ref_ckpt, test, s, cost, attack_params, dev, out: Path):
     """Attack the reference model on a sample of test images with every attack the demo uses."""
-    import torch
-
     from geoaudit.attacks import FGSM, PGD, PerceptualDRO, evaluate
     from geoaudit.data import split_to_tensors
     from geoaudit.defenses import JPEG, BitDepth
@@ -393,11 +383,10 @@ def _assemble(out, s, cost, dd, audits, reference_name, reference_fit, compariso
     fig = plot_beta_distributions(betas, reference=ref["beta"], title="GLS slope (beta) per model, by training method")
     sections.append(section("Slopes per training method", figure_html(_embed(fig, out, "slopes_by_method"),
                             caption="Lower beta: accuracy depends less on GDP (fairer). Dashed: the reference model.")))
-    pop_rows = [{"method": METHOD_LABELS[m], "models": audits[m].population.to_dict().get("n_models"),
-                 "beta mean": audits[m].population.to_dict().get("beta_mean"),
-                 "beta sd": audits[m].population.to_dict().get("beta_sd"),
-                 "mean accuracy": _mean_accuracy(audits[m]),
-                 "report": f"audits/{m}/report.html"} for m in METHODS]
+    pop_rows = [{"method": METHOD_LABELS[m], "models": pops_json[m]["n_models"],
+                 "beta mean": pops_json[m]["beta_mean"], "beta sd": pops_json[m]["beta_sd"],
+                 "mean accuracy": _mean_accuracy(audits[m]), "report": f"audits/{m}/report.html"}
+                for m in METHODS]
     sections.append(section("Populations", table_html(pop_rows)))
     comp_rows = [{"A": c["label_a"], "B": c["label_b"], "test": c["test"], "alternative": c["alternative"],
                   "statistic": c["statistic"], "df": c.get("df"), "p": c["p_value"],

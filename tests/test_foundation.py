@@ -158,3 +158,17 @@ def test_cli_help_and_errors(capsys):
         main(["--version"])
     assert e.value.code == 0
     assert main([]) == 2
+
+
+def test_resolve_device_and_model_device():
+    from geoaudit._device import model_device, resolve_device
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert resolve_device(None, model=torch.nn.Linear(2, 2)) == torch.device("cpu")
+    assert model_device(torch.nn.ReLU()) == torch.device("cpu")  # no parameters
+    with pytest.raises(InputError, match="'device' parameter"):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(InputError, match="CUDA is not available"):
+            resolve_device("cuda")

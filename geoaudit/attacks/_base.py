@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from geoaudit._device import model_device  # noqa: F401  (used here and by the attacks)
 from geoaudit._errors import InputError
 from geoaudit._validation import check_images, check_labels
 
@@ -85,13 +86,6 @@ def check_model(model):
             f"Expected model to be a torch.nn.Module returning logits, got {type(model).__name__}."
         )
     return model
-
-
-def model_device(model) -> torch.device:
-    """The device of the model's first parameter or buffer (cpu for a parameter-less model)."""
-    for t in list(model.parameters()) + list(model.buffers()):
-        return t.device
-    return torch.device("cpu")
 
 
 def model_dtype(model, default):

@@ -8,30 +8,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from geoaudit._device import resolve_device
 from geoaudit._errors import InputError
 from geoaudit._progress import progress
 from geoaudit._validation import check_interval
 
 log = logging.getLogger(__name__)
-
-
-def _resolve_device(device, model=None):
-    import torch
-
-    if device is None:
-        if isinstance(model, torch.nn.Module):
-            for t in list(model.parameters()) + list(model.buffers()):
-                return t.device
-        return torch.device("cpu")
-    if isinstance(device, str) and device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError, ValueError) as e:
-        raise InputError(f"The 'device' parameter must be 'auto', 'cpu', 'cuda' or 'cuda:N'. Got {device!r} instead.") from e
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"Device {device!r} was asked for but CUDA is not available; use device='cpu'.")
-    return dev
 
 
 def _to_labels(out, n, *, name):
@@ -114,7 +96,7 @@ def predict_many(models: dict, data, *, batch_size=256, device=None, image_size=
     if not models:
         raise InputError("predict got no models.")
     first = next(iter(models.values()))
-    dev = _resolve_device(device, first)
+    dev = resolve_device(device, model=first)
     states = {}
     for name, m in models.items():
         if not callable(m):
@@ -286,7 +268,7 @@ def audit_checkpoints(checkpoints, dataset, *, group="country_iso3", covariate="
     paths = [Path(p) for p in checkpoints]
     if not paths:
         raise InputError("No checkpoints to audit.")
-    dev = _resolve_device(device)
+    dev = resolve_device(device)
     names = _unique_names(paths)
     loaded, info, cnames, spec = {}, {}, {}, {}
     for name, p in zip(names, paths):

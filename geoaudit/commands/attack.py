@@ -169,7 +169,7 @@ def run(args) -> int:
     from geoaudit._io import atomic_save, atomic_write_json
     from geoaudit._progress import progress
     from geoaudit.attacks import AttackResult, evaluate
-    from geoaudit.commands._common import resolve_device
+    from geoaudit._device import resolve_device
     from geoaudit.data import load_geo_dataset, split_to_tensors
     from geoaudit.defenses import JPEG, BitDepth
 

@@ -95,7 +95,7 @@ def run(args) -> int:
             drop_missing_covariate=args.drop_missing_covariate,
         )
     else:
-        from geoaudit.commands._common import resolve_device
+        from geoaudit._device import resolve_device
         from geoaudit.data import load_geo_dataset
 
         if not args.data:

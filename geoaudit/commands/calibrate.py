@@ -1,7 +1,8 @@
 """`geoaudit calibrate`: per-class distance matrices and a suggested attack budget epsilon."""
 from __future__ import annotations
 
-from geoaudit.commands._common import add_device_arg, resolve_device
+from geoaudit._device import resolve_device
+from geoaudit.commands._common import add_device_arg
 
 #: Data that need no dataset folder: scikit-learn's digits (offline), MNIST and Fashion-MNIST
 #: (downloaded by torchvision on first use).

@@ -1,7 +1,8 @@
 """`geoaudit defend centroid`: evaluate the individual-fairness centroid defense under FGSM."""
 from __future__ import annotations
 
-from geoaudit.commands._common import add_device_arg, resolve_device
+from geoaudit._device import resolve_device
+from geoaudit.commands._common import add_device_arg
 
 
 def register(sub):

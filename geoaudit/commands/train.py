@@ -68,7 +68,7 @@ def _attack_params(args):
 
 def run(args) -> int:
     from geoaudit._validation import check_options
-    from geoaudit.commands._common import resolve_device
+    from geoaudit._device import resolve_device
     from geoaudit.train import METHODS, make_attack, train_population
 
     check_options("--augment", args.augment, METHODS, caller="geoaudit train")

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from geoaudit._device import model_device
 from geoaudit._errors import InputError
 from geoaudit._validation import check_images, check_interval, check_labels, check_options
 
@@ -47,12 +48,6 @@ THRESHOLD_PRESETS = {
 _TINY = 1e-12
 #: Layers at most this wide are scored in one batched product after the forward pass.
 _DEFER_MAX_DIM = 2048
-
-
-def _model_device(model):
-    for t in list(model.parameters()) + list(model.buffers()):
-        return t.device
-    return torch.device("cpu")
 
 
 def default_layer_names(model: nn.Module) -> list[str]:
@@ -172,7 +167,7 @@ class _Hooks:
         # only safe when no module can overwrite them in place (ReLU(inplace=True)).  It saves
         # kernel launches on accelerators; on the CPU, scoring each output while it is still in
         # cache is as fast, so the CPU never defers.
-        self.defer = _model_device(model).type != "cpu" and \
+        self.defer = model_device(model).type != "cpu" and \
             not any(getattr(m, "inplace", False) for m in model.modules())
 
     def set_centroids(self, centroid_acts):
@@ -334,7 +329,7 @@ class CentroidDefense:
         self.model = model
         self.layer_weighting = check_options("layer_weighting", layer_weighting, LAYER_WEIGHTINGS, caller=caller)
         self.top_k = check_interval("top_k", top_k, 1, None, caller=caller, integer=True)
-        self.device = _model_device(model)
+        self.device = model_device(model)
 
         available = [n for n, _ in model.named_modules() if n]
         if layers is None:
@@ -612,7 +607,7 @@ def select_centroids(model, images, labels, *, num_sets=1, method="medoid", laye
     check_labels(labels, images.shape[0], caller=caller)
     check_options("method", method, CENTROID_METHODS, caller=caller)
     num_sets = check_interval("num_sets", num_sets, 1, None, caller=caller, integer=True)
-    device = _model_device(model)
+    device = model_device(model)
     names = default_layer_names(model) if layer is None else [layer]
     if layer is not None and layer not in dict(model.named_modules()):
         raise InputError(f"The model has no layer {layer!r}; available layer names: "
