@@ -238,7 +238,7 @@ def _attack_quality(ref_ckpt, test, s, cost, attack_params, dev, out: Path):
     from geoaudit.attacks import FGSM, PGD, PerceptualDRO, evaluate
     from geoaudit.data import split_to_tensors
     from geoaudit.defenses import JPEG, BitDepth
-    from geoaudit.train import load_model
+    from geoaudit.models import load_model
 
     model, cfg = load_model(ref_ckpt, device=dev)
     images, labels = split_to_tensors(test.shuffle(seed=s.seed), image_size=cfg["image_size"],

@@ -15,15 +15,19 @@ from geoaudit.attacks._costs import (
     make_cost,
 )
 from geoaudit.attacks._evaluate import EvaluationResult, evaluate
+from geoaudit.attacks._factory import ATTACKS, attack_parameters, make_attack
 from geoaudit.attacks._newton import SSIMNewton
 from geoaudit.attacks._perceptual import PerceptualDRO
 from geoaudit.attacks._pgd import FGSM, PGD
-from geoaudit.train._models import Normalize, NormalizedModel
+from geoaudit.models import Normalize, NormalizedModel
 
 #: Short alias: ``Normalized(model, mean, std)`` puts per-channel normalization inside a model.
 Normalized = NormalizedModel
 
 __all__ = [
+    "ATTACKS",
+    "attack_parameters",
+    "make_attack",
     "PIEAPP_ENV",
     "EvaluationResult",
     "evaluate",

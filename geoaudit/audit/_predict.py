@@ -263,7 +263,7 @@ def audit_checkpoints(checkpoints, dataset, *, group="country_iso3", covariate="
     import torch
 
     from geoaudit.audit._population import audit_predictions
-    from geoaudit.train import load_model
+    from geoaudit.models import load_model
 
     paths = [Path(p) for p in checkpoints]
     if not paths:

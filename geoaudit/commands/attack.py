@@ -83,7 +83,7 @@ def _load_model(args, device, num_classes_data):
     import torch
 
     from geoaudit._errors import InputError
-    from geoaudit.train import IMAGENET_MEAN, IMAGENET_STD, NormalizedModel, load_model
+    from geoaudit.models import IMAGENET_MEAN, IMAGENET_STD, NormalizedModel, load_model
 
     if args.model and (args.arch or args.weights):
         raise InputError("Give either --model CHECKPOINT or --arch NAME --weights FILE, not both.")

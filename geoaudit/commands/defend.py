@@ -106,7 +106,7 @@ def run_centroid(args) -> int:
     from geoaudit.commands.calibrate import load_split
     from geoaudit.defenses._centroid import CentroidDefense, calibrate_thresholds, select_centroids
     from geoaudit.defenses._centroid_eval import evaluate_centroid_defense, parse_eps_grid
-    from geoaudit.train import load_model
+    from geoaudit.models import load_model
 
     for name in ("limit", "calib_limit"):
         v = getattr(args, name)

@@ -5,14 +5,18 @@
 * :func:`build_adversarial_dataset` is Algorithm 2 (with the appendix-D cluster-center reuse);
   :func:`sample_model` is Algorithm 3; :class:`WeightedDataset` is D on disk.
 * :func:`cluster_by_label` is the per-label k-means (scikit-learn or torch).
-* :func:`build_model`, :func:`load_model`, :func:`save_checkpoint`: the model zoo and the one
-  checkpoint format.
+* :func:`build_model`, :func:`load_model`, :func:`save_checkpoint` are re-exported from
+  :mod:`geoaudit.models`.
 """
-from geoaudit.train._checkpoint import load_model, make_config, read_config, save_checkpoint
 from geoaudit.train._data import TrainingData, from_tensors, load_training_data
 from geoaudit.train._dro import DROResult, build_adversarial_dataset
 from geoaudit.train._kmeans import Clustering, cluster_by_label
-from geoaudit.train._models import (
+# The model zoo and checkpoints live in geoaudit.models; re-exported here for existing code.
+from geoaudit.models import (  # noqa: F401
+    load_model,
+    make_config,
+    read_config,
+    save_checkpoint,
     ARCHITECTURES,
     IMAGENET_MEAN,
     IMAGENET_STD,

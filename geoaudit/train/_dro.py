@@ -38,7 +38,7 @@ from geoaudit._progress import progress
 from geoaudit._validation import check_interval, check_options
 from geoaudit.train._data import load_training_data
 from geoaudit.train._kmeans import KMEANS_BACKENDS, cluster_by_label
-from geoaudit.train._models import ARCHITECTURES
+from geoaudit.models._zoo import ARCHITECTURES
 from geoaudit.train._sample import load_state, make_model, make_optimizer, weighted_step
 from geoaudit.train._store import META, WeightedDataset
 

@@ -31,11 +31,11 @@ from geoaudit._errors import GeoauditError, InputError
 from geoaudit._io import atomic_write_json, to_json
 from geoaudit._progress import progress
 from geoaudit._validation import check_interval, check_options
-from geoaudit.train._checkpoint import CONFIG, WEIGHTS, make_config, read_config, save_checkpoint
+from geoaudit.models._checkpoint import CONFIG, WEIGHTS, make_config, read_config, save_checkpoint
 from geoaudit.train._data import load_training_data
 from geoaudit.train._dro import build_adversarial_dataset, describe_attack
 from geoaudit.train._kmeans import KMEANS_BACKENDS
-from geoaudit.train._models import ARCHITECTURES
+from geoaudit.models._zoo import ARCHITECTURES
 from geoaudit.train._sample import sample_model
 from geoaudit.train._store import META, WeightedDataset
 

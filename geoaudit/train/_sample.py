@@ -29,7 +29,7 @@ from geoaudit._errors import InputError
 from geoaudit._io import atomic_save
 from geoaudit._progress import progress
 from geoaudit._validation import check_interval
-from geoaudit.train._models import IMAGENET_MEAN, IMAGENET_STD, NormalizedModel, build_model
+from geoaudit.models._zoo import IMAGENET_MEAN, IMAGENET_STD, NormalizedModel, build_model
 
 log = logging.getLogger(__name__)
 

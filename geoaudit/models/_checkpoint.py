@@ -13,7 +13,7 @@ import torch
 
 from geoaudit._errors import InputError
 from geoaudit._io import atomic_write_json, replace_dir
-from geoaudit.train._models import ARCHITECTURES, NormalizedModel, build_model
+from geoaudit.models._zoo import ARCHITECTURES, NormalizedModel, build_model
 
 FORMAT = "geoaudit-checkpoint"
 FORMAT_VERSION = 1
