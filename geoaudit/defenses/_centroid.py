@@ -18,6 +18,7 @@ from torch import nn
 
 from geoaudit._device import model_device
 from geoaudit._errors import InputError
+from geoaudit._results import Result, json_safe
 from geoaudit._validation import check_images, check_interval, check_labels, check_options
 
 log = logging.getLogger(__name__)
@@ -59,8 +60,10 @@ def default_layer_names(model: nn.Module) -> list[str]:
 
 
 @dataclass(frozen=True)
-class CentroidScores:
+class CentroidScores(Result):
     """What one defended forward pass gives.
+
+    The tensors are the pass's own (not shared with the defense); treat them as read-only.
 
     Attributes
     ----------
@@ -91,8 +94,43 @@ class CentroidScores:
         return self.ranking[:, :k]
 
     def loose_correct(self, labels: torch.Tensor, k: int) -> torch.Tensor:
-        """Bool ``(N,)``: the true class is among the ``k`` best classes."""
+        """Bool ``(N,)``: the true class is among the ``k`` best classes.
+
+        Parameters
+        ----------
+        labels : torch.Tensor
+            ``(N,)`` true classes.
+        k : int
+
+        Returns
+        -------
+        torch.Tensor
+        """
         return (self.ranking[:, :k] == labels.to(self.ranking.device)[:, None]).any(dim=1)
+
+    def to_dict(self) -> dict:
+        """JSON-safe data: ``n``, ``num_classes``, ``num_layers``, ``prediction``, ``votes``, ``ranking``.
+
+        Returns
+        -------
+        dict
+        """
+        return json_safe({"n": int(self.votes.shape[0]), "num_classes": int(self.votes.shape[1]),
+                          "num_layers": int(self.distances.shape[0]),
+                          "prediction": self.prediction.cpu().tolist(), "votes": self.votes.cpu().tolist(),
+                          "ranking": self.ranking.cpu().tolist()})
+
+    def summary(self) -> str:
+        """One line: images, classes, layers and how often the vote overrode the model's argmax.
+
+        Returns
+        -------
+        str
+        """
+        n, k = self.votes.shape
+        changed = int((self.prediction != self.logits.argmax(1).to(self.prediction.device)).sum())
+        return (f"centroid scores: {n} images, {k} classes, {self.distances.shape[0]} hooked layer calls; "
+                f"the vote differs from the model's argmax on {changed} of {n}")
 
 
 def rank_classes(votes: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
