@@ -28,6 +28,9 @@ from geoaudit._io import atomic_write_bytes, atomic_write_json, atomic_write_tex
 from geoaudit._results import Result, frozen_mapping, json_safe
 from geoaudit._validation import check_interval
 
+__all__ = ["COMPARISONS", "METHODS", "METHOD_LABELS", "PRESETS", "DemoResult", "DemoSettings", "demo_settings",
+           "pieapp_available", "run_demo"]
+
 log = logging.getLogger(__name__)
 
 METHODS = ("plain", "pgd", "perceptual")
@@ -107,7 +110,7 @@ def demo_settings(*, quick=False, n_images=None, image_size=None, spurious_stren
                            models=models, epochs=epochs).items():
         if value is not None:
             base[key] = value
-    caller = "geoaudit demo"
+    caller = "demo_settings"
     check_interval("n_images", base["n_images"], 1000, None, caller=caller, integer=True)
     check_interval("image_size", base["image_size"], 32, 256, caller=caller, integer=True)
     check_interval("spurious_strength", base["spurious_strength"], 0.0, 1.0, caller=caller)
@@ -157,7 +160,7 @@ def _check_settings(out: Path, settings: dict):
             diff = sorted(k for k in set(settings) | set(old or {}) if (old or {}).get(k) != settings.get(k))
             raise InputError(
                 f"{str(out)!r} holds a demo run with other settings (differing: {', '.join(diff)}); "
-                "use another --out folder, or delete this one to start over."
+                "use another output folder, or delete this one to start over."
             )
     else:
         out.mkdir(parents=True, exist_ok=True)
