@@ -111,3 +111,45 @@ def test_demo_result_is_a_read_only_mapping():
         r["reference"]["beta"] = 1.0
     with pytest.raises(AttributeError):
         r.data = {}
+
+
+def test_render_demo_composes_the_page_from_report_blocks():
+    """The demo page without the minutes-long run: synthetic fit, populations and comparisons."""
+    import numpy as np
+    import pandas as pd
+    import torch
+
+    from geoaudit.audit import compare_populations, gls_test
+    from geoaudit.demo import METHOD_LABELS
+    from geoaudit.report import plot_attack_grid, render_demo
+
+    rng = np.random.default_rng(0)
+    cov = np.exp(rng.uniform(6, 11, 12))
+    n = rng.integers(60, 200, 12)
+    acc = np.clip(0.3 + 0.04 * np.log(cov) + rng.normal(0, 0.02, 12), 0, 1)
+    groups = pd.DataFrame({"group": [f"G{i:02d}" for i in range(12)], "n": n, "accuracy": acc, "covariate": cov,
+                           "correct": np.round(acc * n).astype(int)})
+    fit = gls_test(groups, min_group_size=10)
+    betas = {m: {f"model_{i:03d}": float(b) for i, b in enumerate(rng.normal(mu, 0.01, 3))}
+             for m, mu in (("plain", 0.05), ("pgd", 0.04), ("perceptual", 0.02))}
+    comps = [compare_populations(betas["perceptual"], betas[b], test="welch", alternative="less",
+                                 label_a="perceptual-DRO", label_b=METHOD_LABELS[b]).to_dict() for b in ("pgd", "plain")]
+    result = {
+        "quick": True, "settings": {"models": 3, "perceptual_cost": "ssim"},
+        "reference": {"model": "model_000", **fit.to_dict()},
+        "populations": {m: {"n_models": 3, "beta_mean": float(np.mean(list(b.values()))),
+                            "beta_sd": float(np.std(list(b.values()))), "betas": b} for m, b in betas.items()},
+        "comparisons": comps, "attacks": {"n_images": 4}, "timings_seconds": {"total": 1.0},
+    }
+    images = torch.rand(4, 3, 8, 8)
+    grid = plot_attack_grid(images, {"FGSM": (images + 0.01).clamp(0, 1)}, n=2)
+    assert len(grid.axes) == 2 * 3
+    html, figs = render_demo(result, reference_groups=groups, reference_fit=fit, labels=METHOD_LABELS,
+                             attack_rows=[{"attack": "FGSM", "success rate": 0.5}])
+    for title in ("Summary", "Accuracy against log GDP", "Slopes per training method", "Populations",
+                  "Population comparisons", "Attack quality", "Run"):
+        assert f"<h2>{title}" in html, title
+    assert "QUICK RUN" in html and "perceptual-DRO vs PGD-DRO" in html
+    assert {"accuracy_vs_gdp", "slopes_by_method"} <= set(figs)
+    assert all(png[:8] == b"\x89PNG\r\n\x1a\n" for png in figs.values())
+    assert html.count("data:image/png;base64,") == len(figs)
