@@ -5,6 +5,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 
@@ -77,6 +78,10 @@ def _json_default(o):
         return o.tolist()
     if isinstance(o, Path):
         return str(o)
+    if isinstance(o, Mapping):  # read-only mappings of frozen results
+        return dict(o)
+    if hasattr(o, "to_dict"):  # result objects
+        return o.to_dict()
     raise TypeError(f"Object of type {type(o).__name__} is not JSON serializable")
 
 

@@ -236,3 +236,13 @@ def test_library_has_no_global_matplotlib_state():
                  if re.search(r"matplotlib\.use\(|import matplotlib\.pyplot|from matplotlib import pyplot",
                               p.read_text(encoding="utf-8"))]
     assert offenders == []
+
+
+def test_to_json_writes_frozen_results():
+    from types import MappingProxyType
+
+    from geoaudit._io import to_json
+    from geoaudit.demo import DemoResult
+
+    assert json.loads(to_json({"r": DemoResult({"a": {"b": [1, 2]}}), "m": MappingProxyType({"x": 1})})) == \
+        {"r": {"a": {"b": [1, 2]}}, "m": {"x": 1}}
