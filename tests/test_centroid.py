@@ -8,11 +8,14 @@ import torch
 from torch import nn
 
 from geoaudit._errors import InputError
-from geoaudit.defenses import CentroidDefense, calibrate_thresholds, evaluate_centroid_defense, select_centroids
+from geoaudit.defenses import (
+    CentroidDefense,
+    calibrate_thresholds,
+    evaluate_centroid_defense,
+    parse_eps_grid,
+    select_centroids,
+)
 from geoaudit.defenses._centroid import THRESHOLD_PRESETS, default_layer_names, rank_classes
-from geoaudit.data import load_digits_tensors
-from geoaudit.defenses import parse_eps_grid
-from geoaudit.train import fit_classifier
 
 K = 3
 

@@ -24,7 +24,7 @@ def test_quick_demo_writes_every_section(quick_run, capsys):
     assert rc == 0
     html = (out / "report.html").read_text()
     for title in SECTIONS:
-        assert f"<h2" in html and title in html, title
+        assert "<h2" in html and title in html, title
     assert "QUICK RUN" in html
     # self-contained: no external scripts, styles or images
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", html)
