@@ -7,7 +7,16 @@ from geoaudit._errors import InputError
 
 
 def model_device(model):
-    """The device of the model's first parameter or buffer (CPU for a model with neither)."""
+    """The device of the model's first parameter or buffer (CPU for a model with neither).
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+
+    Returns
+    -------
+    torch.device
+    """
     import torch
 
     for t in chain(model.parameters(), model.buffers()):
@@ -18,7 +27,15 @@ def model_device(model):
 def resolve_device(device="auto", *, model=None):
     """A ``torch.device`` from "auto" (CUDA when present), "cpu", "cuda", "cuda:N" or a device.
 
-    ``None`` means the device of ``model``'s parameters (CPU when it has none).
+    Parameters
+    ----------
+    device : str, torch.device or None
+        ``None`` means the device of ``model``'s parameters (CPU when it has none).
+    model : torch.nn.Module, optional
+
+    Returns
+    -------
+    torch.device
     """
     import torch
 

@@ -111,3 +111,39 @@ def check_labels(labels, n, *, caller, num_classes=None, name="labels"):
             f"[{int(labels.min())}, {int(labels.max())}]."
         )
     return labels
+
+
+def check_flag(flag, value, low=None, high=None, *, integer=True):
+    """Check a command-line option's number against an interval (both ends included); return it.
+
+    For ``commands/``: the message names the option as typed, e.g. "--limit must be at least
+    1, got 0."  ``None`` passes (an option left unset).
+
+    Parameters
+    ----------
+    flag : str
+        The option as the user typed it (``"--limit"``).
+    value : int or float or None
+    low, high : int or float, optional
+        Bounds; ``None`` is unbounded.
+    integer : bool
+        Describe the bounds as integers.
+
+    Returns
+    -------
+    int or float or None
+        ``value``.
+    """
+    if value is None:
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InputError(f"{flag} must be a finite number, got {value}.")
+    if (low is not None and value < low) or (high is not None and value > high):
+        if high is None:
+            what = f"at least {low}"
+        elif low is None:
+            what = f"at most {high}"
+        else:
+            what = f"in [{low}, {high}]"
+        raise InputError(f"{flag} must be {what}, got {value}.")
+    return value

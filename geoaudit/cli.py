@@ -18,6 +18,28 @@ from geoaudit._errors import GeoauditError
 
 COMMANDS = ["audit", "compare", "dataset", "attack", "train", "defend", "calibrate", "demo"]
 
+#: Commands that pick up where an interrupted run stopped when run again (a command may also
+#: say so itself with ``set_defaults(resumable=True)``).
+RESUMABLE = {("train",), ("demo",), ("dataset", "build", "imagenet-geo")}
+
+
+def resumable(args) -> bool:
+    """Whether re-running the command in ``args`` resumes an interrupted run.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        Parsed arguments.
+
+    Returns
+    -------
+    bool
+    """
+    if getattr(args, "resumable", None) is not None:
+        return bool(args.resumable)
+    path = (args.command, getattr(args, "dataset_command", None), getattr(args, "dataset_name", None))
+    return any(path[:len(r)] == r for r in RESUMABLE)
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -53,8 +75,12 @@ def main(argv=None) -> int:
     if not progress_enabled():  # datasets' own bars follow ours (read when datasets is imported)
         os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     if args.threads is not None:
-        if args.threads < 1:
-            print(f"geoaudit: error: --threads must be at least 1, got {args.threads}.", file=sys.stderr)
+        from geoaudit._validation import check_flag
+
+        try:
+            check_flag("--threads", args.threads, 1)
+        except GeoauditError as e:
+            print(f"geoaudit: error: {e}", file=sys.stderr)
             return 2
         import torch
 
@@ -62,7 +88,10 @@ def main(argv=None) -> int:
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
-        print(f"{prog}: interrupted; finished work is kept, re-run the same command to resume.", file=sys.stderr)
+        if resumable(args):
+            print(f"{prog}: interrupted; finished work is kept, re-run the same command to resume.", file=sys.stderr)
+        else:
+            print(f"{prog}: interrupted; this command does not resume: re-running starts from the beginning.", file=sys.stderr)
         return 130
     except (GeoauditError, FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as e:
         if args.debug:

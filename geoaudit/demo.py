@@ -19,12 +19,17 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from geoaudit._errors import InputError
-from geoaudit._io import atomic_write_json, atomic_write_text
+from geoaudit._io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from geoaudit._results import Result, frozen_mapping, json_safe
 from geoaudit._validation import check_interval
+
+__all__ = ["COMPARISONS", "METHODS", "METHOD_LABELS", "PRESETS", "DemoResult", "DemoSettings", "demo_settings",
+           "pieapp_available", "run_demo"]
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +41,31 @@ COMPARISONS = (("perceptual", "pgd"), ("perceptual", "plain"), ("pgd", "plain"))
 
 @dataclass(frozen=True)
 class DemoSettings:
-    """Sizes of a demo run (see ``PRESETS``)."""
+    """Sizes of a demo run (see ``PRESETS``).
+
+    Attributes
+    ----------
+    n_images : int
+        GeoShapes images.
+    image_size : int
+        Image side in pixels.
+    spurious_strength : float
+        Strength of the planted colour cue in [0, 1].
+    models : int
+        Models per training method.
+    epochs : int
+        Epochs per model (Algorithm 3).
+    dro_rounds : int
+        Rounds of Algorithm 2.
+    attack_steps : int
+        Steps of the training attacks.
+    attack_sample : int
+        Test images the attack-quality section attacks.
+    seed : int
+        Seed of the dataset and of Algorithm 2.
+    quick : bool
+        The smoke preset.
+    """
 
     n_images: int
     image_size: int
@@ -62,13 +91,26 @@ PRESETS = {
 
 def demo_settings(*, quick=False, n_images=None, image_size=None, spurious_strength=None, models=None,
                   epochs=None, seed=0) -> DemoSettings:
-    """The preset (``quick`` or default) with the given overrides, validated."""
+    """The preset (``quick`` or default) with the given overrides, validated.
+
+    Parameters
+    ----------
+    quick : bool
+        Start from the smoke preset.
+    n_images, image_size, spurious_strength, models, epochs : optional
+        Overrides of the preset (None keeps it).
+    seed : int
+
+    Returns
+    -------
+    DemoSettings
+    """
     base = dict(PRESETS["quick" if quick else "default"])
     for key, value in dict(n_images=n_images, image_size=image_size, spurious_strength=spurious_strength,
                            models=models, epochs=epochs).items():
         if value is not None:
             base[key] = value
-    caller = "geoaudit demo"
+    caller = "demo_settings"
     check_interval("n_images", base["n_images"], 1000, None, caller=caller, integer=True)
     check_interval("image_size", base["image_size"], 32, 256, caller=caller, integer=True)
     check_interval("spurious_strength", base["spurious_strength"], 0.0, 1.0, caller=caller)
@@ -79,7 +121,18 @@ def demo_settings(*, quick=False, n_images=None, image_size=None, spurious_stren
 
 
 def pieapp_available(weights=None) -> bool:
-    """True when PieAPP weights can be had without a download attempt failing."""
+    """True when PieAPP weights can be had without a download attempt failing.
+
+    Parameters
+    ----------
+    weights : str or Path, optional
+        A weights file; otherwise the ``GEOAUDIT_PIEAPP_WEIGHTS`` environment variable, then
+        the torch hub cache.
+
+    Returns
+    -------
+    bool
+    """
     from geoaudit.attacks import PIEAPP_ENV
 
     path = weights or os.environ.get(PIEAPP_ENV)
@@ -107,7 +160,7 @@ def _check_settings(out: Path, settings: dict):
             diff = sorted(k for k in set(settings) | set(old or {}) if (old or {}).get(k) != settings.get(k))
             raise InputError(
                 f"{str(out)!r} holds a demo run with other settings (differing: {', '.join(diff)}); "
-                "use another --out folder, or delete this one to start over."
+                "use another output folder, or delete this one to start over."
             )
     else:
         out.mkdir(parents=True, exist_ok=True)
@@ -125,33 +178,103 @@ def _timed(timings, name):
     return _T()
 
 
+@dataclass(frozen=True, eq=False)
+class DemoResult(Result, Mapping):
+    """What :func:`run_demo` returns: the combined report (also ``OUT/report.json``).
+
+    A read-only mapping with the keys of ``report.json`` (``kind``, ``geoaudit_version``,
+    ``quick``, ``settings``, ``dataset``, ``reference``, ``populations``, ``comparisons``,
+    ``attacks``, ``timings_seconds``, ``files``), so ``result["reference"]["beta"]`` works.
+
+    Attributes
+    ----------
+    data : Mapping
+        The report, read-only.
+    """
+
+    data: Mapping
+
+    def __post_init__(self):
+        object.__setattr__(self, "data", frozen_mapping(json_safe(self.data)))
+
+    def __getitem__(self, key):
+        return self.data[key]
+
+    def __iter__(self):
+        return iter(self.data)
+
+    def __len__(self):
+        return len(self.data)
+
+    def to_dict(self) -> dict:
+        """The report as JSON-safe data (what ``report.json`` holds).
+
+        Returns
+        -------
+        dict
+        """
+        return json_safe(self.data)
+
+    def summary(self) -> str:
+        """The lines the command prints: the reference fit, each population, each comparison.
+
+        Returns
+        -------
+        str
+        """
+        return _summary_text(self.to_dict())
+
+
+def _stat(d, new, old):
+    """A statistic under its statsmodels name, or under the name older results used."""
+    return d[new] if d.get(new) is not None else d.get(old)
+
+
+def _check_inputs(out: Path, pieapp_weights):
+    if out.exists() and not out.is_dir():
+        raise InputError(f"The output folder {str(out)!r} is a file; give a folder (new or from an earlier demo run).")
+    if pieapp_weights is not None and not Path(pieapp_weights).is_file():
+        raise InputError(f"PieAPP weights file {str(pieapp_weights)!r} does not exist; give the path of the "
+                         "weights, or none to use the SSIM cost.")
+
+
 def run_demo(out_dir, *, quick=False, n_images=None, image_size=None, spurious_strength=None, models=None,
-             epochs=None, seed=0, device="auto", pieapp_weights=None, echo=print) -> dict:
-    """Run the demo into ``out_dir`` and return the combined report (a dict, also report.json).
+             epochs=None, seed=0, device="auto", pieapp_weights=None, echo=print) -> DemoResult:
+    """Run the demo into ``out_dir`` and return the combined report (also report.json).
 
     Parameters
     ----------
     out_dir : str or Path
+        A new folder, or one of an earlier run with the same settings (it resumes).
     quick : bool
-        The smoke preset (3 models per method, about 2-3 minutes on 2 CPU cores).
-    n_images, image_size, spurious_strength, models, epochs : optional overrides of the preset.
+        The smoke preset (3 models per method).
+    n_images, image_size, spurious_strength, models, epochs : optional
+        Overrides of the preset.
     seed : int
         Seed of the dataset and of Algorithm 2; the models use seeds 0..K-1.
-    device : "auto", "cpu", "cuda", ...
-    pieapp_weights : path, optional
-        PieAPP weights for the perceptual cost; without weights the SSIM cost is used.
+    device : str
+        ``"auto"``, ``"cpu"``, ``"cuda"`` ...
+    pieapp_weights : str or Path, optional
+        PieAPP weights for the perceptual cost (must exist); without weights (and none in the
+        environment or the torch hub cache) the SSIM cost is used.
     echo : callable
         Where stage messages go (the CLI prints them).
+
+    Returns
+    -------
+    DemoResult
+        A read-only mapping with what ``report.json`` holds.
     """
     from geoaudit._device import resolve_device
 
     s = demo_settings(quick=quick, n_images=n_images, image_size=image_size, spurious_strength=spurious_strength,
                       models=models, epochs=epochs, seed=seed)
+    out = Path(out_dir)
+    _check_inputs(out, pieapp_weights)
     dev = resolve_device(device)
     cost = "pieapp" if pieapp_available(pieapp_weights) else "ssim"
     if cost == "pieapp" and s.image_size < 64:
         s = DemoSettings(**{**asdict(s), "image_size": 64})
-    out = Path(out_dir)
     settings = {**asdict(s), "perceptual_cost": cost}
     _check_settings(out, settings)
     timings = {}
@@ -171,7 +294,8 @@ def run_demo(out_dir, *, quick=False, n_images=None, image_size=None, spurious_s
         dd = load_geo_dataset(data_dir)
 
     # 2. populations
-    from geoaudit.train import make_attack, train_population
+    from geoaudit.attacks import make_attack
+    from geoaudit.train import train_population
 
     attack_params = {
         "pgd": dict(eps=0.5, step_size=0.1, steps=s.attack_steps, norm="l2"),
@@ -229,28 +353,30 @@ def run_demo(out_dir, *, quick=False, n_images=None, image_size=None, spurious_s
     timings["total"] = time.perf_counter() - started
     result = _assemble(out, s, cost, dd, audits, reference_name, reference_fit, comparisons, attack_section,
                        pops, timings, data_dir, str(dev))
-    echo(_summary_text(result))
+    echo(result.summary())
     return result
 
 
 def _attack_quality(ref_ckpt, test, s, cost, attack_params, dev, out: Path):
     """Attack the reference model on a sample of test images with every attack the demo uses."""
-    from geoaudit.attacks import FGSM, PGD, PerceptualDRO, evaluate
+    from geoaudit.attacks import evaluate, make_attack
     from geoaudit.data import split_to_tensors
     from geoaudit.defenses import JPEG, BitDepth
     from geoaudit.models import load_model
+    from geoaudit.report import fig_to_png, plot_attack_grid
 
     model, cfg = load_model(ref_ckpt, device=dev)
     images, labels = split_to_tensors(test.shuffle(seed=s.seed), image_size=cfg["image_size"],
                                       channels=cfg["in_channels"], limit=s.attack_sample)
     images, labels = images.to(dev), labels.to(dev)
-    pgd = attack_params["pgd"]
+    pgd = dict(attack_params["pgd"])
+    pgd["steps"] = max(pgd["steps"], 10)
     per = dict(attack_params["perceptual"])
     per["steps"] = max(per["steps"], 20)
     attacks = {
-        "PGD (L2)": PGD(pgd["eps"], pgd["step_size"], max(pgd["steps"], 10), norm="l2"),
-        "FGSM": FGSM(2.0 / 255 * 4),
-        f"perceptual DRO ({cost})": PerceptualDRO(**per),
+        "PGD (L2)": make_attack("pgd", **pgd),
+        "FGSM": make_attack("fgsm", eps=2.0 / 255 * 4),
+        f"perceptual DRO ({cost})": make_attack("perceptual", **per),
     }
     defenses = [JPEG(75), BitDepth(4)]
     rows, results, examples = [], {}, {}
@@ -268,164 +394,56 @@ def _attack_quality(ref_ckpt, test, s, cost, attack_params, dev, out: Path):
             row[f"success after {k}"] = v.get("success_rate") if isinstance(v, dict) else v
         row["s / image"] = d.get("seconds_per_image")
         rows.append(row)
-    out.mkdir(parents=True, exist_ok=True)
+    grid_png = fig_to_png(plot_attack_grid(images.cpu(), examples))
     atomic_write_json(out / "metrics.json", {"n_images": int(images.shape[0]), "attacks": results})
-    grid_png = _attack_grid(images.cpu(), examples, out / "grid.png")
+    atomic_write_bytes(out / "grid.png", grid_png)
     return {"rows": rows, "metrics": results, "grid_png": grid_png, "n_images": int(images.shape[0])}
 
 
-def _attack_grid(images, examples: dict, path: Path, n=6):
-    """Original | each attack | amplified difference, for the first ``n`` images."""
-    import matplotlib
+def _samples_png(dd, out: Path):
+    """The GeoShapes sample grid as PNG bytes (also OUT/attacks/geoshapes_samples.png), or None."""
+    try:
+        from geoaudit.data import geoshapes_grid
 
-    matplotlib.use("Agg")
-    from matplotlib.figure import Figure
-
-    from geoaudit._io import atomic_save
-
-    names = list(examples)
-    cols = 1 + 2 * len(names)
-    n = min(n, images.shape[0])
-    fig = Figure(figsize=(1.6 * cols, 1.6 * n + 0.4))
-    axes = fig.subplots(n, cols, squeeze=False)
-    for i in range(n):
-        axes[i, 0].imshow(images[i].permute(1, 2, 0).numpy())
-        for j, name in enumerate(names):
-            adv = examples[name][i]
-            # signed difference around grey, scaled per image so small attacks stay visible
-            diff = adv - images[i]
-            diff = 0.5 + 0.5 * diff / max(float(diff.abs().max()), 1e-8)
-            axes[i, 1 + 2 * j].imshow(adv.permute(1, 2, 0).clamp(0, 1).numpy())
-            axes[i, 2 + 2 * j].imshow(diff.permute(1, 2, 0).clamp(0, 1).numpy())
-            if i == 0:
-                axes[0, 1 + 2 * j].set_title(name, fontsize=7)
-                axes[0, 2 + 2 * j].set_title("difference, amplified", fontsize=7)
-    axes[0, 0].set_title("original", fontsize=7)
-    for ax in axes.flat:
-        ax.set_xticks([])
-        ax.set_yticks([])
-    fig.tight_layout()
-    atomic_save(path, lambda t: fig.savefig(t, format="png", dpi=110))
-    return path.read_bytes()
-
-
-def _verdict_line(res) -> str:
-    d = res.to_dict()
-    word = "fairer (lower mean slope)" if d["significant"] else "not shown to be fairer"
-    df = "" if d.get("df") is None else ", df = %.1f" % d["df"]
-    return (f"{d['label_a']} vs {d['label_b']}: mean beta {d['mean_a']:.4f} vs {d['mean_b']:.4f}, "
-            f"{d['test']} statistic = {d['statistic']:.3f}{df}, one-sided p = {d['p_value']:.4g}: "
-            f"{d['label_a']} is {word} at alpha = {d['alpha']}")
+        path = out / "attacks" / "geoshapes_samples.png"
+        geoshapes_grid(dd, path)
+        return path.read_bytes()
+    except Exception as e:  # a nicety; the report stands without it
+        log.warning("sample grid skipped: %s", e)
+        return None
 
 
 def _assemble(out, s, cost, dd, audits, reference_name, reference_fit, comparisons, attack_section, pops,
-              timings, data_dir, device):
+              timings, data_dir, device) -> DemoResult:
     from geoaudit import __version__
-    from geoaudit.report import (
-        figure_html,
-        html_page,
-        paragraph,
-        plot_accuracy_vs_covariate,
-        plot_beta_distributions,
-        plot_world_map,
-        png_to_data_uri,
-        pre,
-        section,
-        table_html,
-    )
+    from geoaudit.report import render_demo
 
-    ref_report = audits["plain"]
-    groups = ref_report.model_groups[reference_name]
-    ref = reference_fit.to_dict()
-    comp = [c.to_dict() for c in comparisons]
-    pops_json = {m: {**audits[m].population.to_dict(), "betas": audits[m].betas,
+    groups = audits["plain"].model_groups[reference_name]
+    pops_json = {m: {**audits[m].population.to_dict(), "betas": dict(audits[m].betas),
                      "manifest_stats": pops[m].manifest.get("stats", {})} for m in METHODS}
-    result = {
+    result = json_safe({
         "kind": "geoaudit-demo",
         "geoaudit_version": __version__,
         "quick": s.quick,
         "settings": {**asdict(s), "perceptual_cost": cost, "device": device},
         "dataset": {"path": str(data_dir), "splits": {k: len(v) for k, v in dd.items()}},
-        "reference": {"model": reference_name, **ref},
+        "reference": {"model": reference_name, **reference_fit.to_dict()},
         "populations": pops_json,
-        "comparisons": comp,
+        "comparisons": [c.to_dict() for c in comparisons],
         "attacks": {"n_images": attack_section["n_images"], "metrics": attack_section["metrics"]},
         "timings_seconds": {k: round(v, 2) for k, v in timings.items()},
         "files": {"report_html": str(out / "report.html"), "figures": str(out / "figures"),
                   "audits": {m: str(out / "audits" / m / "report.json") for m in METHODS}},
-    }
-
-    sections = []
-    headline = []
-    if s.quick:
-        headline.append(paragraph("QUICK RUN: a smoke test with tiny populations; its statistics are not evidence.",
-                                  cls="warn"))
-    headline.append(paragraph(
-        f"Reference model ({reference_name}, plain training, seed 0): beta = {ref['beta']:.4f} per unit log GDP, "
-        f"F = {ref['f_stat']:.3f} with df (1, {ref['df_denom']:.0f}), p = {ref['p_value']:.4g} "
-        f"({'significant' if ref['p_value'] < 0.05 else 'not significant'} at 0.05): accuracy "
-        f"{'depends' if ref['p_value'] < 0.05 else 'is not shown to depend'} on log GDP per capita."))
-    for c in comparisons:
-        if c.to_dict()["test"] == "welch":
-            headline.append(paragraph(_verdict_line(c)))
-    sections.append(section("Summary", "".join(headline)))
-
-    fig = plot_accuracy_vs_covariate(groups, {reference_name: reference_fit}, covariate_label="GDP per capita (US$)",
-                                     title="Reference model: accuracy per country against log GDP, GLS line")
-    sections.append(section("Accuracy against log GDP", figure_html(_embed(fig, out, "accuracy_vs_gdp"),
-                            caption="Each dot is a country (size and colour: test images); line: the GLS fit.")))
-    try:
-        fig = plot_world_map(groups, title="Reference model: accuracy per country")
-        sections.append(section("World map", figure_html(_embed(fig, out, "world_map"))))
-    except Exception as e:  # the map is a nicety; the report stands without it
-        log.warning("world map skipped: %s", e)
-    betas = {METHOD_LABELS[m]: list(audits[m].betas.values()) for m in METHODS}
-    fig = plot_beta_distributions(betas, reference=ref["beta"], title="GLS slope (beta) per model, by training method")
-    sections.append(section("Slopes per training method", figure_html(_embed(fig, out, "slopes_by_method"),
-                            caption="Lower beta: accuracy depends less on GDP (fairer). Dashed: the reference model.")))
-    pop_rows = [{"method": METHOD_LABELS[m], "models": pops_json[m]["n_models"],
-                 "beta mean": pops_json[m]["beta_mean"], "beta sd": pops_json[m]["beta_sd"],
-                 "mean accuracy": _mean_accuracy(audits[m]), "report": f"audits/{m}/report.html"}
-                for m in METHODS]
-    sections.append(section("Populations", table_html(pop_rows)))
-    comp_rows = [{"A": c["label_a"], "B": c["label_b"], "test": c["test"], "alternative": c["alternative"],
-                  "statistic": c["statistic"], "df": c.get("df"), "p": c["p_value"],
-                  "Hedges' g": c.get("hedges_g"), "reject H0": c.get("significant")} for c in comp]
-    sections.append(section("Population comparisons (H1: mean beta of A < mean beta of B)", table_html(comp_rows)))
-    sections.append(section(
-        "Attack quality",
-        paragraph(f"Attacks on the reference model, {attack_section['n_images']} test images; "
-                  "success = correct before and wrong after, over correct before. "
-                  f"Perceptual cost: {cost}{'' if cost == 'pieapp' else ' (PieAPP weights not available here)'}.")
-        + table_html(attack_section["rows"])
-        + figure_html(png_to_data_uri(attack_section["grid_png"]),
-                      caption="Original, adversarial and amplified difference per attack.")))
-    try:
-        from geoaudit.data import geoshapes_grid
-
-        grid_path = out / "attacks" / "geoshapes_samples.png"
-        geoshapes_grid(dd, grid_path)
-        sections.append(section("GeoShapes samples", figure_html(png_to_data_uri(grid_path.read_bytes()),
-                                caption="Left: well-represented countries (the colour cue holds); right: the rest.")))
-    except Exception as e:
-        log.warning("sample grid skipped: %s", e)
-    sections.append(section("Run", pre(_to_json(result["settings"])) + table_html(
-        [{"stage": k, "seconds": v} for k, v in result["timings_seconds"].items()])))
-    html = html_page("geoaudit demo: geographic fairness on GeoShapes", sections,
-                     subtitle="Hua, Xu, Blanchet and Nguyen's experiment, end to end")
+    })
+    html, figs = render_demo(result, reference_groups=groups, reference_fit=reference_fit, labels=METHOD_LABELS,
+                             mean_accuracy={m: _mean_accuracy(audits[m]) for m in METHODS},
+                             attack_rows=attack_section["rows"], attack_grid_png=attack_section["grid_png"],
+                             samples_png=_samples_png(dd, out))
+    for name, png in figs.items():
+        atomic_write_bytes(out / "figures" / f"{name}.png", png)
     atomic_write_text(out / "report.html", html)
     atomic_write_json(out / "report.json", result)
-    return result
-
-
-def _embed(fig, out: Path, name: str) -> str:
-    """The figure as a data URI for the HTML, and as OUT/figures/NAME.png to look at or reuse."""
-    from geoaudit._io import atomic_write_bytes
-    from geoaudit.report import fig_to_png, png_to_data_uri
-
-    png = fig_to_png(fig)
-    atomic_write_bytes(out / "figures" / f"{name}.png", png)
-    return png_to_data_uri(png)
+    return DemoResult(result)
 
 
 def _mean_accuracy(report):
@@ -436,24 +454,18 @@ def _mean_accuracy(report):
     return float(np.mean(accs)) if accs else None
 
 
-def _to_json(obj):
-    from geoaudit._io import to_json
-
-    return to_json(obj)
-
-
 def _summary_text(result) -> str:
     ref = result["reference"]
     lines = ["", "geoaudit demo" + (" (QUICK smoke run: not evidence)" if result["quick"] else ""),
-             f"  reference model: beta = {ref['beta']:.4f}, F = {ref['f_stat']:.3f}, "
-             f"df = (1, {ref['df_denom']:.0f}), p = {ref['p_value']:.4g}"]
+             f"  reference model: beta = {ref['beta']:.4f}, F = {_stat(ref, 'fvalue', 'f_stat'):.3f}, "
+             f"df = (1, {ref['df_denom']:.0f}), p = {_stat(ref, 'pvalue', 'p_value'):.4g}"]
     for m in METHODS:
         p = result["populations"][m]
         lines.append(f"  {METHOD_LABELS[m]:>15}: mean beta {p['beta_mean']:.4f} (sd {p['beta_sd']:.4f}, "
                      f"{p['n_models']} models)")
     for c in result["comparisons"]:
         if c["test"] in ("welch", "permutation"):
-            lines.append(f"  {c['label_a']} < {c['label_b']}? {c['test']}: p = {c['p_value']:.4g} -> "
+            lines.append(f"  {c['label_a']} < {c['label_b']}? {c['test']}: p = {_stat(c, 'pvalue', 'p_value'):.4g} -> "
                          f"{'yes' if c['significant'] else 'not shown'}")
     lines.append(f"  report: {result['files']['report_html']}  ({result['timings_seconds']['total']:.0f} s)")
     return "\n".join(lines)

@@ -28,3 +28,33 @@ def devices():
 def device(request):
     """Each device test runs on the CPU, and on CUDA too where present."""
     return request.param
+
+
+# Expensive fixtures are built once per test session and shared by every module that asks.
+
+@pytest.fixture(scope="session")
+def digits_mlp():
+    """The centroid paper's 7-layer MLP trained on scikit-learn's 8x8 digits (offline), with the data."""
+    import torch
+
+    from geoaudit.data import load_digits_tensors
+    from geoaudit.train import MLP7, fit_classifier
+
+    torch.manual_seed(0)
+    d = load_digits_tensors(image_size=8)
+    model = MLP7(10, 64)
+    fit_classifier(model, *d["train"], epochs=12, lr=3e-3)
+    return model, d
+
+
+@pytest.fixture(scope="session")
+def quick_demo(tmp_path_factory):
+    """``geoaudit demo --quick`` run once on the CPU: ``(out_dir, exit_code, seconds)``."""
+    import time
+
+    from geoaudit.cli import main
+
+    out = tmp_path_factory.mktemp("demo") / "run"
+    t = time.perf_counter()
+    rc = main(["--threads", "1", "demo", "--quick", "--out", str(out), "--device", "cpu"])
+    return out, rc, time.perf_counter() - t

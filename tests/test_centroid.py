@@ -8,9 +8,14 @@ import torch
 from torch import nn
 
 from geoaudit._errors import InputError
-from geoaudit.defenses import CentroidDefense, calibrate_thresholds, evaluate_centroid_defense, select_centroids
+from geoaudit.defenses import (
+    CentroidDefense,
+    calibrate_thresholds,
+    evaluate_centroid_defense,
+    parse_eps_grid,
+    select_centroids,
+)
 from geoaudit.defenses._centroid import THRESHOLD_PRESETS, default_layer_names, rank_classes
-from geoaudit.defenses._centroid_eval import fit_classifier, load_digits_tensors, parse_eps_grid
 
 K = 3
 
@@ -233,17 +238,6 @@ def test_parse_eps_grid():
         parse_eps_grid("0,1.5")
 
 
-@pytest.fixture(scope="module")
-def digits_mlp():
-    torch.manual_seed(0)
-    from geoaudit.train import MLP7
-
-    d = load_digits_tensors(image_size=8)
-    model = MLP7(10, 64)
-    fit_classifier(model, *d["train"], epochs=12, lr=3e-3)
-    return model, d
-
-
 def test_end_to_end_on_sklearn_digits(digits_mlp):
     model, d = digits_mlp
     xtr, ytr = d["train"]
@@ -314,3 +308,95 @@ def test_cli_defend_bad_inputs(tmp_path, digits_mlp, capsys):
     assert "No geoaudit checkpoint" in capsys.readouterr().err
     assert main(base[:-2] + ["--eps-grid", "0,x", "--out", str(tmp_path / "o")]) == 2
     assert main(["defend"]) == 2
+
+
+def test_centroid_curve_follows_the_result_protocol():
+    import dataclasses
+
+    from geoaudit.defenses import CentroidCurve
+
+    c = CentroidCurve(eps=[0.0, 0.1], undefended=[0.9, 0.2], defended=[0.85, 0.5], loose=[0.95, 0.7],
+                      undefended_topk=[0.97, 0.6], attack_success=[None, 0.75], n=10, num_classes=4, top_k=2,
+                      defense={"thresholds": [0.1, 0.2]}, meta={"data": "x"})
+    assert c.eps == (0.0, 0.1) and c.chance == 0.25
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        c.n = 3
+    with pytest.raises(TypeError):
+        c.meta["data"] = "y"
+    d = c.to_dict()
+    assert json.loads(json.dumps(d)) == d and d["rows"][1]["attack_success"] == 0.75
+    assert d["defense"] == {"thresholds": [0.1, 0.2]}
+    assert "loose@2" in c.summary() and "<pre>" in c._repr_html_()
+    with pytest.raises(InputError, match="equal lengths"):
+        CentroidCurve(eps=[0.0], undefended=[0.9, 0.1], defended=[0.8], loose=[0.9], undefended_topk=[0.9],
+                      attack_success=[None], n=1, num_classes=2, top_k=1)
+    fig = c.plot()
+    from matplotlib.figure import Figure
+
+    assert isinstance(fig, Figure) and fig.axes[0].get_xlabel() == "FGSM epsilon (Linf)"
+
+
+def test_centroid_scores_summary_and_dict():
+    model = tiny_model()
+    x, y = tiny_data()
+    sc = CentroidDefense(model, x[:K], 0.3).scores(x)
+    d = sc.to_dict()
+    assert d["n"] == 12 and d["num_classes"] == K and d["prediction"] == sc.prediction.tolist()
+    assert "12 images" in sc.summary()
+
+
+def test_load_split_builtin_digits():
+    from geoaudit.data import BUILTIN_DATA, load_builtin, load_split
+
+    assert "digits" in BUILTIN_DATA
+    x, y, names = load_builtin("digits", "test", image_size=8)
+    assert x.shape[1:] == (1, 8, 8) and len(names) == 10 and 0 <= float(x.min()) and float(x.max()) <= 1
+    x2, y2, _ = load_split("digits", "train", image_size=12, channels=3, per_class=5, random_state=1)
+    assert x2.shape == (50, 3, 12, 12) and torch.bincount(y2).tolist() == [5] * 10
+    x3, _, _ = load_split("digits", "train", image_size=12, limit=30, random_state=1)
+    x4, _, _ = load_split("digits", "train", image_size=12, limit=30, seed=1)  # the deprecated name
+    assert torch.equal(x3, x4) and x3.shape[0] == 30
+    with pytest.raises(InputError, match="splits 'train' and 'test'"):
+        load_split("digits", "validation")
+    with pytest.raises(InputError, match="'image_size' parameter of load_split"):
+        load_split("digits", "test", image_size=4)
+
+
+def test_offline_mnist_leaves_no_empty_folders(tmp_path, monkeypatch):
+    import torchvision
+
+    from geoaudit._errors import DependencyError
+    from geoaudit.data import load_split
+
+    class Offline:
+        def __init__(self, root, train, download):
+            (tmp_path / "root" / "sub" / "MNIST" / "raw").mkdir(parents=True)
+            raise RuntimeError("Error downloading train-images-idx3-ubyte.gz")
+
+    monkeypatch.setattr(torchvision.datasets, "MNIST", Offline)
+    (tmp_path / "keep").mkdir()
+    with pytest.raises(DependencyError, match="could not be loaded") as e:
+        load_split("mnist", "test", data_root=tmp_path / "root" / "sub")
+    assert "--" not in str(e.value)  # the library names no command-line option
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep"]
+
+
+def test_evaluate_centroid_checkpoint_and_files(tmp_path, digits_mlp):
+    from matplotlib.figure import Figure
+
+    from geoaudit.defenses import CentroidEvaluation, evaluate_centroid_checkpoint
+    from geoaudit.report import plot_centroid_images, write_centroid_evaluation
+
+    ck = _checkpoint(tmp_path, digits_mlp[0])
+    ev = evaluate_centroid_checkpoint(ck, "digits", eps_grid="0,0.1", limit=60, calib_limit=200, device="cpu",
+                                      centroid_sets=2, per_layer=False)
+    assert isinstance(ev, CentroidEvaluation) and ev.centroids.shape[:2] == (2, 10)
+    assert ev.curve.n == 60 and "pooled over layers" in ev.thresholds["rule"]
+    assert json.loads(json.dumps(ev.to_dict()))["class_names"] == [str(i) for i in range(10)]
+    assert isinstance(plot_centroid_images(ev.centroids, ev.class_names), Figure)
+    written = write_centroid_evaluation(ev, tmp_path / "out")
+    assert sorted(written) == ["centroid_eval.csv", "centroid_eval.json", "centroid_eval.png", "centroids.png",
+                               "thresholds.json"]
+    assert (tmp_path / "out" / "centroids.png").read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(InputError, match="'top_k' parameter"):
+        evaluate_centroid_checkpoint(ck, "digits", top_k=11, eps_grid="0", limit=10, device="cpu")

@@ -18,7 +18,7 @@ from geoaudit.train import build_model, load_model, make_config, read_config, sa
 def test_check_interval_messages():
     assert check_interval("eps", 0.5, 0, None, caller="PGD", closed="neither") == 0.5
     msg = "The 'eps' parameter of PGD must be a float in (0, inf). Got -1.0 instead."
-    with pytest.raises(ValueError, match=re.escape(msg)):
+    with pytest.raises(InputError, match=re.escape(msg)):
         check_interval("eps", -1.0, 0, None, caller="PGD", closed="neither")
     with pytest.raises(InputError, match="must be an int in"):
         check_interval("steps", 2.5, 1, None, caller="PGD", integer=True)
@@ -172,3 +172,77 @@ def test_resolve_device_and_model_device():
     if not torch.cuda.is_available():
         with pytest.raises(InputError, match="CUDA is not available"):
             resolve_device("cuda")
+
+
+@pytest.mark.parametrize("mask,mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_atomic_files_get_the_mode_open_would_give(tmp_path, mask, mode):
+    import os
+
+    from geoaudit._io import atomic_save, atomic_write_text
+
+    old = os.umask(mask)
+    try:
+        atomic_write_text(tmp_path / "a.txt", "x")
+        atomic_save(tmp_path / "b.bin", lambda t: open(t, "wb").write(b"y"))
+        with open(tmp_path / "plain.txt", "w") as f:
+            f.write("z")
+    finally:
+        os.umask(old)
+    for name in ("a.txt", "b.bin", "plain.txt"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == mode, name
+
+
+def test_check_flag_names_the_option():
+    from geoaudit._validation import check_flag
+
+    assert check_flag("--limit", None, 1) is None and check_flag("--limit", 3, 1) == 3
+    with pytest.raises(InputError, match=r"^--limit must be at least 1, got 0\.$"):
+        check_flag("--limit", 0, 1)
+    with pytest.raises(InputError, match=r"^--quantile must be in \[0, 1\], got 1\.5\.$"):
+        check_flag("--quantile", 1.5, 0, 1, integer=False)
+    with pytest.raises(InputError, match="finite"):
+        check_flag("--quantile", float("nan"), 0, 1, integer=False)
+    assert main(["--threads", "0", "audit", "p.csv", "--out", "o"]) == 2
+
+
+@pytest.mark.parametrize("argv,resumes", [
+    (["audit", "p.csv", "--out", "o"], False),
+    (["train", "--data", "d", "--out", "o"], True),
+    (["demo", "--quick"], True),
+])
+def test_ctrl_c_promises_resume_only_where_the_command_resumes(monkeypatch, capsys, argv, resumes):
+    import importlib
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(importlib.import_module(f"geoaudit.commands.{argv[0]}"), "run", interrupted)
+    assert main(argv) == 130
+    err = capsys.readouterr().err
+    assert ("re-run the same command to resume" in err) is resumes
+    assert ("does not resume" in err) is not resumes
+
+
+def test_library_has_no_global_matplotlib_state():
+    """Figures are drawn with matplotlib.figure.Figure only, never pyplot or a backend switch."""
+    from pathlib import Path
+
+    import geoaudit
+
+    root = Path(geoaudit.__file__).parent
+    files = [*root.glob("defenses/*.py"), *root.glob("report/*.py"), root / "demo.py",
+             root / "commands" / "defend.py", root / "commands" / "demo.py", root / "data" / "_builtin.py"]
+    offenders = [str(p.relative_to(root)) for p in files
+                 if re.search(r"matplotlib\.use\(|import matplotlib\.pyplot|from matplotlib import pyplot",
+                              p.read_text(encoding="utf-8"))]
+    assert offenders == []
+
+
+def test_to_json_writes_frozen_results():
+    from types import MappingProxyType
+
+    from geoaudit._io import to_json
+    from geoaudit.demo import DemoResult
+
+    assert json.loads(to_json({"r": DemoResult({"a": {"b": [1, 2]}}), "m": MappingProxyType({"x": 1})})) == \
+        {"r": {"a": {"b": [1, 2]}}, "m": {"x": 1}}

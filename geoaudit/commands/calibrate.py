@@ -41,72 +41,11 @@ def register(sub):
     p.set_defaults(func=run)
 
 
-def load_split(data, split, *, image_size=None, channels=None, per_class=None, limit=None, seed=0,
-               data_root=None):
-    """``(images, labels, class_names)`` from a dataset folder or a builtin name.
+def load_split(*args, **kwargs):
+    """:func:`geoaudit.data.load_split`, imported on use so that ``--help`` stays fast."""
+    from geoaudit.data import load_split as _load_split
 
-    ``per_class`` draws that many images per class (seeded); ``limit`` keeps a seeded random
-    subset of that size.  ``image_size``/``channels`` default to the data's own.
-    """
-    import numpy as np
-    import torch
-
-    from geoaudit._errors import InputError
-
-    if image_size is not None and image_size < 8:
-        raise InputError(f"--image-size must be at least 8, got {image_size}.")
-    if data in BUILTIN_DATA:
-        from geoaudit.defenses._centroid_eval import load_digits_tensors, load_torchvision_mnist
-
-        if split not in ("train", "test"):
-            raise InputError(f"The builtin data {data!r} has splits 'train' and 'test', not {split!r}.")
-        if data == "digits":
-            d = load_digits_tensors(image_size=image_size or 28)
-            x, y = d[split]
-            names = d["class_names"]
-        else:
-            x, y, names = load_torchvision_mnist(data, root=data_root, split=split)
-            if image_size and image_size != x.shape[-1]:
-                x = torch.nn.functional.interpolate(x, size=(image_size, image_size), mode="bilinear",
-                                                    align_corners=False).clamp_(0, 1)
-        if channels == 3:
-            x = x.repeat(1, 3, 1, 1)
-        idx = None
-        if per_class is not None:
-            from geoaudit.calibrate import sample_per_class
-
-            idx = sample_per_class(y, per_class, random_state=seed)
-        elif limit is not None and limit < len(y):
-            idx = torch.sort(torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))[:limit]).values
-        if idx is not None:
-            x, y = x[idx], y[idx]
-        return x, y, list(names)
-
-    from geoaudit.data import load_geo_dataset, split_to_tensors
-
-    ds = load_geo_dataset(data, split, required=("image", "label"))
-    feat = ds.features["label"]
-    names = list(getattr(feat, "names", None) or [str(i) for i in range(int(max(ds["label"])) + 1)])
-    if per_class is not None:
-        from geoaudit.calibrate import sample_per_class
-
-        idx = sample_per_class(np.asarray(ds["label"]), per_class, random_state=seed)
-        ds = ds.select(idx.tolist())
-    elif limit is not None and limit < len(ds):
-        idx = torch.sort(torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))[:limit]).values
-        ds = ds.select(idx.tolist())
-    if len(ds) == 0:
-        raise InputError(f"The split {split!r} of {data!r} is empty.")
-    first = ds[0]["image"]
-    if channels is None:
-        channels = 1 if getattr(first, "mode", "RGB") in ("L", "1", "I", "F") else 3
-    if image_size is None:
-        w, h = first.size
-        if w != h:
-            raise InputError(f"Images of {data!r} are {w}x{h}; pass --image-size to resize them to a square.")
-        image_size = w
-    x, y = split_to_tensors(ds, image_size=image_size, channels=channels)
-    return x, y, names
+    return _load_split(*args, **kwargs)
 
 
 def run(args) -> int:

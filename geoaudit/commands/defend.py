@@ -1,7 +1,8 @@
 """`geoaudit defend centroid`: evaluate the individual-fairness centroid defense under FGSM."""
 from __future__ import annotations
 
-from geoaudit._device import resolve_device
+from pathlib import Path
+
 from geoaudit.commands._common import add_device_arg
 
 
@@ -60,134 +61,27 @@ def _no_defense(p):
     raise InputError("name a defense: geoaudit defend centroid --model CHECKPOINT --data DIR --out DIR")
 
 
-def read_thresholds(spec, *, class_names):
-    """A threshold spec from the CLI: a preset name, one number, or a JSON file."""
-    import json
-    from pathlib import Path
-
-    from geoaudit._errors import InputError
-    from geoaudit.defenses._centroid import THRESHOLD_PRESETS
-
-    if spec in THRESHOLD_PRESETS:
-        return spec
-    try:
-        return float(spec)
-    except ValueError:
-        pass
-    path = Path(spec)
-    if not path.is_file():
-        raise InputError(f"--thresholds {spec!r} is neither 'calibrate', a preset ({', '.join(THRESHOLD_PRESETS)}), "
-                         "a number, nor an existing JSON file.")
-    try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise InputError(f"Could not read thresholds from {str(path)!r}: {e}") from e
-    if isinstance(obj, dict) and "thresholds" in obj:
-        obj = obj["thresholds"]
-    if isinstance(obj, dict):  # {class_name: alpha}
-        missing = [n for n in class_names if n not in obj]
-        if missing:
-            raise InputError(f"Thresholds file {str(path)!r} has no value for class(es) "
-                             f"{', '.join(repr(m) for m in missing)}.")
-        obj = [obj[n] for n in class_names]
-    if not isinstance(obj, list):
-        raise InputError(f"Thresholds file {str(path)!r} must hold a list of numbers (one per class), an L x K "
-                         "list, or an object with a 'thresholds' entry.")
-    return obj
-
-
 def run_centroid(args) -> int:
-    from pathlib import Path
+    from geoaudit._validation import check_flag
+    from geoaudit.defenses import evaluate_centroid_checkpoint
+    from geoaudit.report import write_centroid_evaluation
 
-    import torch
-
-    from geoaudit._errors import InputError
-    from geoaudit._io import atomic_save, atomic_write_json, atomic_write_text
-    from geoaudit.commands.calibrate import load_split
-    from geoaudit.defenses._centroid import CentroidDefense, calibrate_thresholds, select_centroids
-    from geoaudit.defenses._centroid_eval import evaluate_centroid_defense, parse_eps_grid
-    from geoaudit.models import load_model
-
-    for name in ("limit", "calib_limit"):
-        v = getattr(args, name)
-        if v is not None and v < 1:
-            raise InputError(f"--{name.replace('_', '-')} must be at least 1, got {v}.")
-    if args.centroid_sets < 1:
-        raise InputError(f"--centroid-sets must be at least 1, got {args.centroid_sets}.")
-    if not 0 <= args.quantile <= 1:
-        raise InputError(f"--quantile must be in [0, 1], got {args.quantile}.")
-    if args.batch_size < 1:
-        raise InputError(f"--batch-size must be at least 1, got {args.batch_size}.")
-    eps_grid = parse_eps_grid(args.eps_grid)
-    device = resolve_device(args.device)
-    model, cfg = load_model(args.model, device=device)
-    size, channels = int(cfg["image_size"]), int(cfg["in_channels"])
-    names = list(cfg.get("class_names") or [str(i) for i in range(cfg["num_classes"])])
-    if not 1 <= args.top_k <= len(names):
-        raise InputError(f"--top-k must be in [1, {len(names)}], got {args.top_k}.")
-    x, y, data_names = load_split(args.data, args.split, image_size=size, channels=channels, limit=args.limit,
-                                  seed=args.seed, data_root=args.data_root)
-    if len(data_names) != len(names):
-        raise InputError(f"The model has {len(names)} classes but {args.data!r} has {len(data_names)}.")
-    xc, yc, _ = load_split(args.data, args.centroid_split, image_size=size, channels=channels,
-                           limit=args.calib_limit, seed=args.seed, data_root=args.data_root)
+    check_flag("--limit", args.limit, 1)
+    check_flag("--calib-limit", args.calib_limit, 1)
+    check_flag("--centroid-sets", args.centroid_sets, 1)
+    check_flag("--quantile", args.quantile, 0, 1, integer=False)
+    check_flag("--batch-size", args.batch_size, 1)
+    check_flag("--top-k", args.top_k, 1)
     layers = [s.strip() for s in args.layers.split(",") if s.strip()] if args.layers else None
-
-    cents, cl, chosen = select_centroids(model, xc, yc, num_sets=args.centroid_sets, method=args.centroids,
-                                         random_state=args.seed, class_names=names)
-    flat = (cents.flatten(0, 1), cl)
-    if args.thresholds == "calibrate":
-        rest = torch.ones(xc.shape[0], dtype=torch.bool)
-        rest[chosen.flatten()] = False
-        thresholds = calibrate_thresholds(model, flat, xc[rest], yc[rest], quantile=args.quantile,
-                                          per_layer=not args.pooled, layers=layers)
-        rule = (f"quantile {args.quantile} of within-class distances on split {args.centroid_split!r}, "
-                + ("pooled over layers" if args.pooled else "per layer and class"))
-    else:
-        thresholds = read_thresholds(args.thresholds, class_names=names)
-        rule = f"given: {args.thresholds}"
-    defense = CentroidDefense(model, flat, thresholds, layers=layers, layer_weighting=args.layer_weighting,
-                              top_k=args.top_k, class_names=names)
-    curve = evaluate_centroid_defense(
-        defense, x, y, eps_grid=eps_grid, top_k=args.top_k, batch_size=args.batch_size,
-        meta={"model": str(args.model), "arch": cfg["arch"], "data": str(args.data), "split": args.split,
-              "centroid_split": args.centroid_split, "centroid_rule": args.centroids,
-              "centroid_indices": chosen.tolist(), "threshold_rule": rule, "seed": args.seed,
-              "device": str(device)},
-    )
+    ev = evaluate_centroid_checkpoint(
+        args.model, args.data, split=args.split, centroid_split=args.centroid_split, thresholds=args.thresholds,
+        quantile=args.quantile, per_layer=not args.pooled, centroid_method=args.centroids,
+        centroid_sets=args.centroid_sets, layers=layers, layer_weighting=args.layer_weighting, top_k=args.top_k,
+        eps_grid=args.eps_grid, limit=args.limit, calib_limit=args.calib_limit, batch_size=args.batch_size,
+        random_state=args.seed, data_root=args.data_root, device=args.device)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / "centroid_eval.json", curve.to_dict())
-    atomic_write_text(out / "centroid_eval.csv", curve.to_csv())
-    curve.plot(out / "centroid_eval.png", title=f"{cfg['arch']} on {Path(str(args.data)).name}: centroid defense "
-                                                f"under FGSM (n={curve.n})")
-    d = defense.to_dict()
-    atomic_write_json(out / "thresholds.json", {"thresholds": d["thresholds"], "per_layer": d["thresholds_per_layer"],
-                                                "layer_calls": d["layer_calls"], "class_names": names,
-                                                "rule": rule})
-    _plot_centroids(cents, names, out / "centroids.png", atomic_save)
-    print(curve.summary())
+    write_centroid_evaluation(ev, out, title=f"{ev.arch} on {Path(str(args.data)).name}: centroid defense "
+                                             f"under FGSM (n={ev.curve.n})")
+    print(ev.curve.summary())
     print(f"wrote {out}/centroid_eval.json, centroid_eval.csv, centroid_eval.png, thresholds.json, centroids.png")
     return 0
-
-
-def _plot_centroids(cents, names, path, atomic_save):
-    """The centroid images, one row per set, one column per class."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    s, k = cents.shape[:2]
-    fig, axes = plt.subplots(s, k, figsize=(1.1 * k, 1.2 * s + 0.3), squeeze=False)
-    for i in range(s):
-        for j in range(k):
-            im = cents[i, j].permute(1, 2, 0).numpy()
-            axes[i][j].imshow(im[..., 0] if im.shape[-1] == 1 else im, cmap="gray" if im.shape[-1] == 1 else None,
-                              vmin=0, vmax=1)
-            axes[i][j].axis("off")
-            if i == 0:
-                axes[i][j].set_title(names[j][:10], fontsize=7)
-    fig.tight_layout()
-    atomic_save(path, lambda t: fig.savefig(t, dpi=100, format="png"))
-    plt.close(fig)

@@ -4,6 +4,7 @@ Every dataset here shares one schema (``geo_features``): image, label, wnid, ima
 flickr_photo_id, latitude, longitude, country_iso3, country_name, gdp_per_capita_usd,
 gdp_year, log_gdp_per_capita.
 """
+from geoaudit.data._builtin import BUILTIN_DATA, load_builtin, load_digits_tensors, load_split, load_torchvision_mnist
 from geoaudit.data._countries import country_table, load_boundaries
 from geoaudit.data._gdp import gdp_per_capita
 from geoaudit.data._geoshapes import (
@@ -19,6 +20,11 @@ from geoaudit.data._load import iter_image_batches, load_geo_dataset, split_to_t
 from geoaudit.data._schema import REQUIRED_COLUMNS, geo_features, imagenet_classes
 
 __all__ = [
+    "BUILTIN_DATA",
+    "load_builtin",
+    "load_digits_tensors",
+    "load_split",
+    "load_torchvision_mnist",
     "ImageNetGeo",
     "ImageNetGeoConfig",
     "build_imagenet_geo",

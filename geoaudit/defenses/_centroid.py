@@ -18,6 +18,7 @@ from torch import nn
 
 from geoaudit._device import model_device
 from geoaudit._errors import InputError
+from geoaudit._results import Result, json_safe
 from geoaudit._validation import check_images, check_interval, check_labels, check_options
 
 log = logging.getLogger(__name__)
@@ -59,8 +60,10 @@ def default_layer_names(model: nn.Module) -> list[str]:
 
 
 @dataclass(frozen=True)
-class CentroidScores:
+class CentroidScores(Result):
     """What one defended forward pass gives.
+
+    The tensors are the pass's own (not shared with the defense); treat them as read-only.
 
     Attributes
     ----------
@@ -87,12 +90,57 @@ class CentroidScores:
         return self.ranking[:, 0]
 
     def topk(self, k: int) -> torch.Tensor:
-        """The ``k`` best classes ``(N, k)`` by votes, ties by logits."""
+        """The ``k`` best classes by votes, ties by logits.
+
+        Parameters
+        ----------
+        k : int
+
+        Returns
+        -------
+        torch.Tensor
+            ``(N, k)`` int64, best first.
+        """
         return self.ranking[:, :k]
 
     def loose_correct(self, labels: torch.Tensor, k: int) -> torch.Tensor:
-        """Bool ``(N,)``: the true class is among the ``k`` best classes."""
+        """Bool ``(N,)``: the true class is among the ``k`` best classes.
+
+        Parameters
+        ----------
+        labels : torch.Tensor
+            ``(N,)`` true classes.
+        k : int
+
+        Returns
+        -------
+        torch.Tensor
+        """
         return (self.ranking[:, :k] == labels.to(self.ranking.device)[:, None]).any(dim=1)
+
+    def to_dict(self) -> dict:
+        """JSON-safe data: ``n``, ``num_classes``, ``num_layers``, ``prediction``, ``votes``, ``ranking``.
+
+        Returns
+        -------
+        dict
+        """
+        return json_safe({"n": int(self.votes.shape[0]), "num_classes": int(self.votes.shape[1]),
+                          "num_layers": int(self.distances.shape[0]),
+                          "prediction": self.prediction.cpu().tolist(), "votes": self.votes.cpu().tolist(),
+                          "ranking": self.ranking.cpu().tolist()})
+
+    def summary(self) -> str:
+        """One line: images, classes, layers and how often the vote overrode the model's argmax.
+
+        Returns
+        -------
+        str
+        """
+        n, k = self.votes.shape
+        changed = int((self.prediction != self.logits.argmax(1).to(self.prediction.device)).sum())
+        return (f"centroid scores: {n} images, {k} classes, {self.distances.shape[0]} hooked layer calls; "
+                f"the vote differs from the model's argmax on {changed} of {n}")
 
 
 def rank_classes(votes: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
@@ -406,8 +454,25 @@ class CentroidDefense:
         """Choose centroids from labelled data (:func:`select_centroids`) and calibrate the
         thresholds on the remaining images (:func:`calibrate_thresholds`).
 
-        Returns the defense; ``defense.centroid_indices`` ``(num_sets, K)`` gives the rows of
-        ``images`` used as centroids.
+        Parameters
+        ----------
+        model : torch.nn.Module
+        images : torch.Tensor
+            ``(N, C, H, W)`` labelled images in [0, 1].
+        labels : torch.Tensor
+            ``(N,)`` int64.
+        num_sets, centroid_method, random_state, class_names
+            As in :func:`select_centroids` (``centroid_method`` is its ``method``).
+        quantile, per_layer, layers
+            As in :func:`calibrate_thresholds`.
+        layer_weighting, top_k
+            As in :class:`CentroidDefense`.
+
+        Returns
+        -------
+        CentroidDefense
+            ``defense.centroid_indices`` ``(num_sets, K)`` gives the rows of ``images`` used
+            as centroids.
         """
         cents, cl, chosen = select_centroids(model, images, labels, num_sets=num_sets, method=centroid_method,
                                              random_state=random_state, class_names=class_names)
@@ -485,8 +550,20 @@ class CentroidDefense:
         return d, logits
 
     def distances(self, images) -> tuple[torch.Tensor, torch.Tensor]:
-        """Distances ``(L, N, K)`` of each image to each class's nearest centroid per layer call,
-        and the logits ``(N, K)``, from one forward pass."""
+        """Distances to each class's nearest centroid, per hooked layer call, from one forward pass.
+
+        Parameters
+        ----------
+        images : torch.Tensor
+            ``(N, C, H, W)`` float in [0, 1].
+
+        Returns
+        -------
+        distances : torch.Tensor
+            ``(L, N, K)`` rescaled cosine distances.
+        logits : torch.Tensor
+            ``(N, K)``.
+        """
         d, logits = self._scored(images)
         return d.transpose(1, 2).contiguous(), logits
 
@@ -504,14 +581,35 @@ class CentroidDefense:
         return (hit * self.layer_weights[:, None, None]).sum(dim=0).T
 
     def scores(self, images) -> CentroidScores:
-        """Votes, logits, distances and the class ranking from one forward pass."""
+        """Votes, logits, distances and the class ranking from one forward pass.
+
+        Parameters
+        ----------
+        images : torch.Tensor
+            ``(N, C, H, W)`` float in [0, 1].
+
+        Returns
+        -------
+        CentroidScores
+        """
         d, logits = self._scored(images)  # (L, K, N)
         votes = self._votes(d).T.contiguous()
         return CentroidScores(votes=votes, logits=logits, distances=d.transpose(1, 2).contiguous(),
                               ranking=rank_classes(votes, logits))
 
     def predict(self, images) -> torch.Tensor:
-        """Defended predictions ``(N,)`` (int64, on the model's device)."""
+        """Defended predictions: most votes, ties broken by the logits.
+
+        Parameters
+        ----------
+        images : torch.Tensor
+            ``(N, C, H, W)`` float in [0, 1].
+
+        Returns
+        -------
+        torch.Tensor
+            ``(N,)`` int64, on the model's device.
+        """
         d, logits = self._scored(images)
         # rank_classes(votes, logits)[:, 0] without the second sort: in logit order (stable
         # sort), the first class with most votes, as argmax takes the first of equal maxima
@@ -522,26 +620,73 @@ class CentroidDefense:
     __call__ = predict
 
     def topk(self, images, k=None) -> torch.Tensor:
-        """The ``k`` (default ``top_k``) classes with most votes ``(N, k)``, ties by logits."""
+        """The ``k`` classes with most votes, ties broken by the logits.
+
+        Parameters
+        ----------
+        images : torch.Tensor
+            ``(N, C, H, W)`` float in [0, 1].
+        k : int, optional
+            Default: the defense's ``top_k``.
+
+        Returns
+        -------
+        torch.Tensor
+            ``(N, k)`` int64, best first.
+        """
         k = self.top_k if k is None else check_interval("k", k, 1, self.num_classes, caller="topk", integer=True)
         return self.scores(images).topk(k)
 
     def loose_correct(self, images, labels, k=None) -> torch.Tensor:
-        """Bool ``(N,)``: the true label is among the ``k`` (default ``top_k``) best classes."""
+        """Whether the true label is among the ``k`` best classes (the loose defense).
+
+        Parameters
+        ----------
+        images : torch.Tensor
+            ``(N, C, H, W)`` float in [0, 1].
+        labels : torch.Tensor
+            ``(N,)`` int64.
+        k : int, optional
+            Default: the defense's ``top_k``.
+
+        Returns
+        -------
+        torch.Tensor
+            Bool ``(N,)``.
+        """
         check_labels(labels, images.shape[0], caller="loose_correct", num_classes=self.num_classes)
         k = self.top_k if k is None else check_interval("k", k, 1, self.num_classes, caller="loose_correct",
                                                         integer=True)
         return self.scores(images).loose_correct(labels, k)
 
     def activations(self, images) -> dict[str, torch.Tensor]:
-        """The raw outputs of every hooked layer call for ``images`` (for inspection)."""
+        """The raw outputs of every hooked layer call (for inspection).
+
+        Parameters
+        ----------
+        images : torch.Tensor
+            ``(N, C, H, W)`` float in [0, 1].
+
+        Returns
+        -------
+        dict of str -> torch.Tensor
+            Layer call name -> its output.
+        """
         x = self._prepare(images)
         self._hooks.run(x, "raw")
         rec, self._hooks.records = self._hooks.records, []
         return dict(rec)
 
     def to_dict(self) -> dict:
-        """JSON-safe description of the defense (thresholds, layers, centroid labels)."""
+        """JSON-safe description of the defense.
+
+        Returns
+        -------
+        dict
+            ``method``, ``num_classes``, ``class_names``, ``layers``, ``layer_calls``,
+            ``layer_weighting``, ``top_k``, ``centroid_labels``, ``thresholds``,
+            ``thresholds_per_layer``.
+        """
         t = self.thresholds.cpu()
         per_layer = bool((t != t[:1]).any())
         return {
@@ -595,6 +740,24 @@ def select_centroids(model, images, labels, *, num_sets=1, method="medoid", laye
       smallest rescaled cosine distance to the class mean of those activations; the
       ``num_sets`` closest, closest first.  Deterministic.
     * ``"random"``: ``num_sets`` candidates drawn uniformly per class with ``random_state``.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+    images : torch.Tensor
+        ``(N, C, H, W)`` float in [0, 1].
+    labels : torch.Tensor
+        ``(N,)`` int64; every class needs at least ``num_sets`` images.
+    num_sets : int
+        Centroids per class.
+    method : {"medoid", "random"}
+    layer : str, optional
+        Hooked layer call whose activations define the medoid.
+    random_state : int, torch.Generator or None
+        Seed of ``"random"``.
+    batch_size : int
+    class_names : list of str, optional
+        For messages.
 
     Returns
     -------
@@ -665,6 +828,25 @@ def calibrate_thresholds(model, centroids, images, labels, *, quantile=0.95, per
     So at a quantile ``q`` a clean image of class ``j`` votes for ``j`` at a layer with
     probability about ``q``.  Use images other than the centroids themselves (their distance
     is 0).
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+    centroids : torch.Tensor or (torch.Tensor, torch.Tensor)
+        As :class:`CentroidDefense` takes them.
+    images : torch.Tensor
+        ``(N, C, H, W)`` calibration images in [0, 1].
+    labels : torch.Tensor
+        ``(N,)`` int64; every class needs at least one image.
+    quantile : float
+        In [0, 1].
+    per_layer : bool
+        One threshold per layer call and class, or one per class pooled over layers.
+    layers : list of str, optional
+        Module names to hook (default: every Linear, Conv and activation).
+    centroid_labels : torch.Tensor, optional
+        Labels of ``centroids`` when not given with them.
+    batch_size : int
 
     Returns
     -------

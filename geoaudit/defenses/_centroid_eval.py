@@ -1,19 +1,23 @@
 """Figure-2-style evaluation of the centroid defense: accuracy under FGSM for a grid of
-epsilons, undefended against defended against loose (true class among the top k), and the
-offline / downloadable datasets it is run on (scikit-learn digits, MNIST, Fashion-MNIST)."""
+epsilons, undefended against defended against loose (true class among the top k), on tensors
+(:func:`evaluate_centroid_defense`) or end to end from a checkpoint and a dataset
+(:func:`evaluate_centroid_checkpoint`).  Figures and files: :mod:`geoaudit.report`."""
 from __future__ import annotations
 
 import csv
 import io
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Mapping
 
 import torch
 
-from geoaudit._errors import DependencyError, InputError
+from geoaudit._errors import InputError
 from geoaudit._progress import progress
-from geoaudit._validation import check_images, check_interval, check_labels
+from geoaudit._results import Result, frozen_mapping, json_safe
+from geoaudit._validation import check_images, check_interval, check_labels, check_options
 
 log = logging.getLogger(__name__)
 
@@ -21,64 +25,98 @@ log = logging.getLogger(__name__)
 DEFAULT_EPS_GRID = tuple(round(0.05 * i, 2) for i in range(11))
 
 
+def _floats(values):
+    return tuple(None if v is None else float(v) for v in values)
+
+
 @dataclass(frozen=True)
-class CentroidCurve:
+class CentroidCurve(Result):
     """Accuracy under FGSM against epsilon, undefended / defended / loose (paper 002, Figure 2).
 
     Attributes
     ----------
-    eps : list of float
+    eps : tuple of float
         The attack budgets (Linf, pixel units in [0, 1]); 0 means clean images.
-    undefended : list of float
+    undefended : tuple of float
         Accuracy of the model's own argmax on the attacked images.
-    defended : list of float
+    defended : tuple of float
         Accuracy of the centroid defense's prediction.
-    loose : list of float
+    loose : tuple of float
         Fraction whose true class is among the defense's ``top_k`` classes.
-    undefended_topk : list of float
+    undefended_topk : tuple of float
         Fraction whose true class is among the model's ``top_k`` logits (the fair reference
         for ``loose``).
-    attack_success : list of float
+    attack_success : tuple of float or None
         FGSM success rate against the undefended model (None at eps = 0).
     n : int
         Number of images.
     num_classes : int
     top_k : int
-    defense : dict
-        :meth:`CentroidDefense.to_dict` of the defense evaluated.
-    meta : dict
-        Anything the caller adds (dataset, model, seed).
+    defense : Mapping
+        :meth:`CentroidDefense.to_dict` of the defense evaluated (read-only).
+    meta : Mapping
+        Anything the caller adds (dataset, model, seed; read-only).
     """
 
-    eps: list
-    undefended: list
-    defended: list
-    loose: list
-    undefended_topk: list
-    attack_success: list
+    eps: tuple
+    undefended: tuple
+    defended: tuple
+    loose: tuple
+    undefended_topk: tuple
+    attack_success: tuple
     n: int
     num_classes: int
     top_k: int
-    defense: dict = field(default_factory=dict)
-    meta: dict = field(default_factory=dict)
+    defense: Mapping = field(default_factory=dict)
+    meta: Mapping = field(default_factory=dict)
 
     COLUMNS = ("eps", "undefended", "defended", "loose", "undefended_topk", "attack_success")
 
+    def __post_init__(self):
+        for c in self.COLUMNS:
+            object.__setattr__(self, c, _floats(getattr(self, c)))
+        lengths = {len(getattr(self, c)) for c in self.COLUMNS}
+        if len(lengths) != 1:
+            raise InputError(f"The columns of a CentroidCurve must have equal lengths; got {sorted(lengths)}.")
+        object.__setattr__(self, "defense", frozen_mapping(self.defense))
+        object.__setattr__(self, "meta", frozen_mapping(self.meta))
+
     @property
     def chance(self) -> float:
+        """Accuracy of guessing: ``1 / num_classes``."""
         return 1.0 / self.num_classes
 
     def rows(self) -> list[dict]:
+        """One dict per epsilon with the :attr:`COLUMNS`.
+
+        Returns
+        -------
+        list of dict
+        """
         return [{c: getattr(self, c)[i] for c in self.COLUMNS} for i in range(len(self.eps))]
 
     def to_dict(self) -> dict:
-        return {
+        """The curve as JSON-safe data (``centroid_eval.json``).
+
+        Returns
+        -------
+        dict
+            ``n``, ``num_classes``, ``chance``, ``top_k``, ``attack``, ``attack_target``, ``rows``,
+            ``defense``, ``meta``.
+        """
+        return json_safe({
             "n": self.n, "num_classes": self.num_classes, "chance": self.chance, "top_k": self.top_k,
             "attack": "fgsm", "attack_target": "undefended model (the defense is not differentiable)",
             "rows": self.rows(), "defense": self.defense, "meta": self.meta,
-        }
+        })
 
     def to_csv(self) -> str:
+        """The rows as CSV text (header ``eps,undefended,...``; empty cell for None).
+
+        Returns
+        -------
+        str
+        """
         buf = io.StringIO()
         w = csv.DictWriter(buf, fieldnames=self.COLUMNS, lineterminator="\n")
         w.writeheader()
@@ -87,46 +125,108 @@ class CentroidCurve:
         return buf.getvalue()
 
     def summary(self) -> str:
+        """A plain-text table: eps, undefended, defended and loose accuracy.
+
+        Returns
+        -------
+        str
+        """
         lines = [f"{'eps':>6} {'undefended':>11} {'defended':>9} {'loose@' + str(self.top_k):>8}"]
         for r in self.rows():
             lines.append(f"{r['eps']:>6.3f} {r['undefended']:>11.3f} {r['defended']:>9.3f} {r['loose']:>8.3f}")
         return "\n".join(lines)
 
     def plot(self, path=None, *, title=None, ax=None):
-        """Accuracy against epsilon, as in the paper's Figure 2; saved as PNG when ``path``."""
-        import matplotlib
+        """Accuracy against epsilon, as in the paper's Figure 2 (drawn by
+        :func:`geoaudit.report.plot_centroid_curve`).
 
-        matplotlib.use("Agg", force=False)
-        import matplotlib.pyplot as plt
+        Parameters
+        ----------
+        path : str or Path, optional
+            Also save the figure there as PNG.
+        title : str, optional
+        ax : matplotlib.axes.Axes, optional
+            Draw into these axes instead of a new figure.
 
-        from geoaudit._io import atomic_save
+        Returns
+        -------
+        matplotlib.figure.Figure
+        """
+        from geoaudit.report import fig_to_png, plot_centroid_curve
 
-        own = ax is None
-        if own:
-            fig, ax = plt.subplots(figsize=(5.5, 4))
-        else:
-            fig = ax.figure
-        ax.plot(self.eps, self.undefended, "o-", color="tab:red", label="defenseless")
-        ax.plot(self.eps, self.defended, "s-", color="tab:blue", label="defense")
-        ax.plot(self.eps, self.loose, "^--", color="tab:green", label=f"loose defense (top {self.top_k})")
-        ax.axhline(self.chance, color="grey", ls=":", label="chance")
-        ax.set_xlabel("FGSM epsilon (Linf)")
-        ax.set_ylabel("accuracy")
-        ax.set_ylim(-0.02, 1.02)
-        ax.set_title(title or f"Centroid defense under FGSM (n={self.n})")
-        ax.legend(loc="upper right", fontsize=8)
-        ax.grid(alpha=0.3)
+        fig = plot_centroid_curve(self, title=title, ax=ax)
         if path is not None:
-            fig.tight_layout()
-            atomic_save(Path(path), lambda t: fig.savefig(t, dpi=120, format="png"))
-        if own:
-            plt.close(fig)
+            from geoaudit._io import atomic_write_bytes
+
+            atomic_write_bytes(Path(path), fig_to_png(fig, dpi=120))
         return fig
 
 
+@dataclass(frozen=True)
+class CentroidEvaluation(Result):
+    """A centroid defense built from a checkpoint and data, and its accuracy curve under FGSM.
+
+    Attributes
+    ----------
+    curve : CentroidCurve
+    centroids : torch.Tensor
+        ``(S, K, C, H, W)``: the chosen centroid images (a copy).
+    class_names : tuple of str
+    thresholds : Mapping
+        What ``thresholds.json`` holds: ``thresholds``, ``per_layer``, ``layer_calls``,
+        ``class_names``, ``rule``.
+    arch : str
+        The checkpoint's architecture.
+    """
+
+    curve: CentroidCurve
+    centroids: Any
+    class_names: tuple
+    thresholds: Mapping
+    arch: str = ""
+
+    def __post_init__(self):
+        object.__setattr__(self, "centroids", self.centroids.detach().cpu().clone())
+        object.__setattr__(self, "class_names", tuple(str(c) for c in self.class_names))
+        object.__setattr__(self, "thresholds", frozen_mapping(self.thresholds))
+
+    def to_dict(self) -> dict:
+        """JSON-safe data: ``curve`` (:meth:`CentroidCurve.to_dict`), ``thresholds``,
+        ``class_names``, ``arch`` and ``centroid_shape``.
+
+        Returns
+        -------
+        dict
+        """
+        return json_safe({"curve": self.curve.to_dict(), "thresholds": self.thresholds,
+                          "class_names": self.class_names, "arch": self.arch,
+                          "centroid_shape": list(self.centroids.shape)})
+
+    def summary(self) -> str:
+        """The curve's table with a header line.
+
+        Returns
+        -------
+        str
+        """
+        return (f"centroid defense on {self.arch or 'a model'}: {len(self.class_names)} classes, "
+                f"{self.centroids.shape[0]} centroid set(s), thresholds: {self.thresholds.get('rule', '')}\n"
+                + self.curve.summary())
+
 def parse_eps_grid(text) -> list[float]:
-    """``"0,0.05,0.1"`` -> floats; ``"0,0.05,...,0.5"`` expands the arithmetic progression;
-    ``"0:0.5:0.1"`` is start:stop:step (stop included)."""
+    """Read a grid of FGSM budgets.
+
+    Parameters
+    ----------
+    text : str or sequence of float
+        ``"0,0.05,0.1"``: the numbers; ``"0,0.05,...,0.5"``: the arithmetic progression;
+        ``"0:0.5:0.1"``: start:stop:step (stop included); or the numbers themselves.
+
+    Returns
+    -------
+    list of float
+        Sorted, without duplicates, each in [0, 1].
+    """
     if not isinstance(text, str):
         vals = [float(v) for v in text]
     elif ":" in text:
@@ -182,8 +282,15 @@ def evaluate_centroid_defense(defense, images, labels, *, eps_grid=DEFAULT_EPS_G
         Linf budgets in [0, 1]; 0 evaluates the clean images.
     top_k : int
         ``k`` of the loose variant (the paper: 3).
+    batch_size : int
+    meta : dict, optional
+        Stored on the curve (dataset, model, seed ...).
+
+    Returns
+    -------
+    CentroidCurve
     """
-    from geoaudit.attacks import FGSM
+    from geoaudit.attacks import make_attack
 
     caller = "evaluate_centroid_defense"
     check_images(images, caller=caller)
@@ -198,7 +305,7 @@ def evaluate_centroid_defense(defense, images, labels, *, eps_grid=DEFAULT_EPS_G
     for eps, s in progress(steps, desc="centroid eval", unit="batch"):
         x, y = images[s:s + batch_size], labels[s:s + batch_size]
         if eps > 0:
-            res = FGSM(eps)(defense.model, x, y)
+            res = make_attack("fgsm", eps=eps)(defense.model, x, y)
             x, succ = res.images, int(res.success.sum())
         else:
             succ = 0
@@ -217,78 +324,158 @@ def evaluate_centroid_defense(defense, images, labels, *, eps_grid=DEFAULT_EPS_G
         acc["loose"].append(c[2] / n)
         acc["undefended_topk"].append(c[3] / n)
         acc["attack_success"].append(c[4] / n if eps > 0 else None)
-    return CentroidCurve(eps=list(eps_grid), n=n, num_classes=defense.num_classes, top_k=top_k,
+    return CentroidCurve(eps=tuple(eps_grid), n=n, num_classes=defense.num_classes, top_k=top_k,
                          defense=defense.to_dict(), meta=dict(meta or {}), **acc)
 
 
-# ---------------------------------------------------------------------- datasets
-def load_digits_tensors(*, image_size=28, test_fraction=0.3, random_state=0):
-    """scikit-learn's handwritten digits (1797 8x8 greyscale images, shipped with scikit-learn,
-    no download), scaled to [0, 1] and resized to ``image_size`` (bilinear) so the MNIST-sized
-    models apply.
+
+
+def read_thresholds(spec, *, class_names):
+    """A threshold specification as :class:`CentroidDefense` takes it.
+
+    Parameters
+    ----------
+    spec : str
+        A preset name (:data:`THRESHOLD_PRESETS`), one number for every class, or a JSON file:
+        a list of K numbers, an L x K list, ``{class_name: alpha}``, or ``thresholds.json``
+        from an earlier evaluation.
+    class_names : sequence of str
+        The model's classes, in order (to read a ``{class_name: alpha}`` file).
 
     Returns
     -------
-    dict
-        ``train`` and ``test``: ``(images (N, 1, S, S), labels (N,))``; ``class_names``.
-        The split is stratified and seeded.
+    str, float or list
+        The preset name, the number, or the list read from the file.
     """
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
+    from geoaudit.defenses._centroid import THRESHOLD_PRESETS
 
-    image_size = check_interval("image_size", image_size, 8, None, caller="load_digits_tensors", integer=True)
-    d = load_digits()
-    x = torch.as_tensor(d.images, dtype=torch.float32)[:, None] / 16.0
-    if image_size != 8:
-        x = torch.nn.functional.interpolate(x, size=(image_size, image_size), mode="bilinear",
-                                            align_corners=False).clamp_(0, 1)
-    y = torch.as_tensor(d.target, dtype=torch.long)
-    tr, te = train_test_split(range(len(y)), test_size=test_fraction, stratify=y.numpy(), random_state=random_state)
-    tr, te = torch.as_tensor(tr), torch.as_tensor(te)
-    return {"train": (x[tr], y[tr]), "test": (x[te], y[te]), "class_names": [str(i) for i in range(10)]}
-
-
-def load_torchvision_mnist(name="mnist", *, root=None, split="test", limit=None):
-    """MNIST or Fashion-MNIST through torchvision (downloads into ``root`` the first time).
-
-    Raises
-    ------
-    DependencyError
-        When the files are not in ``root`` and cannot be downloaded (offline).
-    """
-    import torchvision
-
-    cls = {"mnist": torchvision.datasets.MNIST, "fashion-mnist": torchvision.datasets.FashionMNIST}.get(name)
-    if cls is None:
-        raise InputError(f"Unknown torchvision dataset {name!r}; use 'mnist' or 'fashion-mnist'.")
-    root = Path(root) if root is not None else Path.home() / ".cache" / "geoaudit" / "torchvision"
+    if spec in THRESHOLD_PRESETS:
+        return spec
     try:
-        ds = cls(str(root), train=(split == "train"), download=True)
-    except Exception as e:  # offline: urllib errors, RuntimeError "Dataset not found"
-        raise DependencyError(
-            f"{name} could not be loaded from {str(root)!r} nor downloaded "
-            f"({type(e).__name__}: {' '.join(str(e).split())[:300]}). "
-            "Without internet, use --data digits (scikit-learn's digits, offline) or a dataset folder."
-        ) from e
-    x = ds.data[:limit].float().div_(255.0)[:, None]
-    y = ds.targets[:limit].long()
-    return x, y, list(ds.classes)
+        return float(spec)
+    except ValueError:
+        pass
+    path = Path(spec)
+    if not path.is_file():
+        raise InputError(f"The thresholds {spec!r} are neither 'calibrate', a preset "
+                         f"({', '.join(THRESHOLD_PRESETS)}), a number, nor an existing JSON file.")
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise InputError(f"Could not read thresholds from {str(path)!r}: {e}") from e
+    if isinstance(obj, dict) and "thresholds" in obj:
+        obj = obj["thresholds"]
+    if isinstance(obj, dict):  # {class_name: alpha}
+        missing = [n for n in class_names if n not in obj]
+        if missing:
+            raise InputError(f"Thresholds file {str(path)!r} has no value for class(es) "
+                             f"{', '.join(repr(m) for m in missing)}.")
+        obj = [obj[n] for n in class_names]
+    if not isinstance(obj, list):
+        raise InputError(f"Thresholds file {str(path)!r} must hold a list of numbers (one per class), an L x K "
+                         "list, or an object with a 'thresholds' entry.")
+    return obj
 
 
-def fit_classifier(model, images, labels, *, epochs=10, lr=2e-3, batch_size=64, random_state=0):
-    """Adam on tensors, for experiments and tests.  (The paper's plain SGD at lr 1e-2 barely
-    moves the 7-layer MLP in a few epochs on the 1257 digits training images.)"""
-    g = torch.Generator().manual_seed(random_state)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    model.train()
-    n = images.shape[0]
-    for _ in range(epochs):
-        perm = torch.randperm(n, generator=g)
-        for s in range(0, n, batch_size):
-            i = perm[s:s + batch_size]
-            opt.zero_grad()
-            loss = torch.nn.functional.cross_entropy(model(images[i]), labels[i])
-            loss.backward()
-            opt.step()
-    model.eval()
-    return model
+def evaluate_centroid_checkpoint(model, data, *, split="test", centroid_split="train", thresholds="calibrate",
+                                 quantile=0.95, per_layer=True, centroid_method="medoid", centroid_sets=1,
+                                 layers=None, layer_weighting="flat", top_k=3, eps_grid=DEFAULT_EPS_GRID,
+                                 limit=None, calib_limit=None, batch_size=256, random_state=0, data_root=None,
+                                 device="auto") -> CentroidEvaluation:
+    """Build the centroid defense for a checkpoint and measure it under FGSM.
+
+    Centroids (and, with ``thresholds="calibrate"``, the thresholds) come from
+    ``centroid_split``; the curve is measured on ``split``.  Calibration leaves the chosen
+    centroid images out.
+
+    Parameters
+    ----------
+    model : str or Path
+        A checkpoint folder (``config.json`` + ``weights.pt``).
+    data : str or Path
+        A dataset folder or a built-in name (see :func:`geoaudit.data.load_split`).
+    split, centroid_split : str
+        Split evaluated on; split the centroids and calibration images come from.
+    thresholds : str, float or list
+        ``"calibrate"``; otherwise anything :class:`CentroidDefense` or
+        :func:`read_thresholds` accepts (a preset, a number, a JSON file, a list).
+    quantile : float
+        With ``"calibrate"``: the quantile of within-class distances, in [0, 1].
+    per_layer : bool
+        With ``"calibrate"``: one threshold per layer and class (else pooled over layers).
+    centroid_method : {"medoid", "random"}
+    centroid_sets : int
+        Centroids per class.
+    layers : list of str, optional
+        Module names to hook (default: every Linear, Conv and activation).
+    layer_weighting : {"flat", "early", "late"}
+    top_k : int
+        ``k`` of the loose defense.
+    eps_grid : str or sequence of float
+        See :func:`parse_eps_grid`.
+    limit, calib_limit : int, optional
+        Seeded random subsets of the evaluated and the centroid split.
+    batch_size : int
+    random_state : int
+        Seed of the subsets and of random centroids.
+    data_root : str or Path, optional
+        Where torchvision keeps MNIST / Fashion-MNIST.
+    device : str
+        ``"auto"``, ``"cpu"``, ``"cuda"`` ...
+
+    Returns
+    -------
+    CentroidEvaluation
+    """
+    from geoaudit._device import resolve_device
+    from geoaudit.data import load_split
+    from geoaudit.defenses._centroid import CentroidDefense, calibrate_thresholds, select_centroids
+    from geoaudit.models import load_model
+
+    caller = "evaluate_centroid_checkpoint"
+    for name, v in (("limit", limit), ("calib_limit", calib_limit)):
+        if v is not None:
+            check_interval(name, v, 1, None, caller=caller, integer=True)
+    centroid_sets = check_interval("centroid_sets", centroid_sets, 1, None, caller=caller, integer=True)
+    quantile = check_interval("quantile", quantile, 0, 1, caller=caller)
+    batch_size = check_interval("batch_size", batch_size, 1, None, caller=caller, integer=True)
+    check_options("centroid_method", centroid_method, ("medoid", "random"), caller=caller)
+    eps_grid = parse_eps_grid(eps_grid)
+    device = resolve_device(device)
+    net, cfg = load_model(model, device=device)
+    size, channels = int(cfg["image_size"]), int(cfg["in_channels"])
+    names = list(cfg.get("class_names") or [str(i) for i in range(cfg["num_classes"])])
+    top_k = check_interval("top_k", top_k, 1, len(names), caller=caller, integer=True)
+    x, y, data_names = load_split(data, split, image_size=size, channels=channels, limit=limit,
+                                  random_state=random_state, data_root=data_root)
+    if len(data_names) != len(names):
+        raise InputError(f"The model has {len(names)} classes but {str(data)!r} has {len(data_names)}.")
+    xc, yc, _ = load_split(data, centroid_split, image_size=size, channels=channels, limit=calib_limit,
+                           random_state=random_state, data_root=data_root)
+    cents, cl, chosen = select_centroids(net, xc, yc, num_sets=centroid_sets, method=centroid_method,
+                                         random_state=random_state, class_names=names)
+    flat = (cents.flatten(0, 1), cl)
+    if isinstance(thresholds, str) and thresholds == "calibrate":
+        rest = torch.ones(xc.shape[0], dtype=torch.bool)
+        rest[chosen.flatten()] = False
+        alphas = calibrate_thresholds(net, flat, xc[rest], yc[rest], quantile=quantile, per_layer=per_layer,
+                                      layers=layers)
+        rule = (f"quantile {quantile} of within-class distances on split {centroid_split!r}, "
+                + ("per layer and class" if per_layer else "pooled over layers"))
+    else:
+        alphas = read_thresholds(thresholds, class_names=names) if isinstance(thresholds, str) else thresholds
+        rule = f"given: {thresholds}"
+    defense = CentroidDefense(net, flat, alphas, layers=layers, layer_weighting=layer_weighting, top_k=top_k,
+                              class_names=names)
+    curve = evaluate_centroid_defense(
+        defense, x, y, eps_grid=eps_grid, top_k=top_k, batch_size=batch_size,
+        meta={"model": str(model), "arch": cfg["arch"], "data": str(data), "split": split,
+              "centroid_split": centroid_split, "centroid_rule": centroid_method,
+              "centroid_indices": chosen.tolist(), "threshold_rule": rule, "seed": random_state,
+              "device": str(device)},
+    )
+    d = defense.to_dict()
+    return CentroidEvaluation(
+        curve=curve, centroids=cents, class_names=names, arch=str(cfg["arch"]),
+        thresholds={"thresholds": d["thresholds"], "per_layer": d["thresholds_per_layer"],
+                    "layer_calls": d["layer_calls"], "class_names": names, "rule": rule})

@@ -37,6 +37,13 @@ class JPEG:
         return f"JPEG(quality={self.quality})"
 
     def to_dict(self):
+        """The defense and its setting.
+
+        Returns
+        -------
+        dict
+            ``{"defense": "jpeg", "quality": ...}``.
+        """
         return {"defense": self.name, "quality": self.quality}
 
     def __call__(self, images):
@@ -77,6 +84,13 @@ class BitDepth:
         return f"BitDepth(bits={self.bits})"
 
     def to_dict(self):
+        """The defense and its setting.
+
+        Returns
+        -------
+        dict
+            ``{"defense": "bit-depth", "bits": ...}``.
+        """
         return {"defense": self.name, "bits": self.bits}
 
     def __call__(self, images):

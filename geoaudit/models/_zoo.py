@@ -21,7 +21,13 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class Normalize(nn.Module):
-    """Per-channel ``(x - mean) / std`` as a module, so a model can take [0, 1] images."""
+    """Per-channel ``(x - mean) / std`` as a module, so a model can take [0, 1] images.
+
+    Parameters
+    ----------
+    mean, std : sequence of float
+        One value per channel; ``std`` > 0.
+    """
 
     def __init__(self, mean, std):
         super().__init__()
@@ -34,11 +40,30 @@ class Normalize(nn.Module):
         self.register_buffer("std", std.view(1, -1, 1, 1))
 
     def forward(self, x):
+        """Normalize a batch.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            ``(N, C, H, W)`` float images.
+
+        Returns
+        -------
+        torch.Tensor
+            ``(x - mean) / std``, per channel.
+        """
         return (x - self.mean) / self.std
 
 
 class NormalizedModel(nn.Sequential):
-    """``NormalizedModel(model, mean, std)``: normalization followed by ``model``."""
+    """Normalization followed by ``model``, so the whole takes [0, 1] images.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+    mean, std : sequence of float
+        Per channel, as :class:`Normalize` takes them.
+    """
 
     def __init__(self, model: nn.Module, mean, std):
         super().__init__(Normalize(mean, std), model)
@@ -48,6 +73,13 @@ class SmallCNN(nn.Module):
     """A small CNN for 32-128 px images: 3 conv blocks (32-64-128 channels) and a linear head.
 
     About 0.1 M parameters: a GeoShapes population member trains in seconds on a CPU.
+
+    Parameters
+    ----------
+    num_classes : int
+    in_channels : int
+    width : int
+        Channels of the first block (doubled in each of the next two).
     """
 
     def __init__(self, num_classes=10, in_channels=3, width=32):
@@ -62,13 +94,33 @@ class SmallCNN(nn.Module):
         self.classifier = nn.Linear(4 * w, num_classes)
 
     def forward(self, x):
+        """Logits of a batch.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            ``(N, C, H, W)`` float images in [0, 1].
+
+        Returns
+        -------
+        torch.Tensor
+            ``(N, num_classes)`` logits.
+        """
         return self.classifier(torch.flatten(self.features(x), 1))
 
 
 class LeNet5(nn.Module):
     """LeNet-5 as in the centroid-defense paper: conv 6@5x5, max-pool, conv 16@5x5, max-pool,
     then linear 120, 84, num_classes with ReLU.  Returns logits (the paper's log-softmax
-    output differs from them by a per-sample constant, so argmax and attacks are the same)."""
+    output differs from them by a per-sample constant, so argmax and attacks are the same).
+
+    Parameters
+    ----------
+    num_classes : int
+    in_channels : int
+    image_size : int
+        Side of the input images, at least 12.
+    """
 
     def __init__(self, num_classes=10, in_channels=1, image_size=28):
         super().__init__()
@@ -88,6 +140,18 @@ class LeNet5(nn.Module):
         self.fc3 = nn.Linear(84, num_classes)
 
     def forward(self, x):
+        """Logits of a batch.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            ``(N, C, H, W)`` float images in [0, 1].
+
+        Returns
+        -------
+        torch.Tensor
+            ``(N, num_classes)`` logits.
+        """
         x = self.pool1(self.relu1(self.conv1(x)))
         x = self.pool2(self.relu2(self.conv2(x)))
         x = torch.flatten(x, 1)
@@ -97,7 +161,16 @@ class LeNet5(nn.Module):
 
 class MLP7(nn.Module):
     """The centroid-defense paper's fully connected network: 7 linear layers, input -> 64,
-    five 64 -> 64 with ReLU, 64 -> num_classes.  Returns logits."""
+    five 64 -> 64 with ReLU, 64 -> num_classes.  Returns logits.
+
+    Parameters
+    ----------
+    num_classes : int
+    in_features : int
+        ``C * H * W`` of the input images (they are flattened).
+    hidden : int
+        Width of the hidden layers.
+    """
 
     def __init__(self, num_classes=10, in_features=784, hidden=64):
         super().__init__()
@@ -108,6 +181,18 @@ class MLP7(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, x):
+        """Logits of a batch.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            ``(N, C, H, W)`` float images in [0, 1].
+
+        Returns
+        -------
+        torch.Tensor
+            ``(N, num_classes)`` logits.
+        """
         return self.net(x)
 
 
@@ -138,6 +223,18 @@ ARCHITECTURES = ("small_cnn", "lenet5", "mlp7", "resnet18", "resnet50")
 
 def build_model(arch, *, num_classes, in_channels=3, image_size=64, pretrained=False):
     """Build an architecture by name.
+
+    Parameters
+    ----------
+    arch : {"small_cnn", "lenet5", "mlp7", "resnet18", "resnet50"}
+    num_classes : int
+        At least 2.
+    in_channels : {1, 3}
+    image_size : int
+        Side of the input images, at least 8 (LeNet-5 and the MLP depend on it).
+    pretrained : bool
+        ResNets only: start from torchvision's ImageNet weights when they can be loaded
+        (offline, training starts from scratch with a warning).
 
     Returns
     -------

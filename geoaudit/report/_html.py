@@ -19,37 +19,105 @@ pre{background:#f7f7f7;padding:.8em;overflow-x:auto;font-size:.85em}
 .verdict{padding:.6em .9em;border-left:4px solid #888;background:#fafafa}
 .verdict.reject{border-color:#c0392b}.verdict.keep{border-color:#27ae60}
 details{margin:.6em 0}
+.warn{padding:.6em .9em;border-left:4px solid #e67e22;background:#fdf6ec}
 """.strip()
 
 
 def fig_to_png(fig, *, dpi=110) -> bytes:
-    """The PNG bytes of a matplotlib figure."""
+    """The PNG bytes of a matplotlib figure.
+
+    Parameters
+    ----------
+    fig : matplotlib.figure.Figure
+    dpi : int
+
+    Returns
+    -------
+    bytes
+    """
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
     return buf.getvalue()
 
 
 def png_to_data_uri(png: bytes) -> str:
+    """A ``data:image/png;base64,...`` URI of PNG bytes.
+
+    Parameters
+    ----------
+    png : bytes
+
+    Returns
+    -------
+    str
+    """
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
 def fig_to_data_uri(fig, *, dpi=110) -> str:
-    """A ``data:image/png;base64,...`` URI of a matplotlib figure (embeddable in ``<img src>``)."""
+    """A ``data:image/png;base64,...`` URI of a matplotlib figure (embeddable in ``<img src>``).
+
+    Parameters
+    ----------
+    fig : matplotlib.figure.Figure
+    dpi : int
+
+    Returns
+    -------
+    str
+    """
     return png_to_data_uri(fig_to_png(fig, dpi=dpi))
 
 
 def figure_html(src: str, *, caption=None, alt="figure") -> str:
-    """An ``<figure>`` with an image (``src`` a data URI) and an optional caption."""
+    """A ``<figure>`` with an image and an optional caption.
+
+    Parameters
+    ----------
+    src : str
+        The image, a data URI (the page stays self-contained).
+    caption : str, optional
+    alt : str
+
+    Returns
+    -------
+    str
+        HTML.
+    """
     cap = f"<figcaption>{escape(caption)}</figcaption>" if caption else ""
     return f'<figure><img src="{escape(src, quote=True)}" alt="{escape(alt, quote=True)}">{cap}</figure>'
 
 
 def paragraph(text: str, *, cls=None) -> str:
+    """A ``<p>`` of escaped text.
+
+    Parameters
+    ----------
+    text : str
+    cls : str, optional
+        CSS class (``"warn"``, ``"verdict reject"`` ...).
+
+    Returns
+    -------
+    str
+        HTML.
+    """
     c = f' class="{escape(cls, quote=True)}"' if cls else ""
     return f"<p{c}>{escape(text)}</p>"
 
 
 def pre(text: str) -> str:
+    """A ``<pre>`` block of escaped text.
+
+    Parameters
+    ----------
+    text : str
+
+    Returns
+    -------
+    str
+        HTML.
+    """
     return f"<pre>{escape(text)}</pre>"
 
 
@@ -79,8 +147,22 @@ def _cell(v, floatfmt):
 def table_html(rows, *, columns=None, floatfmt=".4g", muted=None, max_rows=None) -> str:
     """An HTML table from a list of dicts (or a DataFrame).
 
-    ``columns`` picks and orders columns (default: keys of the first row); ``muted`` is a
-    row predicate that greys a row out; ``max_rows`` truncates with a note.
+    Parameters
+    ----------
+    rows : list of dict or pandas.DataFrame
+    columns : list of str, optional
+        Columns to show, in order (default: keys of the first row).
+    floatfmt : str
+        Format of floats; NaN and None show as empty cells.
+    muted : callable, optional
+        Row predicate: rows for which it is true are greyed out.
+    max_rows : int, optional
+        Show at most this many rows, with a note on the rest.
+
+    Returns
+    -------
+    str
+        HTML.
     """
     if hasattr(rows, "to_dict"):
         rows = rows.to_dict("records")
@@ -104,13 +186,38 @@ def table_html(rows, *, columns=None, floatfmt=".4g", muted=None, max_rows=None)
 
 
 def section(title: str, body_html: str, *, anchor=None) -> str:
-    """A titled ``<section>`` around already-built HTML."""
+    """A titled ``<section>`` around already-built HTML.
+
+    Parameters
+    ----------
+    title : str
+    body_html : str
+    anchor : str, optional
+        ``id`` of the section.
+
+    Returns
+    -------
+    str
+        HTML.
+    """
     a = f' id="{escape(anchor, quote=True)}"' if anchor else ""
     return f"<section{a}><h2>{escape(title)}</h2>{body_html}</section>"
 
 
 def html_page(title: str, sections, *, subtitle=None) -> str:
-    """A complete, self-contained HTML page (inline CSS; pass figures as data URIs)."""
+    """A complete, self-contained HTML page (inline CSS; pass figures as data URIs).
+
+    Parameters
+    ----------
+    title : str
+    sections : iterable of str
+        HTML of each section (see :func:`section`).
+    subtitle : str, optional
+
+    Returns
+    -------
+    str
+    """
     sub = f'<p class="subtitle">{escape(subtitle)}</p>' if subtitle else ""
     body = "\n".join(sections)
     return (

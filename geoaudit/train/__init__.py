@@ -8,6 +8,7 @@
 * :func:`build_model`, :func:`load_model`, :func:`save_checkpoint` are re-exported from
   :mod:`geoaudit.models`.
 """
+from geoaudit.train._classifier import fit_classifier
 from geoaudit.train._data import TrainingData, from_tensors, load_training_data
 from geoaudit.train._dro import DROResult, build_adversarial_dataset
 from geoaudit.train._kmeans import Clustering, cluster_by_label
@@ -56,6 +57,7 @@ __all__ = [
     "build_adversarial_dataset",
     "build_model",
     "cluster_by_label",
+    "fit_classifier",
     "from_tensors",
     "load_model",
     "load_training_data",
