@@ -109,7 +109,7 @@ def _all_rows(dd):
 def test_build_loads_with_plain_datasets(built):
     dd = datasets.load_dataset(str(built["out"]))
     assert set(dd) == {"train", "validation", "test"}
-    feats = geo_features(imagenet_classes()[1], with_image=True)
+    feats = geo_features(imagenet_classes()[1], with_image=True, with_location_source=True)
     for ds in dd.values():
         assert ds.features == feats
     rows = _all_rows(dd)
@@ -153,7 +153,7 @@ def test_metadata_config_has_no_image_column(built):
     dd = datasets.load_dataset(str(built["out"]), "metadata")
     for ds in dd.values():
         assert "image" not in ds.column_names
-        assert ds.features == geo_features(imagenet_classes()[1], with_image=False)
+        assert ds.features == geo_features(imagenet_classes()[1], with_image=False, with_location_source=True)
     full = datasets.load_dataset(str(built["out"]))
     assert {s: len(d) for s, d in dd.items()} == {s: len(d) for s, d in full.items()}
 
@@ -316,7 +316,10 @@ def test_bad_credentials_one_clear_message(built, tmp_path, capsys):
                    str(built["urls"]), "--flickr-key", "wrong", "--flickr-secret", "s", "--out",
                    str(tmp_path / "out"), "--offline", "--flickr-cache", str(tmp_path / "c.sqlite"),
                    "--flickr-rest-url", stub.url])
-    err = capsys.readouterr().err.strip().splitlines()
+    lines = capsys.readouterr().err.strip().splitlines()
+    # credentials given on the command line draw one warning (ps shows them), then one error line
+    assert any(x.startswith("warning:") and "FLICKR_API_KEY" in x for x in lines)
+    err = [x for x in lines if not x.startswith("warning:")]
     assert rc == 2
     assert len(err) == 1 and "Flickr rejected the API key" in err[0] and "--flickr-key" in err[0]
 

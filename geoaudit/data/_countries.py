@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import gzip
+import re
 import warnings
 import json
 from functools import lru_cache
@@ -143,3 +144,69 @@ def country_table(year="latest") -> pd.DataFrame:
     log_gdp_per_capita, region, income_group.  GDP is NaN where the World Bank has none.
     """
     return _country_table(year).copy()
+
+
+# Country names Flickr's reverse geocoding uses that neither Natural Earth nor the World
+# Bank spells the same way.
+_NAME_ALIASES = {
+    "united states": "USA", "usa": "USA", "united kingdom": "GBR", "uk": "GBR", "great britain": "GBR",
+    "russian federation": "RUS", "south korea": "KOR", "korea south": "KOR", "republic of korea": "KOR",
+    "north korea": "PRK", "viet nam": "VNM", "vietnam": "VNM", "iran": "IRN", "syria": "SYR", "laos": "LAO",
+    "macedonia": "MKD", "czech republic": "CZE", "czechia": "CZE", "burma": "MMR", "ivory coast": "CIV",
+    "palestinian territories": "PSE", "palestine": "PSE", "west bank": "PSE", "gaza strip": "PSE",
+    "hong kong": "HKG", "macau": "MAC", "macao": "MAC", "taiwan": "TWN", "vatican city": "VAT",
+    "holy see": "VAT", "kosovo": "XKX", "channel islands": "CHI", "jersey": "CHI", "guernsey": "CHI",
+    "aland islands": "FIN", "reunion": "FRA", "martinique": "FRA", "guadeloupe": "FRA", "french guiana": "FRA",
+    "mayotte": "FRA", "svalbard and jan mayen": "NOR", "the netherlands": "NLD", "netherlands": "NLD",
+    "the bahamas": "BHS", "bahamas": "BHS", "the gambia": "GMB", "gambia": "GMB", "cape verde": "CPV",
+    "swaziland": "SWZ", "east timor": "TLS", "timor leste": "TLS", "brunei": "BRN", "bolivia": "BOL",
+    "venezuela": "VEN", "tanzania": "TZA", "moldova": "MDA", "slovakia": "SVK", "kyrgyzstan": "KGZ",
+    "egypt": "EGY", "yemen": "YEM", "micronesia": "FSM", "congo kinshasa": "COD", "congo brazzaville": "COG",
+    "democratic republic of the congo": "COD", "republic of the congo": "COG", "turkey": "TUR",
+    "western sahara": "ESH", "somaliland": "SOM", "northern cyprus": "CYP",
+}
+
+
+def _norm_name(name):
+    import unicodedata
+
+    s = unicodedata.normalize("NFKD", str(name)).encode("ascii", "ignore").decode("ascii").lower()
+    return " ".join(re.sub(r"[^a-z0-9]+", " ", s).split())
+
+
+@lru_cache(maxsize=1)
+def _name_table():
+    table = {}
+    b = load_boundaries("10m")
+    for col in ("formal_en", "admin", "name_long", "name"):
+        for n, c in zip(b[col], b["iso3"]):
+            if n:
+                table[_norm_name(n)] = c
+    gdp = gdp_per_capita("latest", source="snapshot")
+    for c, n in zip(gdp.index, gdp["country_name"]):
+        table.setdefault(_norm_name(n), c)
+    table.update(_NAME_ALIASES)
+    return table
+
+
+def country_code_from_name(name):
+    """The economy code of a country name such as Flickr's reverse geocoding gives it.
+
+    Parameters
+    ----------
+    name : str or None
+        A country name ("United States", "Viet Nam", "Hong Kong", "Jersey").
+
+    Returns
+    -------
+    str or None
+        The code of :func:`load_boundaries` at 10m, or None for an unknown or missing name.
+
+    Examples
+    --------
+    >>> country_code_from_name("United States"), country_code_from_name("Jersey")
+    ('USA', 'CHI')
+    """
+    if not isinstance(name, str) or not name.strip():
+        return None
+    return _name_table().get(_norm_name(name))

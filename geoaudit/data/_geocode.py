@@ -205,6 +205,8 @@ class _Index:
         pt, part, d = np.concatenate(out_pt), np.concatenate(out_part), np.concatenate(out_d)
         ok = d <= radius_km
         pt, part, d = pt[ok], part[ok], d[ok]
+        if not len(pt):
+            return pt, part, d
         # one row per (point, part): the nearest of its pieces
         order = np.lexsort((d, part, pt))
         pt, part, d = pt[order], part[order], d[order]
