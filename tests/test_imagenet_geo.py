@@ -185,7 +185,7 @@ def test_card_features_match_builder_and_output(built, tmp_path):
     meta, body = split_front_matter(card_template_path().read_text(encoding="utf-8"))
     infos = {d["config_name"]: d for d in meta["dataset_info"]}
     for name in ("full", "metadata"):
-        b = ImageNetGeo(config_name=name, cache_dir=str(tmp_path))
+        b = ImageNetGeo(config_name=name, cache_dir=str(tmp_path), with_location_source=True)
         assert datasets.Features._from_yaml_list(infos[name]["features"]) == b.info.features
     for section in ("Bias, risks, and limitations", "Licensing information", "Citation"):
         assert f"## {section}" in body
@@ -195,7 +195,7 @@ def test_card_features_match_builder_and_output(built, tmp_path):
     assert out_meta["configs"][0].get("default") is True
     out_infos = {d["config_name"]: d for d in out_meta["dataset_info"]}
     assert datasets.Features._from_yaml_list(out_infos["full"]["features"]) == ImageNetGeo(
-        config_name="full", cache_dir=str(tmp_path)).info.features
+        config_name="full", cache_dir=str(tmp_path), with_location_source=True).info.features
     assert "PRK" in out_body  # flagged in the card
 
 

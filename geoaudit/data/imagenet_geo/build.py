@@ -77,7 +77,8 @@ def _iter_rows(w: _Work, split, offset=0, limit=-1):
     return w.db.execute(_ROW_SQL + " LIMIT ? OFFSET ?", (split, limit, offset))
 
 
-def _iter_examples(w: _Work, inputs: _Inputs, split, with_image, gdp, *, offset=0, limit=-1, corrupt=None):
+def _iter_examples(w: _Work, inputs: _Inputs, split, with_image, gdp, *, offset=0, limit=-1, corrupt=None,
+                   location_source=True):
     """Yield ``(image_id, example)`` for a split (or a slice of it); corrupt images are skipped
     and appended to ``corrupt`` as ``(image_id, reason)``."""
     from geoaudit.data._schema import imagenet_classes
@@ -91,7 +92,11 @@ def _iter_examples(w: _Work, inputs: _Inputs, split, with_image, gdp, *, offset=
             if corrupt is not None:
                 corrupt.append((row[0], err))
             continue
-        yield row[0], _example(row, table, wnid_index, data if with_image else None)
+        ex = _example(row, table, wnid_index, data if with_image else None)
+        if not location_source:
+            ex.pop("flickr_accuracy")
+            ex.pop("flickr_country")
+        yield row[0], ex
 
 
 

@@ -48,6 +48,9 @@ class ImageNetGeoConfig(datasets.BuilderConfig):
         Coastal tolerance of the reverse geocoding.
     min_accuracy : int
         Minimum Flickr accuracy level (0 keeps all).
+    with_location_source : bool
+        Add the columns ``flickr_accuracy`` and ``flickr_country`` (the Parquet build always
+        writes them; off by default here so the builder's features stay those GeoShapes has).
     synsets : tuple of str, optional
         Only these classes.
     per_class : int, optional
@@ -66,6 +69,7 @@ class ImageNetGeoConfig(datasets.BuilderConfig):
     offline: bool = False
     tolerance_km: float = 25.0
     min_accuracy: int = 0
+    with_location_source: bool = False
     synsets: Optional[tuple] = None
     per_class: Optional[int] = None
 
@@ -120,7 +124,7 @@ class ImageNetGeo(datasets.GeneratorBasedBuilder):
         return datasets.DatasetInfo(
             description=DESCRIPTION,
             features=geo_features(imagenet_classes()[1], with_image=self.config.with_image,
-                                  with_location_source=True),
+                                  with_location_source=self.config.with_location_source),
             citation=CITATION,
             license="ImageNet terms of access (images); metadata CC BY 4.0 (World Bank) and public domain "
                     "(Natural Earth)",
@@ -160,7 +164,8 @@ class ImageNetGeo(datasets.GeneratorBasedBuilder):
         try:
             gdp = w.get("gdp")
             corrupt = []
-            yield from _iter_examples(w, inputs, split, self.config.with_image, gdp, corrupt=corrupt)
+            yield from _iter_examples(w, inputs, split, self.config.with_image, gdp, corrupt=corrupt,
+                                      location_source=self.config.with_location_source)
             if corrupt:
                 log.warning("Split %s: skipped %d corrupt images: %s", split, len(corrupt),
                             ", ".join(c[0] for c in corrupt))
