@@ -427,7 +427,7 @@ def test_per_class_and_synsets_limit_the_lookups(tmp_path):
                                flickr_rest_url=stub.url, flickr_options={"max_retries": 0})
         assert stub.total_calls == 4
     assert sum(r.num_examples.values()) == 4
-    assert r.extra["per_class"] == 4 and r.extra["synsets"] == ["n01443537"]
+    assert r.extra["per_class"] == 4 and list(r.extra["synsets"]) == ["n01443537"]
     with pytest.raises(InputError, match="'synsets' parameter of build_imagenet_geo must be WordNet ids"):
         build_imagenet_geo(tmp_path / "o2", imagenet_dir=tree, urls=urls, flickr_key="k", flickr_secret="s",
                            synsets=["dog"])
@@ -514,3 +514,15 @@ def test_info_verify_names_damaged_shard_and_image(tmp_path, capsys):
     shard.write_bytes(shard.read_bytes()[:100])
     assert main(["dataset", "info", str(cut), "--verify"]) == 2
     assert shard.name in capsys.readouterr().err
+
+
+def test_build_result_is_immutable_and_summarised(built):
+    import dataclasses
+
+    r = built["result"]
+    with pytest.raises(TypeError):
+        r.num_examples["train"] = 0
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        r.out_dir = "elsewhere"
+    assert "images from" in r.summary() and "GDP year latest" in r.summary()
+    assert json.loads(json.dumps(r.to_dict()))["num_examples"] == dict(r.num_examples)

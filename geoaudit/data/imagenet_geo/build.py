@@ -22,6 +22,7 @@ from geoaudit._validation import check_interval, check_options
 log = logging.getLogger(__name__)
 from geoaudit.data.imagenet_geo.inputs import (CONFIGS, SPLITS, _CALLER, _Inputs, _make_inputs,
                                                card_template_path)
+from geoaudit._results import Result, frozen_mapping, json_safe
 from geoaudit.data._export import check_output_dir
 from geoaudit.data.imagenet_geo.stages import _prepare
 from geoaudit.data.imagenet_geo.work import _open_work, _Work
@@ -101,7 +102,7 @@ def _iter_examples(w: _Work, inputs: _Inputs, split, with_image, gdp, *, offset=
 
 
 @dataclass(frozen=True)
-class ImageNetGeoBuildResult:
+class ImageNetGeoBuildResult(Result):
     """What a build wrote and counted.
 
     Attributes
@@ -143,18 +144,39 @@ class ImageNetGeoBuildResult:
     elapsed_s: float = 0.0
     extra: dict = field(default_factory=dict)
 
+    def __post_init__(self):
+        # truly immutable: read-only copies of every mapping
+        for name in ("num_examples", "images_per_country", "status_counts", "geocode_counts", "extra"):
+            object.__setattr__(self, name, frozen_mapping(getattr(self, name)))
+        if self.flickr is not None:
+            object.__setattr__(self, "flickr", frozen_mapping(self.flickr))
+
     @property
     def num_countries(self):
+        """Countries with at least one image."""
         return len(self.images_per_country)
 
     def to_dict(self):
-        return {"out_dir": self.out_dir, "configs": list(self.configs), "num_examples": dict(self.num_examples),
-                "num_countries": self.num_countries, "images_per_country": dict(self.images_per_country),
-                "countries_without_gdp": list(self.countries_without_gdp),
-                "status_counts": dict(self.status_counts), "geocode_counts": dict(self.geocode_counts),
-                "corrupt_images": [list(c) for c in self.corrupt_images], "gdp_source": self.gdp_source,
-                "gdp_year": self.gdp_year, "flickr": self.flickr, "elapsed_s": float(self.elapsed_s),
-                **self.extra}
+        """The result as JSON-safe data (what ``build_log.json`` holds)."""
+        return json_safe({"out_dir": self.out_dir, "configs": list(self.configs),
+                          "num_examples": dict(self.num_examples), "num_countries": self.num_countries,
+                          "images_per_country": dict(self.images_per_country),
+                          "countries_without_gdp": list(self.countries_without_gdp),
+                          "status_counts": dict(self.status_counts), "geocode_counts": dict(self.geocode_counts),
+                          "corrupt_images": [list(c) for c in self.corrupt_images], "gdp_source": self.gdp_source,
+                          "gdp_year": self.gdp_year, "flickr": self.flickr, "elapsed_s": float(self.elapsed_s),
+                          **self.extra})
+
+    def summary(self):
+        """Rows per split, countries, geocoding methods and GDP years, in a few lines."""
+        n = self.num_examples
+        lines = [f"ImageNet geo-location build in {self.out_dir}: {sum(n.values()):,} images from "
+                 f"{self.num_countries} countries ({', '.join(f'{s} {k:,}' for s, k in n.items())})",
+                 "geocoding: " + ", ".join(f"{m} {k:,}" for m, k in self.geocode_counts.items()),
+                 f"GDP year {self.gdp_year}: " + format_year_spread(self.extra.get("gdp_years", {}))]
+        if self.countries_without_gdp:
+            lines.append("without GDP: " + ", ".join(self.countries_without_gdp))
+        return "\n".join(lines)
 
 
 def _chunk_dir(w: _Work, config, split, k):
