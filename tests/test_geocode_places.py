@@ -76,15 +76,19 @@ def test_coastal_pass_is_geodesic_at_high_latitude():
 
 
 def test_distance_is_great_circle_across_the_antimeridian():
-    # open sea just east of 180, 20 km from Fiji's Vanua Levu side islands or farther
+    import shapely
+
+    # 2.3 km east of 180 off Vanua Levu: the Fiji polygons west of 180 must be found and measured
     ix = _index("10m")
-    lat, lon = np.array([-16.2]), np.array([-179.95])
-    pt, part, d = ix.distances(lat, lon, 200.0)
-    fji = d[ix.part_iso[part] == "FJI"]
-    assert len(fji) and fji.min() < 200
-    # the same geometry seen from the west side gives the same distance
-    pt2, part2, d2 = ix.distances(lat, lon + 360.0 - 360.0, 200.0)
-    assert np.allclose(np.sort(d), np.sort(d2))
+    lat, lon = -16.56, -179.99
+    pt, part, d = ix.distances(np.array([lat]), np.array([lon]), 25.0)
+    west = np.array([shapely.get_coordinates(ix.parts[k])[:, 0].mean() > 0 for k in part])
+    assert west.any() and set(ix.part_iso[part[west]]) == {"FJI"}
+    c = ix.coords[ix.coords[:, 0] > 0]
+    brute = haversine_km(lat, lon, c[:, 1], c[:, 0]).min()  # nearest vertex west of 180
+    assert d[west].min() <= brute + 1e-6 and d[west].min() > brute - 0.2
+    r = reverse_geocode([lat], [lon], places=None)
+    assert r["country_iso3"][0] == "FJI" and r["distance_km"][0] == pytest.approx(d.min())
 
 
 def test_distances_agree_with_haversine_to_a_vertex():
