@@ -2,7 +2,8 @@
 
 Every dataset here shares one schema (``geo_features``): image, label, wnid, image_id,
 flickr_photo_id, latitude, longitude, country_iso3, country_name, gdp_per_capita_usd,
-gdp_year, log_gdp_per_capita.
+gdp_year, log_gdp_per_capita; the ImageNet geo-location build adds flickr_accuracy and
+flickr_country (schema version 2, ``geoaudit.data._schema.SCHEMA_VERSION``).
 """
 from geoaudit.data._countries import country_table, load_boundaries
 from geoaudit.data._gdp import gdp_per_capita

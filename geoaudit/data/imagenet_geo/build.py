@@ -472,8 +472,9 @@ def build_imagenet_geo(out_dir, *, imagenet_dir, urls=None, flickr_key=None, fli
         ``on_progress(stage, n_done)`` after each Flickr answer ("flickr") and each finished
         shard ("shards").
     min_accuracy : int
-        Leave out photos whose Flickr accuracy level is below this (0 keeps all; 11 is
-        about city level, 16 street level).  The level is exported as ``flickr_accuracy``.
+        Leave out Flickr photos whose accuracy level is below this (0 keeps all; 11 is
+        about city level, 16 street level).  The level is exported as ``flickr_accuracy``
+        (null for CSV locations, which this option does not filter).
     synsets : list of str, optional
         Build only these ILSVRC2012 classes (WordNet ids such as "n01440764").
     per_class : int, optional
