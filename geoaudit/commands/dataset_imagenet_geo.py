@@ -18,7 +18,7 @@ examples:
 
 Give the Flickr key and secret through FLICKR_API_KEY and FLICKR_API_SECRET: on the command
 line, any user of the machine sees them in `ps`.  Every Flickr-hosted image costs one API
-call at most 3,600 per hour per key: all 1.28M train images take up to about 356 hours, so
+call, and a key gets at most 3,600 per hour: all 1.28M train images take up to about 356 h, so
 --synsets and --per-class build a subset.  An interrupted build resumes when re-run with the
 same arguments: finished stages and shards are kept and no Flickr call is repeated.
 """
