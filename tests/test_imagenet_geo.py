@@ -109,7 +109,7 @@ def _all_rows(dd):
 def test_build_loads_with_plain_datasets(built):
     dd = datasets.load_dataset(str(built["out"]))
     assert set(dd) == {"train", "validation", "test"}
-    feats = geo_features(imagenet_classes()[1], with_image=True)
+    feats = geo_features(imagenet_classes()[1], with_image=True, with_location_source=True)
     for ds in dd.values():
         assert ds.features == feats
     rows = _all_rows(dd)
@@ -153,7 +153,7 @@ def test_metadata_config_has_no_image_column(built):
     dd = datasets.load_dataset(str(built["out"]), "metadata")
     for ds in dd.values():
         assert "image" not in ds.column_names
-        assert ds.features == geo_features(imagenet_classes()[1], with_image=False)
+        assert ds.features == geo_features(imagenet_classes()[1], with_image=False, with_location_source=True)
     full = datasets.load_dataset(str(built["out"]))
     assert {s: len(d) for s, d in dd.items()} == {s: len(d) for s, d in full.items()}
 
@@ -185,7 +185,7 @@ def test_card_features_match_builder_and_output(built, tmp_path):
     meta, body = split_front_matter(card_template_path().read_text(encoding="utf-8"))
     infos = {d["config_name"]: d for d in meta["dataset_info"]}
     for name in ("full", "metadata"):
-        b = ImageNetGeo(config_name=name, cache_dir=str(tmp_path))
+        b = ImageNetGeo(config_name=name, cache_dir=str(tmp_path), with_location_source=True)
         assert datasets.Features._from_yaml_list(infos[name]["features"]) == b.info.features
     for section in ("Bias, risks, and limitations", "Licensing information", "Citation"):
         assert f"## {section}" in body
@@ -195,7 +195,7 @@ def test_card_features_match_builder_and_output(built, tmp_path):
     assert out_meta["configs"][0].get("default") is True
     out_infos = {d["config_name"]: d for d in out_meta["dataset_info"]}
     assert datasets.Features._from_yaml_list(out_infos["full"]["features"]) == ImageNetGeo(
-        config_name="full", cache_dir=str(tmp_path)).info.features
+        config_name="full", cache_dir=str(tmp_path), with_location_source=True).info.features
     assert "PRK" in out_body  # flagged in the card
 
 
@@ -316,7 +316,10 @@ def test_bad_credentials_one_clear_message(built, tmp_path, capsys):
                    str(built["urls"]), "--flickr-key", "wrong", "--flickr-secret", "s", "--out",
                    str(tmp_path / "out"), "--offline", "--flickr-cache", str(tmp_path / "c.sqlite"),
                    "--flickr-rest-url", stub.url])
-    err = capsys.readouterr().err.strip().splitlines()
+    lines = capsys.readouterr().err.strip().splitlines()
+    # credentials given on the command line draw one warning (ps shows them), then one error line
+    assert any(x.startswith("warning:") and "FLICKR_API_KEY" in x for x in lines)
+    err = [x for x in lines if not x.startswith("warning:")]
     assert rc == 2
     assert len(err) == 1 and "Flickr rejected the API key" in err[0] and "--flickr-key" in err[0]
 
@@ -372,3 +375,154 @@ def test_bad_input_one_clear_message(built, tmp_path, case, pattern):
         kw["flickr_rate"] = 0
     with pytest.raises(InputError, match=pattern):
         build_imagenet_geo(tmp_path / "out", **kw)
+
+
+# --- location accuracy, Flickr's country, subsets, tiny builds, output folders -----------------
+def _small_tree(root, n_per_class=4, wnids=("n01440764", "n01443537")):
+    ids = []
+    for w in wnids:
+        (root / "train" / w).mkdir(parents=True, exist_ok=True)
+        for k in range(n_per_class):
+            iid = f"{w}_{k + 1}"
+            _jpeg(root / "train" / w / f"{iid}.JPEG", (20 * k + 5) % 250)
+            ids.append(iid)
+    return root / "train", ids
+
+
+def test_accuracy_and_flickr_country_exported_and_min_accuracy(tmp_path):
+    tree, ids = _small_tree(tmp_path, 2, wnids=("n01440764",))
+    # photo 1: street level in Goerlitz, Flickr says Germany; photo 2: country level only
+    photos = {"11": (51.15518, 14.98853, 16, "Germany"), "12": (48.8566, 2.3522, 3, "France")}
+    urls = tmp_path / "urls.txt"
+    urls.write_bytes("\ufeff".encode() + f"{ids[0]}\thttp://farm1.static.flickr.com/1/11_ab.jpg%20\n"
+                     f"{ids[1]}\twww.flickr.com/photos/someone/12/\n".encode())
+    with FlickrStub(photos) as stub:
+        kw = dict(imagenet_dir=tree, urls=urls, flickr_key="testkey", flickr_secret="s", offline=True,
+                  flickr_cache=tmp_path / "c.sqlite", flickr_rate=1e6, config="metadata", flickr_rest_url=stub.url,
+                  flickr_options={"max_retries": 0})
+        r = build_imagenet_geo(tmp_path / "all", **kw)
+        r11 = build_imagenet_geo(tmp_path / "acc11", min_accuracy=11, **kw)
+        assert stub.total_calls == 2  # the second build reads the cache
+    rows = [x for ds in datasets.load_dataset(str(tmp_path / "all"), "metadata").values() for x in ds]
+    by_id = {x["image_id"]: x for x in rows}
+    assert by_id[ids[0]]["flickr_accuracy"] == 16 and by_id[ids[0]]["flickr_country"] == "DEU"
+    assert by_id[ids[0]]["country_iso3"] == "DEU"  # on the Neisse: 1:10m says Poland
+    assert by_id[ids[1]]["flickr_accuracy"] == 3 and by_id[ids[1]]["flickr_country"] == "FRA"
+    assert sum(r.num_examples.values()) == 2 and sum(r11.num_examples.values()) == 1
+    assert r11.status_counts.get("low_accuracy") == 1
+
+
+def test_per_class_and_synsets_limit_the_lookups(tmp_path):
+    tree, ids = _small_tree(tmp_path, 6)
+    photos, lines = {}, []
+    for k, iid in enumerate(ids):
+        photos[str(100 + k)] = (48.8566, 2.3522)
+        lines.append(f"{iid}\thttp://farm1.static.flickr.com/1/{100 + k}_ab.jpg")
+    urls = tmp_path / "urls.txt"
+    urls.write_text("\n".join(lines) + "\n")
+    with FlickrStub(photos) as stub:
+        r = build_imagenet_geo(tmp_path / "out", imagenet_dir=tree, urls=urls, flickr_key="testkey",
+                               flickr_secret="s", offline=True, flickr_cache=tmp_path / "c.sqlite",
+                               flickr_rate=1e6, config="metadata", synsets=["n01443537"], per_class=4,
+                               flickr_rest_url=stub.url, flickr_options={"max_retries": 0})
+        assert stub.total_calls == 4
+    assert sum(r.num_examples.values()) == 4
+    assert r.extra["per_class"] == 4 and list(r.extra["synsets"]) == ["n01443537"]
+    with pytest.raises(InputError, match="'synsets' parameter of build_imagenet_geo must be WordNet ids"):
+        build_imagenet_geo(tmp_path / "o2", imagenet_dir=tree, urls=urls, flickr_key="k", flickr_secret="s",
+                           synsets=["dog"])
+
+
+def _csv_build(tmp_path, name, ids, **kw):
+    csv = tmp_path / f"{name}.csv"
+    csv.write_text("image_id,latitude,longitude\n" + "".join(f"{i},48.8566,2.3522\n" for i in ids))
+    return build_imagenet_geo(tmp_path / name, imagenet_dir=tmp_path / "train", geo_csv=csv, offline=True, **kw)
+
+
+def test_tiny_build_lists_only_present_splits(tmp_path):
+    from geoaudit.data._export import split_front_matter
+
+    tree, ids = _small_tree(tmp_path, 40, wnids=("n01440764",))
+    keep = [i for i in ids if split_of(i) != "validation"][:6]
+    r = _csv_build(tmp_path, "tiny", keep, gdp_year=2019)
+    assert r.num_examples["validation"] == 0 and sum(r.num_examples.values()) == 6
+    meta, body = split_front_matter((tmp_path / "tiny" / "README.md").read_text(encoding="utf-8"))
+    for cfg in meta["configs"]:
+        assert [f["split"] for f in cfg["data_files"]] == ["train", "test"]
+    assert "license_link" in meta and "license_details" not in meta
+    assert "| validation |" not in body and "2019: 6 images" in body
+    dd = datasets.load_dataset(str(tmp_path / "tiny"))
+    assert set(dd) == {"train", "test"}
+    assert {x["gdp_year"] for ds in dd.values() for x in ds} == {2019}
+
+
+def test_output_folder_is_never_an_unrelated_one(tmp_path, capsys, monkeypatch):
+    from geoaudit.cli import main
+
+    tree, ids = _small_tree(tmp_path, 3)
+    other = tmp_path / "photos"
+    other.mkdir()
+    (other / "holiday.jpg").write_bytes(b"precious")
+    with pytest.raises(InputError, match="not empty and is not an output of geoaudit"):
+        _csv_build(tmp_path, "photos", ids)
+    assert (other / "holiday.jpg").read_bytes() == b"precious"
+    _csv_build(tmp_path, "ok", ids)
+    _csv_build(tmp_path, "ok", ids)  # an earlier build of the same kind is replaced
+    csv = tmp_path / "ok.csv"
+    monkeypatch.chdir(tmp_path / "ok")
+    for out in (".", ".."):
+        rc = main(["dataset", "build", "imagenet-geo", "--imagenet-dir", str(tree), "--geo-csv", str(csv),
+                   "--offline", "--out", out])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc == 2 and len(err) == 1 and "is the current folder, one of its parents" in err[0]
+    rc = main(["dataset", "build", "imagenet-geo", "--imagenet-dir", str(tree), "--geo-csv", str(csv),
+               "--offline", "--out", str(other)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "--overwrite" in err[0]
+    assert (other / "holiday.jpg").exists()
+
+
+def test_info_verify_names_damaged_shard_and_image(tmp_path, capsys):
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from geoaudit.cli import main
+
+    tree, ids = _small_tree(tmp_path, 3)
+    _csv_build(tmp_path, "good", ids, gdp_year=2019)
+    assert main(["dataset", "info", str(tmp_path / "good"), "--verify"]) == 0
+    out = capsys.readouterr().out
+    assert "images decoded" in out and "GDP years: 2019: 6 images" in out
+    # an image whose bytes are not an image
+    bad = tmp_path / "badimg"
+    shutil.copytree(tmp_path / "good", bad)
+    shard = sorted((bad / "data" / "full").glob("train-*.parquet"))[0]
+    t = pq.read_table(shard)
+    imgs = t.column("image").to_pylist()
+    imgs[0] = {"bytes": b"not a jpeg", "path": imgs[0]["path"]}
+    pq.write_table(t.set_column(t.schema.get_field_index("image"), "image",
+                                pa.array(imgs, type=t.schema.field("image").type)), shard)
+    assert main(["dataset", "info", str(bad), "--verify"]) == 2
+    err = capsys.readouterr().err
+    assert f"Image {t.column('image_id')[0].as_py()} (row 0 of" in err and shard.name in err
+    # a truncated shard
+    cut = tmp_path / "cut"
+    shutil.copytree(tmp_path / "good", cut)
+    shard = sorted((cut / "data" / "metadata").glob("*.parquet"))[0]
+    shard.write_bytes(shard.read_bytes()[:100])
+    assert main(["dataset", "info", str(cut), "--verify"]) == 2
+    assert shard.name in capsys.readouterr().err
+
+
+def test_build_result_is_immutable_and_summarised(built):
+    import dataclasses
+
+    r = built["result"]
+    with pytest.raises(TypeError):
+        r.num_examples["train"] = 0
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        r.out_dir = "elsewhere"
+    assert "images from" in r.summary() and "GDP year latest" in r.summary()
+    assert json.loads(json.dumps(r.to_dict()))["num_examples"] == dict(r.num_examples)

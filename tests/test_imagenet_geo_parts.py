@@ -286,3 +286,98 @@ def test_split_rule_is_deterministic_and_60_20_20():
     assert frac["train"] == pytest.approx(0.6, abs=0.015)
     assert frac["validation"] == pytest.approx(0.2, abs=0.015)
     assert frac["test"] == pytest.approx(0.2, abs=0.015)
+
+
+# --- Flickr errors that are not answers about a photo ------------------------------------------
+@pytest.mark.parametrize("code, msg", [(95, "SSL is required"), (112, 'Method "x" not found'),
+                                       (116, "Bad URL found"), (999, "Something new")])
+def test_flickr_request_errors_stop_and_are_never_cached(tmp_path, code, msg):
+    photos = {"1": (48.85, 2.35), "2": ("error", code, msg), "3": (52.52, 13.40)}
+    with FlickrStub(photos) as stub:
+        loc = FlickrGeoLocator("testkey", "s", cache=tmp_path / "c.sqlite", rest_url=stub.url, rate_per_hour=1e6,
+                               backoff_s=0.0)
+        with pytest.raises(GeoauditError, match=f"Flickr answered error {code} .*nothing was cached"):
+            loc.locate(["1", "2", "3"])
+        cached = loc.answers(["1", "2", "3"])
+        loc.close()
+        assert set(cached) == {"1"}  # the answer before the error is kept; the error is not
+        assert stub.calls["3"] == 0  # the run stopped at the error
+        # a re-run asks Flickr again for the photo that got the error
+        photos_ok = FlickrGeoLocator("testkey", "s", cache=tmp_path / "c.sqlite", rest_url=stub.url,
+                                     rate_per_hour=1e6)
+        with pytest.raises(GeoauditError):
+            photos_ok.locate(["2"])
+        photos_ok.close()
+        assert stub.calls["2"] == 2 and stub.calls["1"] == 1
+
+
+def test_flickr_not_found_and_no_location_are_cached_with_accuracy_and_country(tmp_path):
+    photos = {"1": (43.0962, -79.0377, 11, "United States"), "2": "no_location", "3": "not_found"}
+    with FlickrStub(photos) as stub:
+        loc = FlickrGeoLocator("testkey", "s", cache=tmp_path / "c.sqlite", rest_url=stub.url, rate_per_hour=1e6)
+        stats = loc.locate(["1", "2", "3"])
+        loc.close()
+    assert stats.statuses == {"ok": 1, "no_location": 1, "not_found": 1}
+    import sqlite3
+
+    rows = dict((r[0], r[1:]) for r in sqlite3.connect(str(tmp_path / "c.sqlite")).execute(
+        "SELECT photo_id, status, accuracy, country FROM answers"))
+    assert rows == {"1": ("ok", 11, "United States"), "2": ("no_location", None, None),
+                    "3": ("not_found", None, None)}
+    cache = FlickrCache(tmp_path / "c.sqlite")
+    with pytest.raises(GeoauditError, match="Only per-photo answers are cached"):
+        cache.put("4", "lookup_failed")
+    cache.close()
+
+
+def test_flickr_cache_from_before_country_column_is_upgraded(tmp_path):
+    import sqlite3
+
+    db = sqlite3.connect(str(tmp_path / "old.sqlite"))
+    db.execute("CREATE TABLE answers (photo_id TEXT PRIMARY KEY, status TEXT NOT NULL, latitude REAL, "
+               "longitude REAL, accuracy INTEGER, fetched_at REAL)")
+    db.execute("INSERT INTO answers VALUES ('9', 'ok', 1.0, 2.0, 16, 0)")
+    db.commit()
+    db.close()
+    c = FlickrCache(tmp_path / "old.sqlite")
+    c.put("10", "ok", 3.0, 4.0, 12, "France")
+    assert c.get_many(["9", "10"]) == {"9": ("ok", 1.0, 2.0), "10": ("ok", 3.0, 4.0)}
+    c.close()
+
+
+# --- the URL list as it really is ---------------------------------------------------------------
+@pytest.mark.parametrize("url, pid", [
+    ("\ufeffhttp://farm1.static.flickr.com/123/4567890_abcdef.jpg", "4567890"),
+    ("http://farm3.static.flickr.com/2185/2254451932_b1f1e9a6bd.jpg%20", "2254451932"),
+    ("http://flic.kr/p/2mdvcm", "885126246"),
+    ("https://flic.kr/p/1", "0"),
+    ("http://www.flickr.com/photo_zoom.gne?id=2737866473&size=l", "2737866473"),
+    ("www.flickr.com/photos/someone/2737866473/", "2737866473"),
+    ("static.flickr.com/12/345_ab.jpg", "345"),
+    ("http://flic.kr/p/0OIl", None),  # not base58
+])
+def test_photo_id_from_real_url_list_forms(url, pid):
+    assert photo_id_from_url(url) == pid
+
+
+def test_base58_round_trip():
+    from geoaudit.data._flickr import BASE58, base58_decode
+
+    def encode(n):
+        s = ""
+        while n:
+            n, r = divmod(n, 58)
+            s = BASE58[r] + s
+        return s or BASE58[0]
+
+    for n in (1, 57, 58, 3_000_000_000, 51_234_567_890):
+        assert base58_decode(encode(n)) == n
+
+
+def test_parse_url_line_bom_and_scheme_less():
+    from geoaudit.data.imagenet_geo.inputs import parse_url_line
+
+    assert parse_url_line("\ufeffn01440764_1\thttp://a.b/c.jpg\n".encode()) == ("n01440764_1", "http://a.b/c.jpg")
+    assert parse_url_line(b"n01440764_2 www.flickr.com/photos/x/5/") == ("n01440764_2", "www.flickr.com/photos/x/5/")
+    assert parse_url_line(b"n01440764_3\t\xff\xfe broken") is None
+    assert parse_url_line(b"# comment") is None and parse_url_line(b"   \n") is None

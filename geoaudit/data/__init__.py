@@ -2,7 +2,8 @@
 
 Every dataset here shares one schema (``geo_features``): image, label, wnid, image_id,
 flickr_photo_id, latitude, longitude, country_iso3, country_name, gdp_per_capita_usd,
-gdp_year, log_gdp_per_capita.
+gdp_year, log_gdp_per_capita; the ImageNet geo-location build adds flickr_accuracy and
+flickr_country (schema version 2, ``geoaudit.data._schema.SCHEMA_VERSION``).
 """
 from geoaudit.data._builtin import BUILTIN_DATA, load_builtin, load_digits_tensors, load_split, load_torchvision_mnist
 from geoaudit.data._countries import country_table, load_boundaries
@@ -15,7 +16,7 @@ from geoaudit.data._geoshapes import (
     geoshapes_latents,
 )
 from geoaudit.data._geocode import reverse_geocode
-from geoaudit.data._imagenet_geo import ImageNetGeo, ImageNetGeoConfig, build_imagenet_geo
+from geoaudit.data.imagenet_geo import ImageNetGeo, ImageNetGeoConfig, build_imagenet_geo
 from geoaudit.data._load import iter_image_batches, load_geo_dataset, split_to_tensors
 from geoaudit.data._schema import REQUIRED_COLUMNS, geo_features, imagenet_classes
 

@@ -47,7 +47,7 @@ from geoaudit._validation import check_interval
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ParquetShardWriter", "shard_glob", "split_front_matter", "write_dataset_card"]
+__all__ = ["ParquetShardWriter", "check_output_dir", "shard_glob", "split_front_matter", "write_dataset_card"]
 
 _SPLIT_RE = re.compile(r"^[A-Za-z0-9_.]+$")
 _PLACEHOLDER_RE = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
@@ -415,4 +415,84 @@ def write_dataset_card(out_dir, *, template, features=None, configs, num_example
     path = Path(out_dir) / "README.md"
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, text)
+    return path
+
+
+BUILD_LOG = "build_log.json"
+
+
+def output_kind(folder):
+    """The ``dataset`` a geoaudit build wrote into ``folder`` (from its ``build_log.json``), or None.
+
+    Parameters
+    ----------
+    folder : str or Path
+
+    Returns
+    -------
+    str or None
+        e.g. ``"imagenet-geo"``; None for a folder no geoaudit build wrote.
+    """
+    import json
+
+    p = Path(folder) / BUILD_LOG
+    try:
+        log_ = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(log_, dict):
+        return None
+    if isinstance(log_.get("dataset"), str):
+        return log_["dataset"]
+    if "location_source" in log_ and "split_rule" in log_:  # logs written before "dataset" was recorded
+        return "imagenet-geo"
+    return None
+
+
+def check_output_dir(out_dir, *, kind, overwrite=False, caller="build"):
+    """Refuse an output folder a build must not replace; return it as a Path.
+
+    A build writes beside ``out_dir`` and then replaces it whole, so ``out_dir`` must be a
+    new or empty folder, or one an earlier build of the same ``kind`` wrote (its
+    ``build_log.json`` says so).  ``overwrite`` allows any other folder, but never the
+    current folder, one of its parents, the home folder or the file-system root.
+
+    Parameters
+    ----------
+    out_dir : str or Path
+        The folder the build will write.
+    kind : str
+        The dataset the build writes, as recorded in ``build_log.json`` (e.g. ``"imagenet-geo"``).
+    overwrite : bool
+        Replace a non-empty folder that is not an output of this kind.
+    caller : str
+        Named in the messages.
+
+    Returns
+    -------
+    pathlib.Path
+
+    Raises
+    ------
+    InputError
+        ``out_dir`` is missing, a file, a folder that holds the current one, or a non-empty
+        folder of something else (without ``overwrite``).
+    """
+    if out_dir is None or (isinstance(out_dir, str) and not out_dir.strip()):
+        raise InputError(f"The 'out_dir' parameter of {caller} is required: a new folder for the dataset.")
+    path = Path(out_dir)
+    resolved = path.resolve()
+    cwd = Path.cwd().resolve()
+    if resolved == cwd or resolved in cwd.parents or resolved == Path.home().resolve() or resolved.parent == resolved:
+        raise InputError(f"The output folder {str(out_dir)!r} is the current folder, one of its parents, the home "
+                         f"folder or the root; the build replaces its output whole, so name a new folder "
+                         f"(e.g. {str(Path(out_dir) / 'dataset')!r}).")
+    if path.exists() and not path.is_dir():
+        raise InputError(f"The output {str(out_dir)!r} exists and is a file; expected a folder.")
+    if path.is_dir() and any(path.iterdir()):
+        found = output_kind(path)
+        if found != kind and not overwrite:
+            what = f"an output of '{found}'" if found else "not an output of geoaudit"
+            raise InputError(f"The output folder {str(out_dir)!r} is not empty and is {what}; the build would "
+                             f"replace it whole. Name a new or empty folder, or allow overwriting it.")
     return path

@@ -2,10 +2,13 @@
 
 ImageNet's URL list maps each image id to the photo's original URL; Flickr static URLs carry
 the photo id (``http://farm1.static.flickr.com/123/4567890_abcdef.jpg`` -> ``4567890``).
-Every answer Flickr gives (a location, "no location", "not found") is stored in a persistent
-SQLite cache before the next call, so a killed build resumes without repeating a call.
-Transient failures (HTTP 5xx, connection errors, "service unavailable", rate limiting) are
-retried with exponential backoff and are never cached.
+Every per-photo answer Flickr gives (a location, error 2 "no location", error 1 "photo not
+found") is stored in a persistent SQLite cache before the next call, so a killed build
+resumes without repeating a call.  Only those answers are cached.  Transient failures (HTTP
+5xx, connection errors, "service unavailable", rate limiting) are retried with exponential
+backoff; every other error code (95 SSL required, 112 method not found, 116 bad URL, a bad
+key, a code Flickr does not document) says nothing about the photo, so it stops the run
+with one message and is never cached.
 """
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ import sqlite3
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from geoaudit._errors import GeoauditError, InputError
 from geoaudit._progress import progress
@@ -37,18 +40,53 @@ STATUSES = ("ok", "no_location", "not_found", "not_flickr")
 _CODE_NOT_FOUND = 1
 _CODE_NO_LOCATION = 2
 _CODES_BAD_CREDENTIALS = {96, 97, 98, 99, 100}  # invalid/missing signature, login failed, invalid key
-_CODES_TRANSIENT = {0, 105, 106}  # unknown, service unavailable, write failed
+_CODES_TRANSIENT = {105, 106}  # service unavailable, write failed
+#: Errors about the request, not the photo: caching them would mark every photo.
+FATAL_CODES = {95: "SSL is required", 112: "method not found", 116: "bad URL"}
+
+FATAL_MSG = (
+    "Flickr answered error {code} ({detail}) for photo {photo_id}. That is an error of the request, "
+    "not an answer about the photo, so nothing was cached; the answers obtained so far are kept in "
+    "{cache}. Check the REST endpoint (it must be https://api.flickr.com/services/rest/) and the "
+    "flickrapi version, then re-run the same command."
+)
 
 BAD_CREDENTIALS_MSG = (
-    "Flickr rejected the API key or secret ({detail}). Check --flickr-key and --flickr-secret "
-    "(a key and its secret from https://www.flickr.com/services/apps/create/), or pass --geo-csv "
-    "with known locations to skip Flickr."
+    "Flickr rejected the API key or secret ({detail}). Check the key and its secret (from "
+    "https://www.flickr.com/services/apps/create/, given as FLICKR_API_KEY and FLICKR_API_SECRET), "
+    "or locate the images from a CSV of known locations instead of Flickr."
 )
 
 # farm1.static.flickr.com/123/4567890_abcdef.jpg, live.staticflickr.com/65535/4567890_abc_b.jpg,
-# www.flickr.com/photos/user/4567890/
+# www.flickr.com/photos/user/4567890/, www.flickr.com/photo_zoom.gne?id=4567890, flic.kr/p/{base58}
 _STATIC_RE = re.compile(r"/(\d+)_[0-9a-zA-Z]+(?:_[a-z0-9]+)?\.(?:jpe?g|png|gif)$", re.IGNORECASE)
 _PAGE_RE = re.compile(r"^/photos/[^/]+/(\d+)(?:/|$)")
+_SHORT_RE = re.compile(r"^/p/([1-9a-km-zA-HJ-NP-Z]+)/?$")
+#: Flickr's base58 alphabet (no 0, O, I, l) for flic.kr short links.
+BASE58 = "123456789abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ"
+
+
+def base58_decode(text: str) -> int:
+    """The photo id of a ``flic.kr/p/<text>`` short link.
+
+    Parameters
+    ----------
+    text : str
+        Base58 digits in Flickr's alphabet.
+
+    Returns
+    -------
+    int
+
+    Examples
+    --------
+    >>> base58_decode("2mdvcm")
+    885126246
+    """
+    n = 0
+    for ch in text:
+        n = n * 58 + BASE58.index(ch)
+    return n
 
 
 def photo_id_from_url(url: str) -> str | None:
@@ -61,15 +99,25 @@ def photo_id_from_url(url: str) -> str | None:
     >>> photo_id_from_url("http://example.com/dog.jpg") is None
     True
     """
+    url = url.strip().lstrip("\ufeff")
+    if "://" not in url[:12]:
+        url = "http://" + url  # the list has scheme-less "www.flickr.com/..." lines
     try:
-        parts = urlsplit(url.strip())
+        parts = urlsplit(url)
     except ValueError:
         return None
     host = (parts.hostname or "").lower()
+    path = unquote(parts.path).strip()  # ".jpg%20" in the list: a trailing encoded space
+    if host == "flic.kr":
+        m = _SHORT_RE.match(path)
+        return str(base58_decode(m.group(1))) if m else None
     if not (host == "flickr.com" or host.endswith(".flickr.com") or host.endswith(".staticflickr.com")
             or host == "staticflickr.com"):
         return None
-    m = _STATIC_RE.search(parts.path) or _PAGE_RE.match(parts.path)
+    if path.endswith("/photo_zoom.gne") or path.endswith("/photo.gne"):
+        ids = parse_qs(parts.query).get("id", [])
+        return ids[0] if ids and ids[0].isdigit() else None
+    m = _STATIC_RE.search(path) or _PAGE_RE.match(path)
     return m.group(1) if m else None
 
 
@@ -131,6 +179,9 @@ class FlickrCache:
                 "CREATE TABLE IF NOT EXISTS answers (photo_id TEXT PRIMARY KEY, status TEXT NOT NULL, "
                 "latitude REAL, longitude REAL, accuracy INTEGER, fetched_at REAL)"
             )
+            cols = {r[1] for r in self._db.execute("PRAGMA table_info(answers)")}
+            if "country" not in cols:  # caches written before Flickr's country was kept
+                self._db.execute("ALTER TABLE answers ADD COLUMN country TEXT")
             self._db.commit()
         except sqlite3.DatabaseError as e:
             raise InputError(f"The Flickr cache {str(self.path)!r} is not a usable SQLite database ({e}); "
@@ -147,10 +198,13 @@ class FlickrCache:
                 out[pid] = (status, lat, lon)
         return out
 
-    def put(self, photo_id, status, latitude=None, longitude=None, accuracy=None):
+    def put(self, photo_id, status, latitude=None, longitude=None, accuracy=None, country=None):
+        if status not in ("ok", "no_location", "not_found"):
+            raise GeoauditError(f"Only per-photo answers are cached; got status {status!r} for photo {photo_id}.")
         self._db.execute(
-            "INSERT OR REPLACE INTO answers VALUES (?, ?, ?, ?, ?, ?)",
-            (str(photo_id), status, latitude, longitude, accuracy, time.time()),
+            "INSERT OR REPLACE INTO answers (photo_id, status, latitude, longitude, accuracy, fetched_at, country) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (str(photo_id), status, latitude, longitude, accuracy, time.time(), country),
         )
         self._db.commit()  # one commit per answer: a kill loses at most the call in flight
 
@@ -262,9 +316,9 @@ class FlickrGeoLocator:
             code = e.code
             msg = str(e)
             if code == _CODE_NOT_FOUND:
-                return ("not_found", None, None, None)
+                return ("not_found", None, None, None, None)
             if code == _CODE_NO_LOCATION:
-                return ("no_location", None, None, None)
+                return ("no_location", None, None, None, None)
             if code in _CODES_BAD_CREDENTIALS:
                 raise GeoauditError(BAD_CREDENTIALS_MSG.format(detail=msg)) from None
             if code is None:  # HTTP status other than 200
@@ -275,9 +329,10 @@ class FlickrGeoLocator:
                 raise _Transient(msg, rate_limited=status == 429)
             if code in _CODES_TRANSIENT:
                 raise _Transient(msg)
-            # any other API error for this photo (e.g. permission denied) means it cannot be located
-            log.debug("photo %s: Flickr error %s; recorded as not_found", photo_id, msg)
-            return ("not_found", None, None, None)
+            # 95, 112, 116 and any code Flickr does not document: about the request, not the photo
+            detail = FATAL_CODES.get(code, "an error code geoaudit does not know")
+            raise GeoauditError(FATAL_MSG.format(code=code, detail=f"{detail}: {msg}", photo_id=photo_id,
+                                                 cache=self.cache.path)) from None
         except (requests.ConnectionError, requests.Timeout) as e:
             raise _Transient(f"{type(e).__name__}: {e}") from None
         except ValueError as e:  # garbage instead of JSON (a proxy error page, a truncated reply)
@@ -286,16 +341,19 @@ class FlickrGeoLocator:
         try:
             lat, lon = float(loc["latitude"]), float(loc["longitude"])
         except (KeyError, TypeError, ValueError):
-            return ("no_location", None, None, None)
+            return ("no_location", None, None, None, None)
         acc = loc.get("accuracy")
         try:
             acc = int(acc) if acc is not None else None
         except (TypeError, ValueError):
             acc = None
-        return ("ok", lat, lon, acc)
+        country = loc.get("country")
+        country = country.get("_content") if isinstance(country, dict) else country
+        country = country.strip() if isinstance(country, str) and country.strip() else None
+        return ("ok", lat, lon, acc, country)
 
     def _lookup_one(self, photo_id):
-        """(status, lat, lon, acc, retries) or None after ``max_retries`` transient failures."""
+        """(status, lat, lon, acc, country, retries) or None after ``max_retries`` transient failures."""
         delay = self.backoff_s
         for attempt in range(self.max_retries + 1):
             try:
@@ -332,7 +390,8 @@ class FlickrGeoLocator:
         Raises
         ------
         GeoauditError
-            Flickr rejected the key or the secret.
+            Flickr rejected the key or the secret, or answered an error about the request
+            (95, 112, 116 or an unknown code); nothing of it is cached.
         """
         t0 = self._clock()
         if total is None and hasattr(photo_ids, "__len__"):
@@ -371,9 +430,9 @@ class FlickrGeoLocator:
                                 "to resume.")
                         continue
                     in_a_row = 0
-                    status, lat, lon, acc, n_retries = ans
+                    status, lat, lon, acc, country, n_retries = ans
                     retries += n_retries
-                    self.cache.put(pid, status, lat, lon, acc)
+                    self.cache.put(pid, status, lat, lon, acc, country)
                     statuses[status] = statuses.get(status, 0) + 1
                     if on_answer is not None:
                         on_answer(pid, status)

@@ -1,44 +1,70 @@
 """Reverse geocoding: latitude/longitude -> country, against the shipped Natural Earth boundaries.
 
-Two vectorized passes with geopandas:
+Three vectorized passes:
 
-1. ``geopandas.sjoin(points, countries, predicate="within")``: a point inside a country
-   polygon gets that country (``method="within"``).
-2. Points left over (just off a coast: a photo from a boat, a pier, a beach the 1:50m
-   coastline cuts off) go to the nearest country if its boundary lies within
-   ``tolerance_km`` great-circle kilometres (``method="nearest"``).  Candidates come from
-   ``geopandas.sjoin_nearest`` in longitude/latitude degrees with a degree bound wide enough
-   for the points' latitude; each candidate is then accepted only if the haversine distance
-   from the point to the nearest point of that country's boundary is <= ``tolerance_km``.
-   The default, 25 km, is the 12-nautical-mile territorial sea (22.2 km) plus a margin for
-   the generalisation of 1:50m coastlines.
+1. ``within``: a point inside a country polygon gets that country (a ``geopandas.sjoin`` on
+   the polygons' 4,254 parts at 1:10m).
+2. ``nearest``: a point outside every polygon (a photo from a boat, a pier, a beach that the
+   coastline generalises away) goes to the country whose boundary is nearest, if that is at
+   most ``tolerance_km`` true great-circle kilometres away.  The boundaries are cut into
+   pieces of at most 32 vertices held in an R-tree; each point queries a box of
+   ``tolerance_km`` (in degrees of its own latitude, and on both sides of the antimeridian)
+   and the distance to each segment is measured in a local equirectangular frame around
+   the point, then the nearest point is measured again with the haversine formula.  The
+   default, 25 km, is the 12-nautical-mile territorial sea (22.2 km) plus a margin.
+3. ``place``: GeoNames populated places shipped for the spots where the polygons are unsure
+   (``geoaudit.data._places``).  A point within ``place_km`` of such a place takes the
+   place's country if the point is in no polygon (small islands the 1:10m coastline leaves
+   out, e.g. Ponza or Matsu) or if the place's country boundary is within ``place_km`` too
+   (a town on a border river the 1:10m line cuts, e.g. Goerlitz).
+4. ``hint``: where a second source names a country (Flickr's own reverse-geocoded country),
+   a point whose polygon country differs goes to the named country if that country's
+   boundary lies within ``hint_km`` (a photo on the border, where the polygon is unsure),
+   or within ``tolerance_km`` for a point outside every polygon.
 
-Everything else stays unassigned (``method="unassigned"``) and is counted by the caller;
-coordinates that are missing or out of range get ``method="invalid"``.  Country codes are
-Natural Earth ``ADM0_A3`` mapped onto World Bank codes (``load_boundaries``), so France is
-FRA and Norway NOR (their ``ISO_A3`` is -99) and Kosovo is XKX.
+Everything else stays unassigned (``method="unassigned"``); coordinates that are missing or
+out of range get ``method="invalid"``.  Country codes are Natural Earth ``ADM0_A3`` mapped onto
+World Bank codes (``load_boundaries``), so France is FRA, Kosovo XKX, Jersey CHI.
 """
 from __future__ import annotations
 
 import logging
-import warnings
+from functools import lru_cache
 
 import numpy as np
 import pandas as pd
 
 from geoaudit._errors import InputError
-from geoaudit._validation import check_interval
+from geoaudit._validation import check_interval, check_options
 
 log = logging.getLogger(__name__)
 
 EARTH_RADIUS_KM = 6371.0088
 #: Default coastal tolerance: the 12 nautical mile territorial sea (22.2 km) plus margin.
 DEFAULT_TOLERANCE_KM = 25.0
-METHODS = ("within", "nearest", "unassigned", "invalid")
+#: Default reach of a second source's country across a border (see ``reverse_geocode``).
+DEFAULT_HINT_KM = 5.0
+#: Default reach of a populated place (a town's extent around its GeoNames point).
+DEFAULT_PLACE_KM = 1.0
+DEFAULT_SCALE = "10m"
+METHODS = ("within", "nearest", "place", "hint", "unassigned", "invalid")
+_PIECE = 32  # vertices per boundary piece in the R-tree
+_MAX_SEGMENTS = 4_000_000  # segments measured at once (memory bound of the coastal pass)
 
 
 def haversine_km(lat1, lon1, lat2, lon2):
-    """Great-circle distance in km between arrays of points given in degrees."""
+    """Great-circle distance in km between arrays of points given in degrees.
+
+    Parameters
+    ----------
+    lat1, lon1, lat2, lon2 : array-like of float
+        Degrees; broadcast together.
+
+    Returns
+    -------
+    numpy.ndarray
+        Distances in km (mean Earth radius 6,371.0088 km).
+    """
     p1, p2 = np.radians(lat1), np.radians(lat2)
     dlat = p2 - p1
     dlon = np.radians(np.asarray(lon2) - np.asarray(lon1))
@@ -55,7 +81,147 @@ def _as_array(name, values):
     return np.atleast_1d(a)
 
 
-def reverse_geocode(latitude, longitude, *, tolerance_km=DEFAULT_TOLERANCE_KM, scale="50m") -> pd.DataFrame:
+class _Index:
+    """Polygon parts for the within pass and boundary pieces for the distance passes."""
+
+    def __init__(self, scale):
+        import shapely
+
+        from geoaudit.data._countries import load_boundaries
+
+        b = load_boundaries(scale)
+        geoms = shapely.make_valid(b.geometry.to_numpy())  # one 1:10m ring self-touches (Egypt)
+        self.countries = b.assign(geometry=geoms)
+        parts, owner = shapely.get_parts(geoms, return_index=True)
+        sub, k = shapely.get_parts(parts, return_index=True)  # a collection from make_valid holds a multipolygon
+        parts, owner = sub, owner[k]
+        keep = shapely.get_type_id(parts) == 3  # polygons only (make_valid may leave a stray line)
+        parts, owner = parts[keep], owner[keep]
+        self.part_iso = b["iso3"].to_numpy()[owner]
+        self.part_name = b["name"].to_numpy()[owner]
+        self.parts = parts
+        # boundary pieces: every ring cut into runs of _PIECE vertices sharing end points
+        rings = shapely.get_rings(parts, return_index=True)
+        coords, ring_of = shapely.get_coordinates(rings[0], return_index=True)
+        ring_part = rings[1]
+        starts = np.flatnonzero(np.r_[True, ring_of[1:] != ring_of[:-1]])
+        ends = np.r_[starts[1:], len(coords)]
+        p_start, p_end, p_part = [], [], []
+        for s, e, r in zip(starts, ends, ring_of[starts]):
+            k = np.arange(s, e - 1, _PIECE - 1)
+            p_start.append(k)
+            p_end.append(np.minimum(k + _PIECE, e))
+            p_part.append(np.full(len(k), ring_part[r]))
+        self.coords = coords
+        self.piece_start = np.concatenate(p_start)
+        self.piece_end = np.concatenate(p_end)
+        self.piece_part = np.concatenate(p_part)
+        lines = shapely.linestrings(coords[np.concatenate([np.arange(s, e) for s, e in
+                                                             zip(self.piece_start, self.piece_end)])],
+                                    indices=np.repeat(np.arange(len(self.piece_start)),
+                                                      self.piece_end - self.piece_start))
+        self.tree = shapely.STRtree(lines)
+        self.iso_codes = np.unique(self.part_iso)
+
+    def within(self, lon, lat):
+        """(rows, part index) of points inside a polygon part (first part if several)."""
+        import geopandas as gpd
+
+        pts = gpd.GeoDataFrame({"_i": np.arange(len(lon))}, geometry=gpd.points_from_xy(lon, lat), crs="EPSG:4326")
+        parts = gpd.GeoDataFrame({"_p": np.arange(len(self.parts))}, geometry=self.parts, crs="EPSG:4326")
+        hit = gpd.sjoin(pts, parts, how="inner", predicate="within")
+        hit = hit.sort_values(["_i", "_p"]).drop_duplicates("_i")
+        return hit["_i"].to_numpy(), hit["_p"].to_numpy()
+
+    def distances(self, lat, lon, radius_km):
+        """Every (point, part, km) with the part's boundary within ``radius_km`` of the point.
+
+        The minimum over each part's segments, measured in a local equirectangular frame
+        (exact to well under 1% within 100 km), so across the antimeridian too.
+        """
+        import shapely
+
+        n = len(lat)
+        if n == 0:
+            return np.empty(0, int), np.empty(0, int), np.empty(0)
+        dlat = radius_km / 110.5 + 1e-6
+        coslat = np.cos(np.radians(np.minimum(np.abs(lat) + dlat, 89.99)))
+        dlon = np.minimum(radius_km / (111.3 * coslat) + 1e-6, 180.0)
+        ymin, ymax = np.maximum(lat - dlat, -90), np.minimum(lat + dlat, 90)
+        box_pt, boxes = [], []
+        for shift in (0.0, 360.0, -360.0):
+            x0, x1 = lon - dlon + shift, lon + dlon + shift
+            keep = (x1 >= -180) & (x0 <= 180) if shift else np.ones(n, bool)
+            if shift:
+                keep &= (x0 < -180 + shift) if shift > 0 else (x1 > 180 + shift)
+            idx = np.flatnonzero(keep)
+            box_pt.append(idx)
+            boxes.append(shapely.box(np.maximum(x0[idx], -180), ymin[idx], np.minimum(x1[idx], 180), ymax[idx]))
+        box_pt = np.concatenate(box_pt)
+        q = self.tree.query(np.concatenate(boxes), predicate="intersects")
+        if q.shape[1] == 0:
+            return np.empty(0, int), np.empty(0, int), np.empty(0)
+        pair_pt = box_pt[q[0]]
+        pair_piece = q[1]
+        out_pt, out_part, out_d = [], [], []
+        nseg = self.piece_end[pair_piece] - self.piece_start[pair_piece] - 1
+        # chunks of pairs with a bounded number of segments
+        cum = np.cumsum(nseg)
+        bounds = np.searchsorted(cum, np.arange(_MAX_SEGMENTS, cum[-1] + _MAX_SEGMENTS, _MAX_SEGMENTS), side="right")
+        lo = 0
+        for hi in np.unique(np.r_[bounds, len(pair_pt)]):
+            if hi <= lo:
+                continue
+            sl = slice(lo, hi)
+            lo = hi
+            pp, pc, ns = pair_pt[sl], pair_piece[sl], nseg[sl]
+            pair_of_seg = np.repeat(np.arange(len(pp)), ns)
+            first = np.repeat(self.piece_start[pc] - np.r_[0, np.cumsum(ns)[:-1]], ns) + np.arange(ns.sum())
+            a, b = self.coords[first], self.coords[first + 1]
+            plat, plon = lat[pp][pair_of_seg], lon[pp][pair_of_seg]
+            kx = np.radians(1.0) * EARTH_RADIUS_KM * np.cos(np.radians(plat))
+            ky = np.radians(1.0) * EARTH_RADIUS_KM
+
+            def local(c):  # km east/north of the point; longitudes wrapped across 180 degrees
+                return ((c[:, 0] - plon + 180.0) % 360.0 - 180.0) * kx, (c[:, 1] - plat) * ky
+
+            ax, ay = local(a)
+            bx, by = local(b)
+            vx, vy = bx - ax, by - ay
+            vv = vx * vx + vy * vy
+            t = np.clip(np.where(vv > 0, -(ax * vx + ay * vy) / np.where(vv > 0, vv, 1), 0), 0, 1)
+            cx, cy = ax + t * vx, ay + t * vy
+            d2 = cx * cx + cy * cy
+            # the nearest segment of each pair, then the exact great-circle distance to it
+            order = np.lexsort((d2, pair_of_seg))
+            firsts = order[np.r_[True, pair_of_seg[order][1:] != pair_of_seg[order][:-1]]]
+            near_lat = plat[firsts] + cy[firsts] / ky
+            near_lon = plon[firsts] + cx[firsts] / kx[firsts]
+            d = haversine_km(plat[firsts], plon[firsts], near_lat, near_lon)
+            pi = pair_of_seg[firsts]
+            out_pt.append(pp[pi])
+            out_part.append(self.piece_part[pc[pi]])
+            out_d.append(d)
+        pt, part, d = np.concatenate(out_pt), np.concatenate(out_part), np.concatenate(out_d)
+        ok = d <= radius_km
+        pt, part, d = pt[ok], part[ok], d[ok]
+        if not len(pt):
+            return pt, part, d
+        # one row per (point, part): the nearest of its pieces
+        order = np.lexsort((d, part, pt))
+        pt, part, d = pt[order], part[order], d[order]
+        first = np.r_[True, (pt[1:] != pt[:-1]) | (part[1:] != part[:-1])]
+        return pt[first], part[first], d[first]
+
+
+@lru_cache(maxsize=3)
+def _index(scale) -> _Index:
+    return _Index(scale)
+
+
+def reverse_geocode(latitude, longitude, *, tolerance_km=DEFAULT_TOLERANCE_KM, scale=DEFAULT_SCALE,
+                    hint_iso3=None, hint_km=DEFAULT_HINT_KM, places="geonames",
+                    place_km=DEFAULT_PLACE_KM) -> pd.DataFrame:
     """Country of each point.
 
     Parameters
@@ -65,34 +231,51 @@ def reverse_geocode(latitude, longitude, *, tolerance_km=DEFAULT_TOLERANCE_KM, s
     tolerance_km : float
         A point outside every polygon goes to the nearest country whose boundary is at most
         this many great-circle km away (0 turns the coastal pass off).
-    scale : {"50m", "110m"}
-        Natural Earth scale of the boundaries.
+    scale : {"10m", "50m", "110m"}
+        Natural Earth scale of the boundaries (1:10m by default).
+    hint_iso3 : array-like of str or None, optional
+        A second opinion per point (Flickr's own country, as a World Bank code; None where
+        there is none).  It wins where its country's boundary is within ``hint_km`` of a
+        point inside another country, or within ``tolerance_km`` of a point in no country.
+    hint_km : float
+        How far across a border a hint (or a populated place) is believed (default 5 km).
+    places : "geonames", PopulatedPlaces or None
+        The populated places of the ``place`` pass: the shipped GeoNames places (default),
+        another :class:`~geoaudit.data._places.PopulatedPlaces`, or None to skip the pass.
+    place_km : float
+        How far from a place's point a photo counts as taken in that place (default 1 km).
 
     Returns
     -------
     pandas.DataFrame
         One row per point, in input order: ``country_iso3`` (World Bank code or None),
         ``country_name`` (Natural Earth name or None), ``method`` (one of ``"within"``,
-        ``"nearest"``, ``"unassigned"``, ``"invalid"``) and ``distance_km`` (0 for
-        ``"within"``, the distance to the boundary for ``"nearest"``, NaN otherwise).
+        ``"nearest"``, ``"place"``, ``"hint"``, ``"unassigned"``, ``"invalid"``) and
+        ``distance_km`` (0 for ``"within"``, the distance to the country's boundary for
+        ``"nearest"`` and ``"hint"``, to the place for ``"place"``, NaN otherwise).
 
     Examples
     --------
     >>> reverse_geocode([48.8566, 59.9139], [2.3522, 10.7522])["country_iso3"].tolist()
     ['FRA', 'NOR']
     """
-    import geopandas as gpd
-    import shapely
-
-    from geoaudit.data._countries import load_boundaries
-
     lat = _as_array("latitude", latitude)
     lon = _as_array("longitude", longitude)
     if lat.shape != lon.shape or lat.ndim != 1:
         raise InputError(f"The 'latitude' and 'longitude' parameters of reverse_geocode must be 1-D and of "
                          f"the same length. Got shapes {lat.shape} and {lon.shape} instead.")
     tol = check_interval("tolerance_km", tolerance_km, 0, 1000, caller="reverse_geocode")
+    hint_km = check_interval("hint_km", hint_km, 0, 1000, caller="reverse_geocode")
+    check_options("scale", scale, ("10m", "50m", "110m"), caller="reverse_geocode")
+    place_km = check_interval("place_km", place_km, 0, 100, caller="reverse_geocode")
+    places = _resolve_places(places)
     n = len(lat)
+    hints = None
+    if hint_iso3 is not None:
+        hints = np.asarray([h if isinstance(h, str) and h else None for h in hint_iso3], dtype=object)
+        if hints.shape != (n,):
+            raise InputError(f"The 'hint_iso3' parameter of reverse_geocode must have one entry per point "
+                             f"({n}). Got {len(hints)} instead.")
     iso = np.full(n, None, dtype=object)
     name = np.full(n, None, dtype=object)
     method = np.full(n, "unassigned", dtype=object)
@@ -101,62 +284,116 @@ def reverse_geocode(latitude, longitude, *, tolerance_km=DEFAULT_TOLERANCE_KM, s
     method[~valid] = "invalid"
     idx = np.flatnonzero(valid)
     if len(idx):
-        countries = load_boundaries(scale)
-        pts = gpd.GeoDataFrame({"_i": idx}, geometry=gpd.points_from_xy(lon[idx], lat[idx]), crs="EPSG:4326")
-        hit = gpd.sjoin(pts, countries, how="inner", predicate="within")
-        # overlapping polygons (rare disputed areas): keep the first country in Natural Earth order
-        hit = hit.sort_values(["_i", "index_right"]).drop_duplicates("_i")
-        rows = hit["_i"].to_numpy()
-        iso[rows] = hit["iso3"].to_numpy()
-        name[rows] = hit["name"].to_numpy()
-        method[rows] = "within"
-        dist[rows] = 0.0
-        rest = pts[~pts["_i"].isin(rows)]
+        ix = _index(scale)
+        rows, part = ix.within(lon[idx], lat[idx])
+        g = idx[rows]
+        iso[g], name[g], method[g], dist[g] = ix.part_iso[part], ix.part_name[part], "within", 0.0
+        rest = idx[method[idx] == "unassigned"]
         if tol > 0 and len(rest):
-            _nearest(rest, countries, tol, iso, name, method, dist, shapely, gpd)
+            pt, part, d = ix.distances(lat[rest], lon[rest], tol)
+            if len(pt):
+                order = np.lexsort((d, pt))
+                first = order[np.r_[True, pt[order][1:] != pt[order][:-1]]]
+                g = rest[pt[first]]
+                iso[g], name[g], method[g], dist[g] = (ix.part_iso[part[first]], ix.part_name[part[first]],
+                                                       "nearest", d[first])
+        if places is not None and place_km > 0:
+            _apply_places(ix, places, lat, lon, iso, name, method, dist, hint_km, place_km)
+        if hints is not None:
+            _apply_hints(ix, lat, lon, hints, iso, name, method, dist, tol, hint_km)
     # object columns keep None for "no country" (pandas would otherwise infer strings with NaN)
     return pd.DataFrame({"country_iso3": pd.Series(iso, dtype=object), "country_name": pd.Series(name, dtype=object),
                          "method": pd.Series(method, dtype=object), "distance_km": dist})
 
 
-def _nearest(rest, countries, tol, iso, name, method, dist, shapely, gpd):
-    """Coastal pass: nearest country in degrees, accepted by great-circle distance."""
-    # 1 degree of longitude is 111.32 * cos(lat) km: bound in degrees wide enough at the
-    # highest latitude among the points (capped at 85 degrees)
-    max_lat = min(float(np.abs(rest.geometry.y).max()) + tol / 111.0, 85.0)
-    max_deg = tol / (111.32 * np.cos(np.radians(max_lat)))
-    with warnings.catch_warnings():  # "geographic CRS" warning: degrees are only a pre-filter here
-        warnings.simplefilter("ignore", UserWarning)
-        near = gpd.sjoin_nearest(rest, countries, how="inner", max_distance=max_deg)
-    if near.empty:
+def _resolve_places(places):
+    from geoaudit.data._places import PopulatedPlaces
+
+    if places is None or isinstance(places, PopulatedPlaces):
+        return places
+    if isinstance(places, str) and places == "geonames":
+        return PopulatedPlaces.shipped()
+    raise InputError(f"The 'places' parameter of reverse_geocode must be 'geonames', a PopulatedPlaces or None. "
+                     f"Got {places!r} instead.")
+
+
+def _apply_places(ix, places, lat, lon, iso, name, method, dist, hint_km, place_km):
+    """A point near a populated place the polygons are unsure about takes the place's country."""
+    known = set(ix.iso_codes)
+    idx = np.flatnonzero(method != "invalid")
+    code, d = places.nearest(lat[idx], lon[idx], place_km)
+    differs = np.array([c is not None and c in known and c != i for c, i in zip(code, iso[idx])], dtype=bool)
+    idx, code, d = idx[differs], code[differs], d[differs]
+    if not len(idx):
         return
-    near = near.sort_values(["_i", "index_right"]).drop_duplicates("_i")
-    polys = countries.geometry.to_numpy()[near["index_right"].to_numpy()]
-    pts = near.geometry.to_numpy()
-    # nearest point of the boundary to each point (shortest_line goes point -> polygon)
-    lines = shapely.shortest_line(pts, polys)
-    coords = shapely.get_coordinates(lines).reshape(-1, 2, 2)
-    d = haversine_km(coords[:, 0, 1], coords[:, 0, 0], coords[:, 1, 1], coords[:, 1, 0])
-    ok = d <= tol
-    rows = near["_i"].to_numpy()[ok]
-    iso[rows] = near["iso3"].to_numpy()[ok]
-    name[rows] = near["name"].to_numpy()[ok]
-    method[rows] = "nearest"
-    dist[rows] = d[ok]
+    # in no polygon or only near one: the place decides (islands the coastline leaves out)
+    off = method[idx] != "within"
+    g = idx[off]
+    if len(g):
+        names = dict(zip(ix.part_iso, ix.part_name))
+        iso[g], method[g], dist[g] = code[off], "place", d[off]
+        name[g] = [names.get(c) for c in code[off]]
+    # inside a polygon: only where the place's own country is within place_km too (a border
+    # town the 1:10m line cuts); a wider reach moved more right towns than wrong ones
+    # (benchmarks/geocode.py)
+    on = ~off
+    if on.any():
+        cand = idx[on]
+        before = method[cand].copy()
+        sub_hints = np.full(len(lat), None, dtype=object)
+        sub_hints[cand] = code[on]
+        _apply_hints(ix, lat, lon, sub_hints, iso, name, method, dist, 0.0, place_km, only=cand)
+        moved = cand[(method[cand] == "hint") & (before != "hint")]
+        method[moved] = "place"
 
 
-def reverse_geocode_loop(latitude, longitude, *, scale="50m"):
+def _apply_hints(ix, lat, lon, hints, iso, name, method, dist, tol, hint_km, only=None):
+    """Where the hint names another country close enough, take it (``method="hint"``)."""
+    known = set(ix.iso_codes)
+    if only is not None:
+        mask = np.zeros(len(lat), bool)
+        mask[only] = True
+        hints = np.where(mask, hints, None)
+    cand = np.flatnonzero(np.array([h is not None and h in known and h != i and m != "invalid"
+                                    for h, i, m in zip(hints, iso, method)], dtype=bool))
+    if not len(cand):
+        return
+    reach = np.where(method[cand] == "within", hint_km, max(tol, hint_km))
+    pt, part, d = ix.distances(lat[cand], lon[cand], float(reach.max()))
+    same = ix.part_iso[part] == hints[cand[pt]]
+    pt, part, d = pt[same], part[same], d[same]
+    ok = d <= reach[pt]
+    pt, part, d = pt[ok], part[ok], d[ok]
+    if not len(pt):
+        return
+    order = np.lexsort((d, pt))
+    first = order[np.r_[True, pt[order][1:] != pt[order][:-1]]]
+    g = cand[pt[first]]
+    iso[g], name[g], method[g], dist[g] = ix.part_iso[part[first]], ix.part_name[part[first]], "hint", d[first]
+
+
+def reverse_geocode_loop(latitude, longitude, *, scale=DEFAULT_SCALE):
     """Reference implementation: a plain per-point loop over every polygon (``within`` only).
 
     Slow on purpose; ``benchmarks/geocode.py`` compares it with :func:`reverse_geocode`.
+
+    Parameters
+    ----------
+    latitude, longitude : sequence of float
+        Degrees.
+    scale : {"10m", "50m", "110m"}
+        Natural Earth scale.
+
+    Returns
+    -------
+    list of str or None
+        The World Bank code of the first polygon that contains each point.
     """
     from shapely.geometry import Point
 
-    from geoaudit.data._countries import load_boundaries
-
-    countries = load_boundaries(scale)
-    geoms = list(countries.geometry)
-    codes = list(countries["iso3"])
+    ix = _index(scale)
+    geoms = list(ix.countries.geometry)
+    codes = list(ix.countries["iso3"])
     out = []
     for la, lo in zip(latitude, longitude):
         p = Point(lo, la)

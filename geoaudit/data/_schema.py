@@ -16,8 +16,16 @@ from geoaudit.data._resources import IMAGENET_CLASS_INDEX, resource_path
 # Columns the audit and training need, beside the image.
 REQUIRED_COLUMNS = ("image", "label", "country_iso3", "gdp_per_capita_usd")
 
+#: Version of the shared schema.  2 added the optional location-source columns
+#: ``flickr_accuracy`` (Flickr's 1-16 accuracy level) and ``flickr_country`` (Flickr's own
+#: country, as a code), written by the ImageNet geo-location build; datasets without a
+#: location source (GeoShapes) leave them out, and readers treat a missing one as None.
+SCHEMA_VERSION = 2
+#: Values of the optional columns for a row that has no such information.
+OPTIONAL_DEFAULTS = {"flickr_accuracy": None, "flickr_country": None}
 
-def geo_features(class_names, *, with_image=True) -> datasets.Features:
+
+def geo_features(class_names, *, with_image=True, with_location_source=False) -> datasets.Features:
     """Features of a geo-located image classification dataset.
 
     Parameters
@@ -26,6 +34,13 @@ def geo_features(class_names, *, with_image=True) -> datasets.Features:
         Names of the label classes, in label order.
     with_image : bool
         False for the metadata-only configuration (no image bytes).
+    with_location_source : bool
+        Add the optional columns ``flickr_accuracy`` (int32, 1 world to 16 street) and
+        ``flickr_country`` (string, Flickr's reverse-geocoded country as a code).
+
+    Returns
+    -------
+    datasets.Features
     """
     feats = {}
     if with_image:
@@ -45,6 +60,9 @@ def geo_features(class_names, *, with_image=True) -> datasets.Features:
             "log_gdp_per_capita": datasets.Value("float64"),
         }
     )
+    if with_location_source:
+        feats["flickr_accuracy"] = datasets.Value("int32")
+        feats["flickr_country"] = datasets.Value("string")
     return datasets.Features(feats)
 
 

@@ -1,0 +1,135 @@
+"""Reverse geocoding at the places photos are taken: border towns, islands, offshore points and
+across the antimeridian, on the shipped 1:10m boundaries and GeoNames places."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from geoaudit._errors import InputError
+from geoaudit.data import reverse_geocode
+from geoaudit.data._countries import country_code_from_name, load_boundaries, to_wb_code
+from geoaudit.data._geocode import _index, haversine_km
+from geoaudit.data._places import PopulatedPlaces
+
+# (latitude, longitude, expected code, why it is hard)
+PLACES = {
+    "West Jerusalem, the Knesset": (31.7767, 35.2053, "ISR", "1:50m put it in PSE"),
+    "West Jerusalem, Mahane Yehuda": (31.7852, 35.2122, "ISR", "1:50m put it in PSE"),
+    "Niagara Falls NY": (43.0962, -79.0377, "USA", "border river"),
+    "Niagara Falls ON": (43.0896, -79.0849, "CAN", "border river"),
+    "Brownsville TX": (25.9017, -97.4975, "USA", "Rio Grande"),
+    "Matamoros": (25.8690, -97.5027, "MEX", "Rio Grande"),
+    "Shenzhen": (22.5431, 114.0579, "CHN", "next to Hong Kong"),
+    "Goerlitz (GeoNames point)": (51.15518, 14.98853, "DEU", "the 1:10m Neisse line puts it in POL"),
+    "Zgorzelec": (51.1500, 15.0083, "POL", "across the Neisse"),
+    "Giurgiu": (43.9037, 25.9699, "ROU", "Danube town"),
+    "Matsu, Nangan": (26.1597, 119.9519, "TWN", "not in the 1:10m polygons; 18 km off China"),
+    "Penghu": (23.5655, 119.5793, "TWN", "island"),
+    "Lipari": (38.4675, 14.9540, "ITA", "island"),
+    "Ponza": (40.8953, 12.9639, "ITA", "not in the 1:10m polygons"),
+    "Bora Bora": (-16.5004, -151.7415, "PYF", "lagoon"),
+    "Addu atoll": (-0.6300, 73.1586, "MDV", "atoll"),
+    "Fuvahmulah": (-0.2990, 73.4240, "MDV", "atoll"),
+    "18 km off Aberdeen": (57.1497, -1.75, "GBR", "degree distances lost it at 57 N"),
+    "Taveuni, Fiji": (-16.85, 179.97, "FJI", "west of 180"),
+    "Rabi, Fiji": (-16.47, -179.98, "FJI", "east of 180"),
+    "Uelen, Chukotka": (66.1597, -169.8081, "RUS", "Russia east of 180"),
+    "St Helier": (49.1858, -2.1100, "CHI", "Jersey: World Bank's Channel Islands"),
+    "Mariehamn": (60.0973, 19.9348, "FIN", "Aland"),
+    "Hargeisa": (9.5624, 44.0770, "SOM", "Somaliland"),
+    "Kyrenia": (35.3417, 33.3167, "CYP", "Northern Cyprus"),
+    "Laayoune": (27.1536, -13.2033, "ESH", "Western Sahara"),
+    "Simferopol": (44.9521, 34.1024, "UKR", "Crimea, photos before 2012"),
+    "Taipei": (25.0330, 121.5654, "TWN", "no World Bank GDP"),
+    "St Peter's Square": (41.9022, 12.4568, "VAT", "Vatican"),
+}
+
+
+def test_named_places_near_borders_islands_coasts_and_180():
+    names = list(PLACES)
+    lat = [PLACES[n][0] for n in names]
+    lon = [PLACES[n][1] for n in names]
+    got = reverse_geocode(lat, lon)["country_iso3"].tolist()
+    wrong = {n: (g, PLACES[n][2]) for n, g in zip(names, got) if g != PLACES[n][2]}
+    assert not wrong
+
+
+def test_places_pass_is_what_fixes_border_town_and_missing_island():
+    r = reverse_geocode([51.15518, 40.8953, 26.1597], [14.98853, 12.9639, 119.9519], places=None)
+    # without the GeoNames places the 1:10m polygons alone get these wrong
+    assert r["country_iso3"].tolist() == ["POL", None, "CHN"]
+    r = reverse_geocode([51.15518, 40.8953, 26.1597], [14.98853, 12.9639, 119.9519])
+    assert r["country_iso3"].tolist() == ["DEU", "ITA", "TWN"]
+    assert set(r["method"]) == {"place"}
+
+
+def test_coastal_pass_is_geodesic_at_high_latitude():
+    # a point due east of a coast at 70 N: a degree of longitude is 38 km there, not 111
+    lat, lon = 70.0, 31.25  # off Vardo, Norway
+    ix = _index("10m")
+    pt, part, d = ix.distances(np.array([lat]), np.array([lon]), 60.0)
+    nearest = d.min()
+    assert 1 < nearest < 60
+    r = reverse_geocode([lat], [lon], tolerance_km=nearest * 1.02)
+    assert r["method"][0] == "nearest" and r["distance_km"][0] == pytest.approx(nearest)
+    assert reverse_geocode([lat], [lon], tolerance_km=nearest * 0.98)["method"][0] == "unassigned"
+
+
+def test_distance_is_great_circle_across_the_antimeridian():
+    import shapely
+
+    # 2.3 km east of 180 off Vanua Levu: the Fiji polygons west of 180 must be found and measured
+    ix = _index("10m")
+    lat, lon = -16.56, -179.99
+    pt, part, d = ix.distances(np.array([lat]), np.array([lon]), 25.0)
+    west = np.array([shapely.get_coordinates(ix.parts[k])[:, 0].mean() > 0 for k in part])
+    assert west.any() and set(ix.part_iso[part[west]]) == {"FJI"}
+    c = ix.coords[ix.coords[:, 0] > 0]
+    brute = haversine_km(lat, lon, c[:, 1], c[:, 0]).min()  # nearest vertex west of 180
+    assert d[west].min() <= brute + 1e-6 and d[west].min() > brute - 0.2
+    r = reverse_geocode([lat], [lon], places=None)
+    assert r["country_iso3"][0] == "FJI" and r["distance_km"][0] == pytest.approx(d.min())
+
+
+def test_distances_agree_with_haversine_to_a_vertex():
+    ix = _index("10m")
+    # a point 10 km due north of a known coastal vertex is at most 10 km from that coast
+    v = ix.coords[12345]
+    lat = v[1] + 10.0 / 111.2
+    pt, part, d = ix.distances(np.array([lat]), np.array([v[0]]), 30.0)
+    assert d.min() <= haversine_km(lat, v[0], v[1], v[0]) + 1e-6
+
+
+def test_hint_decides_only_near_that_border():
+    # a point in Germany 400 m from Poland: a Flickr "Poland" hint moves it; a "Spain" hint does not
+    lat, lon = [51.15518, 51.15518], [14.98853, 14.98853]
+    r = reverse_geocode(lat, lon, hint_iso3=["POL", "ESP"])
+    assert r["country_iso3"].tolist() == ["POL", "DEU"]
+    assert r["method"].tolist() == ["hint", "place"]
+    # deep inside France, a "Germany" hint is ignored
+    r = reverse_geocode([48.8566], [2.3522], hint_iso3=["DEU"])
+    assert r["country_iso3"][0] == "FRA" and r["method"][0] == "within"
+    with pytest.raises(InputError, match="one entry per point"):
+        reverse_geocode([1.0, 2.0], [1.0, 2.0], hint_iso3=["FRA"])
+
+
+def test_populated_places_nearest_and_without():
+    p = PopulatedPlaces([10.0, 10.0], [20.0, 20.02], ["AAA", "BBB"], geonameid=[1, 2])
+    code, d = p.nearest(np.array([10.0, 50.0]), np.array([20.001, 0.0]), 1.0)
+    assert code.tolist() == ["AAA", None] and d[0] == pytest.approx(0.1095, abs=0.01) and np.isinf(d[1])
+    q = p.without([1])
+    assert len(q) == 1 and q.nearest(np.array([10.0]), np.array([20.001]), 5.0)[0][0] == "BBB"
+    with pytest.raises(InputError, match="'places' parameter of reverse_geocode"):
+        reverse_geocode([1.0], [1.0], places="osm")
+
+
+def test_country_codes_and_names():
+    assert [to_wb_code(c) for c in ("JEY", "GGY", "ALA", "REU", "FRA", None)] == ["CHI", "CHI", "FIN", "FRA",
+                                                                                 "FRA", None]
+    assert [country_code_from_name(n) for n in ("United States", "Viet Nam", "Hong Kong", "Jersey",
+                                                 "Côte d'Ivoire", "Atlantis", "")] == [
+        "USA", "VNM", "HKG", "CHI", "CIV", None, None]
+    b = load_boundaries("10m")
+    assert len(b) == 250 and {"CHI", "FIN", "XKX", "PSE", "ESH", "TWN", "VAT"} <= set(b["iso3"])
+    with pytest.raises(InputError, match="'scale' parameter of load_boundaries"):
+        load_boundaries("1m")
