@@ -201,7 +201,7 @@ def predictions_frame(models, dataset, *, group="country_iso3", covariate="gdp_p
 
 def audit_model(models, dataset, *, group="country_iso3", covariate="gdp_per_capita_usd", label_col="label",
                 batch_size=256, device=None, image_size=None, channels=3, min_group_size=50,
-                variance="paper", log_covariate=True, alpha=0.05, class_names=None, model_info=None,
+                variance="random-effects", log_covariate=True, alpha=0.05, class_names=None, model_info=None,
                 source=None, drop_missing_covariate=False):
     """Audit one model (or a population, as a dict name -> model) on a datasets split.
 
@@ -252,7 +252,7 @@ def _unique_names(paths):
 
 
 def audit_checkpoints(checkpoints, dataset, *, group="country_iso3", covariate="gdp_per_capita_usd",
-                      batch_size=256, device="auto", min_group_size=50, variance="paper",
+                      batch_size=256, device="auto", min_group_size=50, variance="random-effects",
                       log_covariate=True, alpha=0.05, source=None, drop_missing_covariate=False):
     """Audit geoaudit checkpoint folders on a datasets split.
 
