@@ -31,6 +31,7 @@ from geoaudit.audit._meta import (
     METHODS,
     TAU2_METHODS,
     binomial_variance,
+    sampling_variance,
     fit_batch,
     heterogeneity,
     i_squared,
@@ -227,11 +228,11 @@ def gls_test(table, *, min_group_size=50, variance=DEFAULT_METHOD, log_covariate
         Groups with fewer images are dropped (and listed in the result).
     variance : {"random-effects", "hc3", "paper", "binomial"}, default "random-effects"
         The method.  ``random-effects``: meta-regression with the binomial sampling variance
-        v_i = p_i(1-p_i)/n_i plus a between-group variance tau^2 (estimated by
+        v_i = f_i(1-f_i)/n_i at the fitted accuracy f_i of the image-weighted line, plus a between-group variance tau^2 (estimated by
         ``tau2_method``), weights 1/(v_i + tau^2) and the Knapp-Hartung test (as
         ``metafor::rma(..., test="knha")``).  ``hc3``: OLS with HC3 robust standard errors.
         ``paper``: GLS with Sigma = diag(1/sqrt(n_i)), the paper's choice.  ``binomial``: GLS
-        with Sigma = diag(v_i).  p_i is smoothed as (correct_i + 0.5)/(n_i + 1) inside v_i.
+        with Sigma = diag(p_i(1-p_i)/n_i), p_i smoothed as (correct_i + 0.5)/(n_i + 1).
         Only ``random-effects`` and ``hc3`` keep their nominal size when countries scatter
         around the line (see docs/audit.md, "Calibration").
     log_covariate : bool, default True
@@ -301,7 +302,7 @@ def gls_test(table, *, min_group_size=50, variance=DEFAULT_METHOD, log_covariate
         raise InputError(_MSG_CONSTANT_ACC.format(value=float(y[0]), m=m))
 
     X = sm.add_constant(x, has_constant="add")
-    v = binomial_variance(n, correct)
+    v = sampling_variance(y, n, x)[0]
     est = tau2_reml if tau2_method == "REML" else tau2_dl
     tau2 = float(est(y[None, :], v[None, :], design(x))[0])
     if variance == "hc3":
@@ -312,7 +313,7 @@ def gls_test(table, *, min_group_size=50, variance=DEFAULT_METHOD, log_covariate
         res = sm.WLS(y, X, weights=1.0 / (v + tau2)).fit()
     else:
         res = sm.GLS(y, X, sigma=sigma_for(n, correct, variance)).fit()
-    het = heterogeneity(y, n, correct, x)
+    het = heterogeneity(y, n, x)
     ci = res.conf_int(alpha=alpha)
     beta, bse = float(res.params[1]), float(res.bse[1])
     pvalue = float(res.f_pvalue) if variance != "hc3" else float(res.pvalues[1])

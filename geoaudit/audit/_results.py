@@ -22,8 +22,8 @@ V1_KEYS = {"se": "bse", "intercept_se": "intercept_bse", "t_stat": "tvalue", "f_
            "p_value": "pvalue"}
 
 VARIANCE_DESCRIPTIONS = {
-    "random-effects": "random-effects meta-regression: Var(e_i) = tau^2 + p_i(1-p_i)/n_i, tau^2 by {tau2}, "
-                      "Knapp-Hartung t-test on m - 2 df",
+    "random-effects": "random-effects meta-regression: Var(e_i) = tau^2 + f_i(1-f_i)/n_i (f_i: fitted "
+                      "accuracy), tau^2 by {tau2}, Knapp-Hartung t-test on m - 2 df",
     "hc3": "ordinary least squares with HC3 heteroskedasticity-robust standard errors, t-test on m - 2 df",
     "paper": "GLS with Sigma = diag(1/sqrt(n_i)) (the paper's choice)",
     "binomial": "GLS with Sigma = diag(p_i(1-p_i)/n_i), p_i smoothed as (correct_i+0.5)/(n_i+1)",

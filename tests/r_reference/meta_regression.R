@@ -1,8 +1,9 @@
 # Reference values for geoaudit's audit methods, computed by R's own packages.
 # Run from the repository root:  Rscript tests/r_reference/meta_regression.R > tests/r_reference/expected.csv
 # For each dataset (group, n, correct, covariate): y = correct / n, x = ln(covariate),
-# v = p(1-p)/n with p = (correct + 0.5) / (n + 1), then
-#   metafor::rma(y, v, mods = ~ x, method = "REML" / "DL", test = "knha")   (random-effects)
+# vf = f(1-f)/n with f the fitted accuracy of lm(y ~ x, weights = n) (kept within
+# [0.5/(n+1), 1 - 0.5/(n+1)]), v = p(1-p)/n with p = (correct + 0.5) / (n + 1), then
+#   metafor::rma(y, vf, mods = ~ x, method = "REML" / "DL", test = "knha")  (random-effects)
 #   lm(y ~ x) with sandwich::vcovHC(type = "HC3") and a t test on m - 2 df       (hc3)
 #   lm(y ~ x, weights = sqrt(n))                                                (paper)
 #   lm(y ~ x, weights = 1 / v)                                                  (binomial)
@@ -13,15 +14,18 @@ add <- function(dataset, method, quantity, value) {
   out <<- rbind(out, data.frame(dataset = dataset, method = method, quantity = quantity,
                                 value = sprintf("%.15g", value)))
 }
-for (ds in c("data1", "data2", "data3")) {
+for (ds in c("data1", "data2", "data3", "data4")) {
   d <- read.csv(file.path(here, paste0(ds, ".csv")))
   y <- d$correct / d$n
   x <- log(d$covariate)
   p <- (d$correct + 0.5) / (d$n + 1)
   v <- p * (1 - p) / d$n
+  lo <- 0.5 / (d$n + 1)
+  f <- pmin(pmax(fitted(lm(y ~ x, weights = d$n)), lo), 1 - lo)
+  vf <- f * (1 - f) / d$n
   ctrl <- list(threshold = 1e-14, maxiter = 100000)
   for (tm in c("REML", "DL")) {
-    fit <- rma(y, v, mods = ~ x, method = tm, test = "knha", control = ctrl)
+    fit <- rma(y, vf, mods = ~ x, method = tm, test = "knha", control = ctrl)
     meth <- paste0("random-effects-", tm)
     add(ds, meth, "beta", coef(fit)[2]); add(ds, meth, "intercept", coef(fit)[1])
     add(ds, meth, "bse", fit$se[2]); add(ds, meth, "intercept_bse", fit$se[1])
