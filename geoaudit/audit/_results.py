@@ -501,9 +501,17 @@ class AuditReport(Result):
                 f"{f'1,{fit.df_denom}':>7}  {_fmt_p(fit.pvalue):>9}  {fit.tau2:>8.2g}{' *' if fit.significant else ''}"
             )
         lines.append("  " + self.population.summary())
-        warn = self.warnings()
-        if warn:
-            lines.append("  fragile verdicts: " + "; ".join(warn[:4]) + (f"; and {len(warn) - 4} more" if len(warn) > 4 else ""))
+        fragile = []
+        for name, fit in self.fits.items():
+            inf = fit.influence
+            if inf is not None and inf.fragile:
+                why = (["without " + _list(inf.flipping_groups, 3)] if inf.hinges_on_one_group else []) + (
+                    ["min_group_size"] if inf.hinges_on_cut else [])
+                fragile.append(f"{name} ({', '.join(why)})")
+        if fragile:
+            lines.append("  FRAGILE verdicts, they flip " + ("with: " if len(fragile) > 1 else "with ")
+                         + "; ".join(fragile[:6]) + (f"; and {len(fragile) - 6} more" if len(fragile) > 6 else "")
+                         + " (see influence in the report)")
         return "\n".join(lines)
 
 
