@@ -22,6 +22,7 @@ from geoaudit.report._plots import (
     looks_like_iso3,
     plot_accuracy_vs_covariate,
     plot_beta_distributions,
+    plot_dispersion,
     plot_model_betas,
     plot_world_map,
 )
@@ -35,6 +36,7 @@ __all__ = [
     "paragraph",
     "plot_accuracy_vs_covariate",
     "plot_beta_distributions",
+    "plot_dispersion",
     "plot_model_betas",
     "plot_world_map",
     "png_to_data_uri",

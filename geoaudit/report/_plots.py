@@ -19,7 +19,9 @@ def _figure(w=7.5, h=4.8):
 def _as_fits(fits):
     if fits is None:
         return {}
-    if isinstance(fits, dict):
+    from collections.abc import Mapping
+
+    if isinstance(fits, Mapping):
         return dict(fits)
     return {"model": fits}
 
