@@ -207,6 +207,7 @@ def test_result_is_the_same_type_for_dataframe_and_dict_and_json_safe():
     (dict(covariate=[1e3, 2e3, np.nan, 1e4, 3e4]), "missing (NaN) or infinite for groups 2"),
     (dict(covariate=[5e3] * 5), "no slope to fit"),
     (dict(accuracy=[0.5] * 5), "the F-test is undefined"),
+    (dict(accuracy=0.2 + 0.05 * np.log([1e3, 2e3, 5e3, 1e4, 3e4])), "lies exactly on a line"),
     (dict(n=[60, 60, 10, 10, 10]), "Only 2 group(s) have at least min_group_size=50"),
     (dict(accuracy=[0.5, 1.2, 0.5, 0.6, 0.7]), "Accuracy must be in [0, 1]"),
 ])

@@ -313,6 +313,9 @@ def gls_test(table, *, min_group_size=50, variance=DEFAULT_METHOD, log_covariate
         res = sm.WLS(y, X, weights=1.0 / (v + tau2)).fit()
     else:
         res = sm.GLS(y, X, sigma=sigma_for(n, correct, variance)).fit()
+    if np.max(np.abs(res.resid)) <= 1e-12:
+        raise InputError(f"Accuracy lies exactly on a line in the {m} groups used; the residual variance is zero "
+                         "and the F-test is undefined.")
     het = heterogeneity(y, n, x)
     ci = res.conf_int(alpha=alpha)
     beta, bse = float(res.params[1]), float(res.bse[1])
