@@ -553,3 +553,17 @@ def test_audit_report_is_immutable():
     assert any("independent" in a for a in d["assumptions"])
     m = d["models"][0]
     assert {"bse", "tvalue", "fvalue", "pvalue", "tau2", "i2", "influence"} <= set(m) and "p_value" not in m
+
+
+def test_version_1_report_keys_upgrade_to_the_current_names():
+    from geoaudit.audit._results import upgrade_report
+
+    v1 = {"format": "geoaudit-audit-report", "format_version": 1, "settings": {"variance": "paper"},
+          "models": [{"model": "m", "beta": 0.03, "se": 0.01, "intercept_se": 0.1, "t_stat": 3.0, "f_stat": 9.0,
+                      "p_value": 0.004}]}
+    up = upgrade_report(v1)
+    assert up["models"][0] == {"model": "m", "beta": 0.03, "bse": 0.01, "intercept_bse": 0.1, "tvalue": 3.0,
+                               "fvalue": 9.0, "pvalue": 0.004}
+    assert up["settings"]["paper_method"] is True and v1["models"][0]["se"] == 0.01  # input untouched
+    rep = audit_predictions(_dup_frame(), group="country", covariate="gdp", min_group_size=20).to_dict()
+    assert upgrade_report(rep) == rep

@@ -47,6 +47,35 @@ ASSUMPTIONS = (
 )
 
 
+def upgrade_report(data: dict) -> dict:
+    """A loaded report.json in the current format: version 1 keys renamed, nothing else changed.
+
+    Version 1 named the per-model statistics ``se``, ``intercept_se``, ``t_stat``, ``f_stat`` and
+    ``p_value`` (now ``bse``, ``intercept_bse``, ``tvalue``, ``fvalue``, ``pvalue``, same values) and
+    had no method fields: its method is ``settings["variance"]`` ("paper" unless set).
+
+    Parameters
+    ----------
+    data : dict
+        The parsed JSON of a report.json.
+
+    Returns
+    -------
+    dict
+        A new dict; ``format_version`` is kept as read (the version of the file).
+    """
+    out = dict(data)
+    if int(data.get("format_version", 1)) >= 2:
+        return out
+    out["models"] = [{V1_KEYS.get(k, k): v for k, v in m.items()} if isinstance(m, dict) else m
+                     for m in data.get("models", [])]
+    settings = dict(data.get("settings") or {})
+    settings.setdefault("variance", "paper")
+    settings.setdefault("paper_method", settings["variance"] == "paper")
+    out["settings"] = settings
+    return out
+
+
 def describe_method(variance, tau2_method="REML") -> str:
     """One line naming the method that produced a verdict."""
     return VARIANCE_DESCRIPTIONS[variance].format(tau2=tau2_method)
