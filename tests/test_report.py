@@ -10,7 +10,6 @@ from matplotlib.figure import Figure
 
 from geoaudit import InputError
 from geoaudit.audit import audit_predictions, compare_populations, gls_test, write_report
-from geoaudit.report._plots import plot_dispersion
 from geoaudit.report import (
     fig_to_data_uri,
     figure_html,
@@ -18,6 +17,7 @@ from geoaudit.report import (
     looks_like_iso3,
     plot_accuracy_vs_covariate,
     plot_beta_distributions,
+    plot_dispersion,
     plot_model_betas,
     plot_world_map,
     render_audit,
@@ -129,8 +129,6 @@ def test_beta_plot_refuses_two_dimensional_betas():
 
 
 def test_fragile_verdict_is_flagged_in_the_html():
-    from geoaudit.audit import gls_test as _gls
-
     rng = np.random.default_rng(3)
     rows = []
     for i, (c, n) in enumerate(zip(np.exp(np.linspace(7.5, 11, 12)), [300] * 12)):

@@ -31,13 +31,13 @@ from geoaudit.audit._meta import (
     METHODS,
     TAU2_METHODS,
     binomial_variance,
-    sampling_variance,
+    design,
     fit_batch,
     heterogeneity,
     i_squared,
+    sampling_variance,
     tau2_dl,
     tau2_reml,
-    design,
 )
 from geoaudit.audit._results import GLSResult, Influence
 
@@ -202,7 +202,7 @@ def _influence(method, groups, y, n, correct, x, all_table, *, alpha, tau2_metho
                              "significant": bool(pv < alpha) if np.isfinite(pv) else None})
     loo = pd.DataFrame(loo_rows, columns=["group", "n", "beta", "pvalue", "significant"])
     cut_rows = []
-    ga, ya, na, ca, xa = all_table
+    _, ya, na, ca, xa = all_table
     for k in sorted(set(cuts) | {min_group_size}):
         sel = na >= k
         f = _fit_one(method, ya[sel], na[sel], ca[sel], xa[sel], tau2_method)
