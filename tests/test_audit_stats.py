@@ -567,3 +567,15 @@ def test_version_1_report_keys_upgrade_to_the_current_names():
     assert up["settings"]["paper_method"] is True and v1["models"][0]["se"] == 0.01  # input untouched
     rep = audit_predictions(_dup_frame(), group="country", covariate="gdp", min_group_size=20).to_dict()
     assert upgrade_report(rep) == rep
+
+
+def test_shipped_example_verdict_hinges_on_the_cut_and_paper_numbers_stay():
+    root = Path(__file__).resolve().parents[1]
+    rep = audit_predictions(root / "examples" / "predictions.csv", group="country_iso3",
+                            covariate="gdp_per_capita_usd", variance="paper")
+    fit = rep.fits["seed0"]
+    assert (fit.beta, fit.fvalue, fit.pvalue) == pytest.approx((0.0347, 14.801, 0.000557), rel=2e-3)
+    cuts = fit.influence.by_cut.set_index("min_group_size")["pvalue"]
+    assert cuts[20] == pytest.approx(2.62e-6, rel=1e-2) and cuts[100] == pytest.approx(0.106, rel=1e-2)
+    assert fit.influence.hinges_on_cut and not fit.influence.hinges_on_one_group
+    assert "FRAGILE" in rep.summary()
