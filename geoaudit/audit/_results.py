@@ -537,7 +537,7 @@ class AuditReport(Result):
             if inf is not None and inf.fragile:
                 why = (["without " + _list(inf.flipping_groups, 3)] if inf.hinges_on_one_group else []) + (
                     ["min_group_size"] if inf.hinges_on_cut else [])
-                fragile.append(f"{name} ({', '.join(why)})")
+                fragile.append(f"{name} ({'; '.join(why)})")
         if fragile:
             lines.append("  FRAGILE verdicts, they flip " + ("with: " if len(fragile) > 1 else "with ")
                          + "; ".join(fragile[:6]) + (f"; and {len(fragile) - 6} more" if len(fragile) > 6 else "")
