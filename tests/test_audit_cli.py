@@ -44,13 +44,18 @@ def test_audit_writes_the_report_contract(tmp_path, csv, preds, capsys):
     assert "seed0" in stdout and "population of 3 model(s)" in stdout and "report.json" in stdout
     rep = json.loads((out / "report.json").read_text())
     assert rep["settings"] == {**rep["settings"], "group": "country_iso3", "covariate": "gdp_per_capita_usd",
-                               "log_covariate": True, "min_group_size": 30, "variance": "paper"}
+                               "log_covariate": True, "min_group_size": 30, "variance": "random-effects",
+                               "tau2_method": "REML", "paper_method": False}
+    assert rep["format_version"] == 2 and "Knapp-Hartung" in rep["settings"]["method"]
+    assert "differs from the paper" in rep["settings"]["why_not_paper"] and rep["assumptions"]
     g = rep["groups"][0]
     assert {"group", "n", "accuracy", "covariate"} <= set(g)
     assert g["n"] == int((preds["country_iso3"] == g["group"]).sum())  # pooled over the 3 models
     assert [m["model"] for m in rep["models"]] == ["seed0", "seed1", "seed2"]
     for m in rep["models"]:
-        assert {"model", "beta", "intercept", "se", "f_stat", "df_num", "df_denom", "p_value", "n_groups"} <= set(m)
+        assert {"model", "beta", "intercept", "bse", "fvalue", "df_num", "df_denom", "pvalue", "n_groups", "tau2",
+                "i2", "q", "q_pvalue", "influence"} <= set(m)
+        assert [c["min_group_size"] for c in m["influence"]["cuts"]] == [20, 30, 50, 100]
         assert m["df_num"] == 1 and m["df_denom"] == m["n_groups"] - 2
     per_model = preds.groupby(["model", "country_iso3"]).size().groupby("country_iso3").first()
     assert rep["dropped_groups"] == sorted(per_model[per_model < 30].index)
@@ -96,7 +101,7 @@ def _bad(tmp_path, frame, *extra, name="bad.csv"):
     ("nan_label", "column 'prediction' has 1 missing (NaN) value(s)"),
     ("nan_covariate", "column 'gdp_per_capita_usd' is missing (NaN) for"),
     ("constant", "there is no slope to fit"),
-    ("bad_variance", "The '--variance' parameter of geoaudit audit must be one of 'paper', 'binomial'"),
+    ("bad_variance", "The '--variance' parameter of geoaudit audit must be one of 'random-effects', 'hc3', 'paper', 'binomial'"),
     ("no_file", "does not exist"),
     ("no_group", "--group is required with a predictions file"),
     ("model_col_missing", "has no column 'run'"),
@@ -297,5 +302,52 @@ def test_drop_missing_covariate_leaves_those_groups_out(tmp_path, preds):
 
     rep = audit_predictions(df, group="country_iso3", covariate="gdp_per_capita_usd", min_group_size=20,
                             drop_missing_covariate=True)
-    assert rep.settings["groups_without_covariate"] == [first]
+    assert list(rep.settings["groups_without_covariate"]) == [first]
     assert first not in set(rep.groups["group"])
+
+
+def test_audit_paper_method_is_named_and_reproduces_the_paper_weights(tmp_path, csv, capsys):
+    out = tmp_path / "rep"
+    assert _audit(csv, out, "--min-group-size", "30", "--variance", "paper") == 0
+    stdout = capsys.readouterr().out
+    assert "variance=paper" in stdout and "the paper's choice" in stdout
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["settings"]["paper_method"] is True and "why_not_paper" not in rep["settings"]
+    html = (out / "report.html").read_text()
+    assert "This is the paper&#x27;s method" in html and "Assumptions" in html
+
+
+def test_audit_refuses_duplicate_rows_unless_asked(tmp_path, preds, capsys):
+    df = pd.concat([preds, preds.iloc[:5]], ignore_index=True)
+    p = tmp_path / "dup.csv"
+    df.to_csv(p, index=False)
+    out = tmp_path / "o"
+    assert _audit(p, out, "--min-group-size", "20") == 2
+    err = capsys.readouterr().err
+    assert "5 row(s) repeat an 'image_id'" in err and "pass --deduplicate" in err and err.count("\n") == 1
+    assert not out.exists()
+    assert _audit(p, out, "--min-group-size", "20", "--deduplicate") == 0
+    assert "dropped 5 duplicate row(s)" in capsys.readouterr().out
+    assert json.loads((out / "report.json").read_text())["settings"]["duplicate_rows_dropped"] == 5
+
+
+def test_drop_missing_covariate_message_matches_the_report(tmp_path, preds, capsys):
+    df = preds.copy()
+    countries = sorted(df["country_iso3"].unique())
+    df.loc[df["country_iso3"] == countries[0], "gdp_per_capita_usd"] = np.nan
+    df.loc[df.index[df["country_iso3"] == countries[1]][:3], "gdp_per_capita_usd"] = np.nan
+    p = tmp_path / "p.csv"
+    df.to_csv(p, index=False)
+    out = tmp_path / "o"
+    assert _audit(p, out, "--min-group-size", "20") == 2
+    assert "pass --drop-missing-covariate" in capsys.readouterr().err
+    assert _audit(p, out, "--min-group-size", "20", "--drop-missing-covariate") == 0
+    stdout = capsys.readouterr().out
+    rep = json.loads((out / "report.json").read_text())
+    n_rows = int(df["gdp_per_capita_usd"].isna().sum())
+    assert f"dropped {n_rows} row(s) without a covariate value" in stdout
+    assert f"groups left out entirely: {countries[0]}" in stdout
+    assert f"groups kept with their other rows: {countries[1]}" in stdout
+    groups = {g["group"]: g for g in rep["groups"]}
+    assert countries[0] not in groups and countries[1] in groups
+    assert rep["settings"]["rows_without_covariate"] == n_rows

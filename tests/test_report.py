@@ -17,6 +17,7 @@ from geoaudit.report import (
     looks_like_iso3,
     plot_accuracy_vs_covariate,
     plot_beta_distributions,
+    plot_dispersion,
     plot_model_betas,
     plot_world_map,
     render_audit,
@@ -65,11 +66,14 @@ def test_audit_report_html_is_self_contained(tmp_path):
     html = written["html"].read_text()
     assert not EXTERNAL.search(html), EXTERNAL.search(html)
     assert "<link" not in html and "<script" not in html
-    names = {"accuracy_vs_covariate.png", "world_map.png", "model_betas.png", "betas.png"}
+    names = {"accuracy_vs_covariate.png", "world_map.png", "model_betas.png", "betas.png", "dispersion.png"}
     assert names <= set(written)
     for name in names:
         assert (tmp_path / "r" / name).read_bytes().startswith(PNG_MAGIC)
-    assert html.count("data:image/png;base64,") == 4
+    assert html.count("data:image/png;base64,") == 5
+    for part in ("Method, assumptions and settings", "Influence and sensitivity", "Dispersion", "Knapp-Hartung",
+                 "differs from the paper", "independent"):
+        assert part in html, part
     assert json.loads(written["json"].read_text())["format"] == "geoaudit-audit-report"
     assert not list((tmp_path / "r").glob(".*tmp"))  # no temporary files left behind
 
@@ -103,6 +107,7 @@ def test_plots_return_figures():
         plot_world_map(rep.groups),
         plot_beta_distributions({"A": [0.01, 0.02, 0.015], "B": [0.03, 0.05]}, reference=0.04),
         plot_model_betas(rep.fits),
+        plot_dispersion(rep.model_groups, rep.fits),
     ]
     for fig in figs:
         assert isinstance(fig, Figure) and fig.axes
@@ -116,3 +121,24 @@ def test_compare_report_files(tmp_path):
     assert w["html"].name == "cmp.html" and not EXTERNAL.search(html)
     assert w["figure"].read_bytes().startswith(PNG_MAGIC)
     assert figure_html("data:image/png;base64,AA", caption="c<").endswith("<figcaption>c&lt;</figcaption></figure>")
+
+
+def test_beta_plot_refuses_two_dimensional_betas():
+    with pytest.raises(InputError, match=re.escape("must be one number per model (1-D), got shape (2, 2)")):
+        plot_beta_distributions({"A": [[0.01, 0.02], [0.03, 0.04]]})
+
+
+def test_fragile_verdict_is_flagged_in_the_html():
+    rng = np.random.default_rng(3)
+    rows = []
+    for i, (c, n) in enumerate(zip(np.exp(np.linspace(7.5, 11, 12)), [300] * 12)):
+        rows.append(pd.DataFrame({"country": f"G{i:02d}", "gdp": c, "label": 0,
+                                  "prediction": (rng.random(n) >= 0.75).astype(int)}))
+    rows.append(pd.DataFrame({"country": "OUT", "gdp": 400.0, "label": 0,
+                              "prediction": (np.arange(2000) >= 900).astype(int)}))
+    rep = audit_predictions(pd.concat(rows, ignore_index=True), group="country", covariate="gdp",
+                            variance="paper")
+    fit = rep.fits["model"]
+    assert fit.significant and fit.influence.hinges_on_one_group
+    html, _ = render_audit(rep)
+    assert "Fragile" in html and "OUT" in html and "FRAGILE" in rep.summary()

@@ -31,7 +31,7 @@ from geoaudit.audit._predict import (
     predict_many,
     predictions_frame,
 )
-from geoaudit.audit._results import AuditReport, CompareResult, GLSResult, PopulationSummary
+from geoaudit.audit._results import AuditReport, CompareResult, GLSResult, Influence, PopulationSummary
 
 
 def write_report(report, out_dir, *, predictions=None, title=None):
@@ -49,6 +49,7 @@ __all__ = [
     "AuditReport",
     "CompareResult",
     "GLSResult",
+    "Influence",
     "PopulationSummary",
     "audit_checkpoints",
     "audit_model",

@@ -30,6 +30,25 @@ def _nan_mask(arr):
     return pd.isna(pd.Series(arr)).to_numpy()
 
 
+def _equal(y, yhat, *, caller):
+    """Elementwise y == yhat, comparing numbers as numbers even when one side is text
+    ("1" equals 1.0), and refusing text that cannot be compared with numbers."""
+    if y.dtype.kind not in "OUS" and yhat.dtype.kind not in "OUS":
+        return y == yhat
+    ny = pd.to_numeric(pd.Series(y), errors="coerce")
+    nyhat = pd.to_numeric(pd.Series(yhat), errors="coerce")
+    y_num, yhat_num = not ny.isna().any(), not nyhat.isna().any()
+    if y_num and yhat_num:
+        return ny.to_numpy(float) == nyhat.to_numpy(float)
+    if y_num != yhat_num:
+        text, example = ("labels", y[ny.isna().to_numpy()][0]) if not y_num else \
+            ("predictions", yhat[nyhat.isna().to_numpy()][0])
+        other = "predictions" if text == "labels" else "labels"
+        raise InputError(f"The {text} of {caller} are text (e.g. {str(example)!r}) but its {other} are numbers; "
+                         "no prediction could ever be correct. Pass both as class indices or both as class names.")
+    return pd.Series(y).astype(str).to_numpy() == pd.Series(yhat).astype(str).to_numpy()
+
+
 def _example_list(values, k=8):
     values = [str(v) for v in values]
     more = f" and {len(values) - k} more" if len(values) > k else ""
@@ -75,8 +94,7 @@ def group_accuracy(labels, predictions, groups, *, covariate=None, caller="group
         if bad.any():
             raise InputError(f"{int(bad.sum())} of {len(arr)} {name} of {caller} are missing (NaN/None); "
                              "remove those rows first.")
-    correct = (pd.Series(y).astype(str).to_numpy() == pd.Series(yhat).astype(str).to_numpy()) \
-        if (y.dtype.kind in "OUS" or yhat.dtype.kind in "OUS") else (y == yhat)
+    correct = _equal(y, yhat, caller=caller)
     frame = pd.DataFrame({"group": pd.Series(g).astype(str).to_numpy(), "correct": correct.astype(np.int64)})
     agg = frame.groupby("group", sort=True)["correct"].agg(["size", "sum"])
     table = pd.DataFrame({

@@ -40,8 +40,14 @@ def register(sub):
                         "when present; a file without it is one model)")
     p.add_argument("--min-group-size", type=int, default=50, metavar="N",
                    help="drop groups with fewer images (default: 50)")
-    p.add_argument("--variance", default="paper", metavar="{paper,binomial}",
-                   help="GLS error covariance: paper = diag(1/sqrt(n_i)) (default), binomial = diag(p(1-p)/n_i)")
+    p.add_argument("--variance", default="random-effects", metavar="{random-effects,hc3,paper,binomial}",
+                   help="method: random-effects = meta-regression with binomial variance plus between-country "
+                        "tau^2 and the Knapp-Hartung test (default, calibrated); hc3 = OLS with robust SE; "
+                        "paper = GLS with diag(1/sqrt(n_i)) as in the paper; binomial = GLS with diag(p(1-p)/n_i)")
+    p.add_argument("--tau2-method", default="REML", metavar="{REML,DL}",
+                   help="estimator of the between-group variance tau^2 (default: REML)")
+    p.add_argument("--deduplicate", action="store_true",
+                   help="keep the first of identical rows repeating an image_id for a model, instead of failing")
     p.add_argument("--no-log-covariate", dest="log_covariate", action="store_false",
                    help="use the covariate as it is instead of its natural log")
     p.add_argument("--drop-missing-covariate", action="store_true",
@@ -67,12 +73,28 @@ def _check_out(out):
     return out
 
 
+_FLAGS = (("drop_missing_covariate=True", "--drop-missing-covariate"), ("deduplicate=True", "--deduplicate"))
+
+
 def run(args) -> int:
+    try:
+        return _run(args)
+    except InputError as e:
+        msg = str(e)
+        for name, flag in _FLAGS:
+            msg = msg.replace(name, flag)
+        if msg == str(e):
+            raise
+        raise InputError(msg) from e
+
+
+def _run(args) -> int:
     from geoaudit._validation import check_interval, check_options
     from geoaudit.audit import VARIANCES, audit_checkpoints, audit_predictions, find_checkpoints, write_report
 
     caller = "geoaudit audit"
     check_options("--variance", args.variance, VARIANCES, caller=caller)
+    check_options("--tau2-method", args.tau2_method, ("REML", "DL"), caller=caller)
     check_interval("--min-group-size", args.min_group_size, 1, None, caller=caller, integer=True)
     check_interval("--alpha", args.alpha, 0, 1, caller=caller, closed="neither")
     out = _check_out(args.out)
@@ -92,7 +114,8 @@ def run(args) -> int:
             args.predictions, group=args.group, covariate=args.covariate, label_col=args.label_col,
             pred_col=args.pred_col, model_col=args.model_col, min_group_size=args.min_group_size,
             variance=args.variance, log_covariate=args.log_covariate, alpha=args.alpha,
-            drop_missing_covariate=args.drop_missing_covariate,
+            drop_missing_covariate=args.drop_missing_covariate, tau2_method=args.tau2_method,
+            deduplicate=args.deduplicate,
         )
     else:
         from geoaudit._device import resolve_device
@@ -113,13 +136,18 @@ def run(args) -> int:
             ckpts, ds, group=group, covariate=covariate, batch_size=args.batch_size, device=device,
             min_group_size=args.min_group_size, variance=args.variance, log_covariate=args.log_covariate,
             alpha=args.alpha, source=f"{args.models or args.model} on {args.data} (split {args.split})",
-            drop_missing_covariate=args.drop_missing_covariate,
+            drop_missing_covariate=args.drop_missing_covariate, tau2_method=args.tau2_method,
         )
     written = write_report(report, out, predictions=predictions, title=args.title)
     print(report.summary())
-    if report.settings.get("groups_without_covariate"):
-        print(f"  left out {len(report.settings['groups_without_covariate'])} group(s) without a covariate value: "
-              + ", ".join(report.settings["groups_without_covariate"][:10]))
+    s = report.settings
+    if s.get("rows_without_covariate"):
+        whole, partly = list(s["groups_without_covariate"]), list(s["groups_partly_without_covariate"])
+        print(f"  dropped {s['rows_without_covariate']} row(s) without a covariate value"
+              + (f"; groups left out entirely: {', '.join(whole[:10])}" if whole else "")
+              + (f"; groups kept with their other rows: {', '.join(partly[:10])}" if partly else ""))
+    if s.get("duplicate_rows_dropped"):
+        print(f"  dropped {s['duplicate_rows_dropped']} duplicate row(s) (--deduplicate)")
     print(f"wrote {written['json']} and {written['html']}"
           + (f" (predictions: {written['predictions']})" if "predictions" in written else ""))
     return 0

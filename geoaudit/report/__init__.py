@@ -27,6 +27,7 @@ from geoaudit.report._plots import (
     looks_like_iso3,
     plot_accuracy_vs_covariate,
     plot_beta_distributions,
+    plot_dispersion,
     plot_model_betas,
     plot_world_map,
 )
@@ -44,6 +45,7 @@ __all__ = [
     "plot_beta_distributions",
     "plot_centroid_curve",
     "plot_centroid_images",
+    "plot_dispersion",
     "plot_model_betas",
     "plot_world_map",
     "png_to_data_uri",

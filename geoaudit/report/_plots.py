@@ -19,7 +19,9 @@ def _figure(w=7.5, h=4.8):
 def _as_fits(fits):
     if fits is None:
         return {}
-    if isinstance(fits, dict):
+    from collections.abc import Mapping
+
+    if isinstance(fits, Mapping):
         return dict(fits)
     return {"model": fits}
 
@@ -78,8 +80,8 @@ def plot_accuracy_vs_covariate(groups, fits=None, *, log_covariate=True, covaria
             ax.fill_between(xs, band[0], band[1], color="C3", alpha=0.15, lw=0,
                             label=f"{int(round((1 - fit.alpha) * 100))}% confidence band")
             ax.plot(xs, fit.predict(xs), color="C3", lw=2, zorder=4,
-                    label=f"GLS: beta = {fit.beta:.3g}, F(1,{fit.df_denom}) = {fit.f_stat:.3g}, "
-                          f"p = {fit.p_value:.3g}")
+                    label=f"{fit.variance}: beta = {fit.beta:.3g}, F(1,{fit.df_denom}) = {fit.fvalue:.3g}, "
+                          f"p = {fit.pvalue:.3g}")
         elif fits:
             for fit in fits.values():
                 ax.plot(xs, fit.predict(xs), color="0.5", lw=0.7, alpha=0.5, zorder=2)
@@ -180,9 +182,14 @@ def plot_beta_distributions(populations, *, reference=None, reference_label="ref
     -------
     matplotlib.figure.Figure
     """
+    from geoaudit._errors import InputError
+
     rng = np.random.default_rng(seed)
     names = list(populations)
     data = [np.asarray(list(populations[k]), dtype=float) for k in names]
+    for k, d in zip(names, data):
+        if d.ndim != 1:
+            raise InputError(f"The betas of population {k!r} must be one number per model (1-D), got shape {d.shape}.")
     fig = _figure(max(4.0, 1.6 + 1.7 * len(names)), 4.6)
     ax = fig.add_subplot()
     ax.boxplot(data, positions=range(1, len(names) + 1), widths=0.5, showfliers=False,
@@ -218,6 +225,58 @@ def plot_model_betas(fits, *, title=None):
     ax.set_xlabel("beta with confidence interval (red: significant)")
     ax.set_title(title or "beta per model")
     ax.grid(axis="x", alpha=0.3)
+    return fig
+
+
+def standardized_residuals(groups, fit):
+    """(n, standardized residual) of each group kept by ``fit``: (p_i - fitted_i) / sqrt(v_i + tau^2),
+    v_i the binomial sampling variance at the fitted accuracy.  Roughly N(0, 1) when the
+    random-effects model holds; a funnel or trend against n shows misfit."""
+    from geoaudit.audit._meta import sampling_variance
+
+    g = groups[groups["group"].astype(str).isin(fit.groups)]
+    n = g["n"].to_numpy(float)
+    y = g["accuracy"].to_numpy(float)
+    cov = g["covariate"].to_numpy(float)
+    x = np.log(cov) if fit.log_covariate else cov
+    v = sampling_variance(y, n, x)[0]
+    tau2 = fit.tau2 if np.isfinite(fit.tau2) else 0.0
+    return n, (y - fit.predict(cov)) / np.sqrt(v + tau2)
+
+
+def plot_dispersion(model_groups, fits, *, title=None):
+    """Dispersion diagnostic: standardized residuals against images per group, with Q and I^2.
+
+    Parameters
+    ----------
+    model_groups : dict of str -> pandas.DataFrame
+        Each model's group table (group, n, accuracy, covariate).
+    fits : dict of str -> GLSResult
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    fits = _as_fits(fits)
+    fig = _figure(7.0, 4.2)
+    ax = fig.add_subplot()
+    many = len(fits) > 1
+    for i, (name, fit) in enumerate(fits.items()):
+        n, z = standardized_residuals(model_groups[name], fit)
+        ax.scatter(n, z, s=14 if many else 22, alpha=0.35 if many else 0.85, color="0.35" if many else "C0",
+                   edgecolors="none", label=None if many else name)
+    for y0 in (-2, 2):
+        ax.axhline(y0, color="C3", lw=0.8, ls="--")
+    ax.axhline(0, color="0.5", lw=0.8)
+    ax.set_xscale("log")
+    first = next(iter(fits.values()))
+    ax.set_xlabel("images per group (n, log scale)")
+    ax.set_ylabel("standardized residual")
+    ax.text(0.01, 0.98, f"{first.variance}; tau^2 = {first.tau2:.3g} ({first.tau2_method}), I^2 = {first.i2:.0f}%, "
+            f"Q({first.q_df}) = {first.q:.3g}, p = {first.q_pvalue:.2g}" + (f" (first of {len(fits)} models)" if many else ""),
+            transform=ax.transAxes, fontsize=7.5, va="top", color="0.25")
+    ax.set_title(title or "Dispersion: residual / sqrt(v_i + tau^2) against n (dashed: +-2)")
+    ax.grid(alpha=0.3)
     return fig
 
 
