@@ -4,7 +4,10 @@ Every dataset here shares one schema (``geo_features``): image, label, wnid, ima
 flickr_photo_id, latitude, longitude, country_iso3, country_name, gdp_per_capita_usd,
 gdp_year, log_gdp_per_capita.
 """
+from geoaudit.data._adapters import PRESETS, add_geo_columns, income_bands, load_country_dataset, preset
 from geoaudit.data._countries import country_table, load_boundaries
+from geoaudit.data._country_names import closest_countries, country_codes, country_groups
+from geoaudit.data._indicators import COMMON_INDICATORS, SHIPPED_INDICATORS, covariate_column, indicator
 from geoaudit.data._gdp import gdp_per_capita
 from geoaudit.data._geoshapes import (
     build_geoshapes,
@@ -19,6 +22,18 @@ from geoaudit.data._load import iter_image_batches, load_geo_dataset, split_to_t
 from geoaudit.data._schema import REQUIRED_COLUMNS, geo_features, imagenet_classes
 
 __all__ = [
+    "COMMON_INDICATORS",
+    "PRESETS",
+    "SHIPPED_INDICATORS",
+    "add_geo_columns",
+    "closest_countries",
+    "country_codes",
+    "country_groups",
+    "covariate_column",
+    "income_bands",
+    "indicator",
+    "load_country_dataset",
+    "preset",
     "ImageNetGeo",
     "ImageNetGeoConfig",
     "build_imagenet_geo",
