@@ -292,8 +292,13 @@ def _hf(name, weights):
     else:
         resize = None
     crop_hw = (int(dict(crop)["height"]), int(dict(crop)["width"])) if do_crop else None
+    crop_pct = getattr(proc, "crop_pct", None)
     if crop_hw is None and isinstance(resize, int):
-        crop_hw = (resize, resize)  # a shortest-edge resize without crop: square as HF models expect
+        se = resize
+        if crop_pct and se < 384:  # ConvNeXt-style: resize to se / crop_pct, then centre crop se
+            resize, crop_hw = int(se / crop_pct), (se, se)
+        else:  # a shortest-edge resize without crop: square, as the model expects
+            resize, crop_hw = (se, se), None
     mean = getattr(proc, "image_mean", None) or [0.0, 0.0, 0.0]
     std = getattr(proc, "image_std", None) or [1.0, 1.0, 1.0]
     if not getattr(proc, "do_normalize", True):
