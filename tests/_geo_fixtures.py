@@ -71,10 +71,11 @@ def geode(n_per_country=20, size=8, random_state=0):
                "Italy": "Europe", "United Kingdom": "Europe", "Turkey": "WestAsia"}
     rng = np.random.default_rng(random_state)
     rows = {"image": [], "object": [], "region": [], "ip_country": []}
-    for country, region in regions.items():
+    for (country, region), acc in zip(regions.items(), ACCURACY):
         for _ in range(n_per_country):
             cls = int(rng.integers(0, 5))
-            rows["image"].append(_image(40 * cls, size))
+            shown = cls if rng.random() < acc else (cls + 1) % 5
+            rows["image"].append(_image(40 * shown, size))
             rows["object"].append(objects[cls])
             rows["region"].append(region)
             rows["ip_country"].append(country)
