@@ -248,6 +248,10 @@ def audit_classifier(model, dataset, *, label_col="label", group_by="country", c
         need += [household_col, income_col]
     check_columns(dataset.column_names, list(dict.fromkeys(need)), source="The dataset split")
 
+    from geoaudit._device import resolve_device
+
+    if device is not None:
+        device = resolve_device(device)
     net, class_names, info, size, channels = resolve_model(model, weights=weights, device=device or "cpu",
                                                            image_size=image_size)
     name = name or (str(model) if isinstance(model, (str, Path)) else "model")

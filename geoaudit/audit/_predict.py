@@ -239,7 +239,8 @@ def _resolve_models(models, *, image_size, channels, class_names, model_info, de
     model_info = dict(model_info or {})
     sizes = {}
     for name, m in items.items():
-        net, cnames, info, size, ch = resolve_model(m, device=device or "cpu", image_size=image_size)
+        net, cnames, info, size, ch = resolve_model(m, device=resolve_device(device) if device else "cpu",
+                                                    image_size=image_size)
         items[name] = net
         if cnames is not None and name not in class_names:
             class_names[name] = list(cnames)
