@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 #: Field mappings of published datasets.
 #: Dollar Street (MLCommons; e.g. ``nlphuji/dollar_street_test`` on the Hub): ``country.id`` is a
-#: lower-case ISO2 code, ``income`` the household's monthly income in US$ (PPP) as Dollar Street
+#: lower-case ISO2 code, ``income`` the monthly income in US$ (PPP) as Dollar Street
 #: publishes it, ``place`` the household, ``imagenet_sysnet_id`` the list of ImageNet wnids
 #: that count as correct for the image.
 #: GeoDE (``MLap/GeoDE``): ``object`` is the class name, ``region`` one of six world regions,
