@@ -120,7 +120,7 @@ def test_audit_dollar_street_by_country_income_band_household_and_topk():
 
     ds = add_geo_columns(dollar_street(n_per_country=30), country_col="country.id")
     model = intensity_model()
-    rep, frame = audit_classifier(model, ds, label_col="imagenet_sysnet_id", min_group_size=10)
+    rep, _frame = audit_classifier(model, ds, label_col="imagenet_sysnet_id", min_group_size=10)
     fit = rep.fits["model"]
     assert fit.beta > 0 and len(rep.groups) == 6
     acc = rep.groups.set_index("group")["accuracy"]
@@ -135,7 +135,7 @@ def test_audit_dollar_street_by_country_income_band_household_and_topk():
                                 income_col="income", household_col="place", min_group_size=5)
     assert len(house.groups) == 18
     for g in ("region", "continent", "income_group"):
-        r, f = audit_classifier(model, ds, label_col="imagenet_sysnet_id", group_by=g, min_group_size=10)
+        _r, f = audit_classifier(model, ds, label_col="imagenet_sysnet_id", group_by=g, min_group_size=10)
         # the group covariate is constant within each group
         assert (f.groupby(g)["gdp_per_capita_usd_geomean"].nunique() == 1).all()
     with pytest.raises(InputError, match="needs income_col"):
@@ -144,7 +144,6 @@ def test_audit_dollar_street_by_country_income_band_household_and_topk():
 
 def test_geode_needs_a_label_map_and_uses_one():
     from geoaudit.audit import audit_classifier
-
     from geoaudit.models import label_map
 
     ds = add_geo_columns(geode(n_per_country=12), country_col="ip_country")

@@ -103,7 +103,7 @@ def test_hf_vit_and_resnet_match_their_image_processor(tmp_path):
 def test_label_map_by_wnid_name_index_and_explicit():
     from geoaudit.data import imagenet_classes
 
-    wnids, names = imagenet_classes()
+    wnids, _names = imagenet_classes()
     lm = label_map(1000, [wnids[0], wnids[5]])
     assert lm.map([0, 5, 7]).tolist() == [wnids[0], wnids[5], None]
     hf_names = ["tench, Tinca tinca", "goldfish, Carassius auratus"]

@@ -269,10 +269,11 @@ def audit_classifier(model, dataset, *, label_col="label", group_by="country", c
                     len(lm.uncovered), len(lm.data_classes), ", ".join(lm.uncovered[:10]))
     mapped = lm.map(topk)
     keys = [{data_key(x) for x in row} for row in labels]
-    correct = np.array([bool(keys[i] & set(m for m in mapped[i] if m is not None)) for i in range(len(keys))],
+    correct = np.array([bool(keys[i] & {m for m in mapped[i] if m is not None}) for i in range(len(keys))],
                        dtype=np.int64)
 
-    meta_cols = [c for c in dict.fromkeys(need[2:] + ["country_iso3", covariate, "image_id"])
+    year_col = "gdp_year" if covariate == "gdp_per_capita_usd" else f"{covariate}_year"
+    meta_cols = [c for c in dict.fromkeys(need[2:] + ["country_iso3", covariate, year_col, "image_id"])
                  if c in dataset.column_names]
     frame = dataset.select_columns(meta_cols).to_pandas() if meta_cols else pd.DataFrame(index=range(len(dataset)))
     frame["label"] = [";".join(map(str, row)) for row in labels]
@@ -303,6 +304,9 @@ def audit_classifier(model, dataset, *, label_col="label", group_by="country", c
         cov_col = income_col
     info = dict(info, top_k=top_k, group_by=group_by, label_map=lm.summary(),
                 uncovered_classes=list(lm.uncovered[:20]))
+    if year_col in frame.columns and group_by not in ("income-band", "household"):
+        years = sorted({int(y) for y in frame[year_col].dropna()})
+        info["covariate_years"] = f"{years[0]}-{years[-1]}" if len(years) > 1 else (str(years[0]) if years else None)
     report = audit_predictions(frame, group=group_col, covariate=cov_col, label_col="correct", pred_col="_right",
                                model_col="model", min_group_size=min_group_size, variance=variance,
                                log_covariate=log_covariate, alpha=alpha, source=source,

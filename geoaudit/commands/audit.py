@@ -89,6 +89,12 @@ def register(sub):
     p.set_defaults(func=run)
 
 
+def _year_range(table):
+    cols = [c for c in table.columns if c == "gdp_year" or c.endswith("_year")]
+    years = sorted({int(y) for y in table[cols[0]].dropna()}) if cols else []
+    return f"{years[0]}-{years[-1]}" if len(years) > 1 else (str(years[0]) if years else "unknown")
+
+
 def _is_spec(value):
     return bool(value) and ":" in str(value) and not Path(str(value)).exists()
 
@@ -181,7 +187,9 @@ def run(args) -> int:
             pred_col=args.pred_col, model_col=args.model_col, min_group_size=args.min_group_size,
             variance=args.variance, log_covariate=args.log_covariate, alpha=args.alpha,
             drop_missing_covariate=args.drop_missing_covariate,
-            source=str(args.predictions),
+            source=str(args.predictions) + (f"; covariate: {table.attrs['covariate_source']}, years "
+                                             f"{_year_range(table)}" if hasattr(table, "attrs")
+                                             and "covariate_source" in table.attrs else ""),
         )
     else:
         from geoaudit._device import resolve_device

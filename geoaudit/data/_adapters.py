@@ -88,7 +88,8 @@ def add_geo_columns(data, *, country_col=None, lat_col=None, lon_col=None, indic
     same type as ``data``
         With columns country_iso3, country_name, the covariate (``gdp_per_capita_usd`` or the
         code in lower case), its year (``gdp_year`` or ``<column>_year``), region,
-        income_group, continent.  The provenance of the covariate is logged.
+        income_group, continent.  The provenance of the covariate is logged (and kept in
+        ``DataFrame.attrs["covariate_source"]`` for a table).
 
     Raises
     ------
@@ -152,6 +153,7 @@ def add_geo_columns(data, *, country_col=None, lat_col=None, lon_col=None, indic
         for k, v in new.items():
             out[k] = v
         out = out[keep].reset_index(drop=True)
+        out.attrs["covariate_source"] = prov
     else:
         out = data.remove_columns([k for k in new if k in cols])
         for k, v in new.items():

@@ -231,6 +231,12 @@ def _continents() -> dict:
     return out
 
 
+def _clean(values):
+    """Object array with None for missing or empty values."""
+    return np.array([None if (x is None or (isinstance(x, float) and np.isnan(x)) or x == "") else x
+                     for x in values], dtype=object)
+
+
 def country_groups(iso3) -> pd.DataFrame:
     """World Bank region and income group, and Natural Earth continent, of each ISO3 code.
 
@@ -248,7 +254,5 @@ def country_groups(iso3) -> pd.DataFrame:
     region = meta["Region"].reindex(codes).to_numpy(dtype=object)
     income = meta["IncomeGroup"].reindex(codes).to_numpy(dtype=object)
     cont = np.array([_continents().get(c) for c in codes], dtype=object)
-    clean = lambda a: np.array([None if (x is None or (isinstance(x, float) and np.isnan(x)) or x == "") else x
-                                for x in a], dtype=object)  # noqa: E731
-    return pd.DataFrame({"iso3": codes.to_numpy(), "region": clean(region), "income_group": clean(income),
-                         "continent": clean(cont)})
+    return pd.DataFrame({"iso3": codes.to_numpy(), "region": _clean(region), "income_group": _clean(income),
+                         "continent": _clean(cont)})

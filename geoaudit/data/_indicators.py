@@ -15,7 +15,8 @@ import numpy as np
 import pandas as pd
 
 from geoaudit._errors import GeoauditError, InputError
-from geoaudit.data._gdp import INDICATOR as GDP_INDICATOR, SNAPSHOT_PROVENANCE, _pick_year, _snapshot_wide, parse_gdp_year
+from geoaudit.data._gdp import INDICATOR as GDP_INDICATOR
+from geoaudit.data._gdp import SNAPSHOT_PROVENANCE, _pick_year, _snapshot_wide, parse_gdp_year
 
 log = logging.getLogger(__name__)
 

@@ -57,7 +57,7 @@ class Preprocess(nn.Module):
         if self.crop:
             ch, cw = self.crop
             h, w = x.shape[-2:]
-            top, left = int(round((h - ch) / 2.0)), int(round((w - cw) / 2.0))
+            top, left = round((h - ch) / 2.0), round((w - cw) / 2.0)
             x = x[..., max(top, 0):max(top, 0) + ch, max(left, 0):max(left, 0) + cw]
         return x
 
@@ -146,7 +146,7 @@ def _read_state(path):
             state = state[key]
     if not isinstance(state, dict):
         raise InputError(f"Weights file {str(path)!r} holds a {type(state).__name__}, not a state dict.")
-    return {k[7:] if k.startswith("module.") else k: v for k, v in state.items()}
+    return {k.removeprefix("module."): v for k, v in state.items()}
 
 
 def _load_state(net, path, spec):
@@ -206,11 +206,11 @@ def _timm(name, tag, weights, num_classes):
     crop_pct = float(dc.get("crop_pct") or 1.0)
     crop_mode = dc.get("crop_mode", "center")
     if crop_mode == "squash":
-        resize = tuple(int(math.floor(s / crop_pct)) for s in size)
+        resize = tuple(math.floor(s / crop_pct) for s in size)
     elif size[0] == size[1]:
-        resize = int(math.floor(size[0] / crop_pct))
+        resize = math.floor(size[0] / crop_pct)
     else:
-        resize = tuple(int(math.floor(s / crop_pct)) for s in size)
+        resize = tuple(math.floor(s / crop_pct) for s in size)
     pre = Preprocess(resize=resize, crop=size, mean=dc["mean"], std=dc["std"],
                      interpolation=dc.get("interpolation", "bilinear"))
     names = (net.pretrained_cfg or {}).get("label_names") if weights is None else None
@@ -285,7 +285,7 @@ def _hf(name, weights):
     size = dict(size) if not isinstance(size, int) else {"shortest_edge": size}
     crop = getattr(proc, "crop_size", None)
     do_crop = bool(getattr(proc, "do_center_crop", False)) and crop
-    if "shortest_edge" in size and size["shortest_edge"]:
+    if size.get("shortest_edge"):
         resize = int(size["shortest_edge"])
     elif "height" in size and "width" in size and size["height"]:
         resize = (int(size["height"]), int(size["width"]))

@@ -156,7 +156,7 @@ def label_map(model_classes, data_classes, *, mapping=None) -> LabelMap:
         if hit is None and not mapping:
             hit = next((k for k in keys if k in dset), None)
         out.append(hit if hit in dset else None)
-    covered = set(o for o in out if o is not None)
+    covered = {o for o in out if o is not None}
     if not covered:
         ex_m = ", ".join(str(x) for x in (names[:3] if names[0] is not None else range(3)))
         ex_d = ", ".join(map(str, list(data_classes)[:3]))
