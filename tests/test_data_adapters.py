@@ -157,3 +157,28 @@ def test_geode_needs_a_label_map_and_uses_one():
     truth = np.array([list(mapping.values()).index(o) for o in ds["object"]])
     assert frame["correct"].tolist() == (shown == truth).astype(int).tolist()
     assert rep.model_info["model"]["label_map"].endswith("5 of 5 dataset classes")
+
+
+def test_cli_predictions_with_a_country_column_grouped_by_continent_and_income_band(tmp_path, capsys):
+    import json
+
+    from geoaudit.cli import main
+
+    rng = np.random.default_rng(0)
+    countries = ["India", "Nigeria", "Brazil", "France", "United States", "Germany", "Japan", "Egypt"]
+    n = 30
+    label = rng.integers(0, 5, n * len(countries))
+    right = np.concatenate([rng.random(n) < a for a in np.linspace(0.3, 0.9, len(countries))])
+    pd.DataFrame({"label": label, "prediction": np.where(right, label, (label + 1) % 5),
+                  "country": np.repeat(countries, n), "income": rng.lognormal(6, 1, len(label))}).to_csv(
+        tmp_path / "p.csv", index=False)
+    assert main(["audit", str(tmp_path / "p.csv"), "--country-col", "country", "--min-group-size", "5",
+                 "--out", str(tmp_path / "by_country")]) == 0
+    rep = json.loads((tmp_path / "by_country" / "report.json").read_text())
+    assert "covariate: World Bank" in json.dumps(rep) and "years" in json.dumps(rep)
+    assert main(["audit", str(tmp_path / "p.csv"), "--country-col", "country", "--group-by", "continent",
+                 "--min-group-size", "5", "--out", str(tmp_path / "by_continent")]) == 0
+    assert "accuracy by 'continent'" in capsys.readouterr().out
+    assert main(["audit", str(tmp_path / "p.csv"), "--group-by", "income-band", "--income-col", "income",
+                 "--min-group-size", "5", "--out", str(tmp_path / "by_band")]) == 0
+    assert "accuracy by 'income_band' against ln 'income_band_median'" in capsys.readouterr().out

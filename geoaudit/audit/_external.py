@@ -180,6 +180,60 @@ def _group_covariate(frame, group_col, cov_col):
     return np.exp(np.log(vals).groupby(frame[group_col]).transform("mean"))
 
 
+def group_frame(frame, group_by, *, covariate="gdp_per_capita_usd", income_col=None, household_col=None, bands=4):
+    """Add the group and group-covariate columns of a grouping to a per-image table.
+
+    Parameters
+    ----------
+    frame : pandas.DataFrame
+        One row per image (and model) with the columns the grouping needs: ``country_iso3``
+        and ``covariate`` for "country"; ``region``/``income_group``/``continent`` and
+        ``covariate`` for those; ``income_col`` for "income-band"; ``household_col`` and
+        ``income_col`` for "household".
+    group_by : {"country", "region", "income_group", "continent", "income-band", "household"}
+    covariate : str
+        The country covariate column.
+    income_col, household_col : str, optional
+    bands : int or list of float
+        Income bands (see :func:`geoaudit.data.income_bands`).
+
+    Returns
+    -------
+    (pandas.DataFrame, str, str)
+        The table (rows without a region etc. left out, with a warning), the group column and
+        the covariate column to audit.
+    """
+    check_options("group_by", group_by, GROUP_BY, caller="group_frame")
+    need = {"country": ["country_iso3", covariate], "income-band": [income_col],
+            "household": [household_col, income_col]}.get(group_by, [_GROUP_COL[group_by], covariate])
+    if None in need:
+        raise InputError(f"group_by={group_by!r} needs " + ("household_col and income_col." if group_by == "household"
+                                                            else "income_col, the per-image income column."))
+    check_columns(list(frame.columns), need, source="The table")
+    frame = frame.copy()
+    group_col, cov_col = _GROUP_COL[group_by], covariate
+    if group_by in ("region", "income_group", "continent"):
+        missing = frame[group_col].isna()
+        if missing.any():
+            log.warning("%d row(s) have no %s (e.g. %s) and are left out", int(missing.sum()), group_col,
+                        ", ".join(sorted(frame.loc[missing, "country_iso3"].astype(str).unique())[:5])
+                        if "country_iso3" in frame else "")
+            frame = frame[~missing].copy()
+        ok = frame[covariate].notna()
+        cov_col = f"{covariate}_geomean"
+        frame[cov_col] = np.nan
+        frame.loc[ok, cov_col] = _group_covariate(frame[ok], group_col, covariate)
+    elif group_by == "income-band":
+        from geoaudit.data._adapters import income_bands
+
+        frame[group_col], frame["income_band_median"] = income_bands(frame[income_col].to_numpy(float), bands)
+        cov_col = "income_band_median"
+    elif group_by == "household":
+        frame[group_col] = frame[household_col].astype(str)
+        cov_col = income_col
+    return frame, group_col, cov_col
+
+
 def audit_classifier(model, dataset, *, label_col="label", group_by="country", covariate="gdp_per_capita_usd",
                      income_col=None, household_col=None, bands=4, top_k=1, label_map=None, weights=None,
                      batch_size=64, device=None, image_size=None, min_group_size=50, variance="paper",
@@ -282,26 +336,8 @@ def audit_classifier(model, dataset, *, label_col="label", group_by="country", c
     frame["correct"] = correct
     frame["_right"] = 1
     frame["model"] = name
-    group_col, cov_col = _GROUP_COL[group_by], covariate
-    if group_by in ("region", "income_group", "continent"):
-        missing = frame[group_col].isna()
-        if missing.any():
-            log.warning("%d row(s) have no %s (e.g. %s) and are left out", int(missing.sum()), group_col,
-                        ", ".join(sorted(frame.loc[missing, "country_iso3"].astype(str).unique())[:5])
-                        if "country_iso3" in frame else "")
-            frame = frame[~missing].copy()
-        ok = frame[covariate].notna()
-        cov_col = f"{covariate}_geomean"
-        frame[cov_col] = np.nan
-        frame.loc[ok, cov_col] = _group_covariate(frame[ok], group_col, covariate)
-    elif group_by == "income-band":
-        from geoaudit.data._adapters import income_bands
-
-        frame[group_col], frame["income_band_median"] = income_bands(frame[income_col].to_numpy(float), bands)
-        cov_col = "income_band_median"
-    elif group_by == "household":
-        frame[group_col] = frame[household_col].astype(str)
-        cov_col = income_col
+    frame, group_col, cov_col = group_frame(frame, group_by, covariate=covariate, income_col=income_col,
+                                            household_col=household_col, bands=bands)
     info = dict(info, top_k=top_k, group_by=group_by, label_map=lm.summary(),
                 uncovered_classes=list(lm.uncovered[:20]))
     if year_col in frame.columns and group_by not in ("income-band", "household"):

@@ -178,6 +178,19 @@ def run(args) -> int:
                                     offline=args.offline)
             args.covariate = covariate_column(args.covariate_indicator)
             args.group = args.group or "country_iso3"
+        if args.group_by != "country":
+            from geoaudit._validation import check_options
+            from geoaudit.audit import GROUP_BY, group_frame, load_predictions
+            from geoaudit.data import covariate_column
+
+            check_options("--group-by", args.group_by, GROUP_BY, caller=caller)
+            if isinstance(table, (str, Path)):
+                table = load_predictions(table)
+            attrs = dict(table.attrs)
+            table, args.group, args.covariate = group_frame(
+                table, args.group_by, covariate=args.covariate or covariate_column(args.covariate_indicator),
+                income_col=args.income_col, household_col=args.household_col, bands=args.bands)
+            table.attrs.update(attrs)
         missing = [f for f, v in (("--group", args.group), ("--covariate", args.covariate)) if not v]
         if missing:
             raise InputError(f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} required with a "
