@@ -178,3 +178,70 @@ def test_audit_model_reads_the_checkpoint_input_size_and_refuses_a_mismatch(tmp_
     model.geoaudit_config = {"image_size": 32, "in_channels": 3}
     with pytest.raises(InputError, match="trained on 32-px images"):
         audit_model(model, ds, image_size=224, min_group_size=1)
+
+
+def _bytes_to_unicode():
+    """GPT-2/CLIP byte-level alphabet (for a tiny CLIP tokenizer vocabulary)."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100))
+    cs, n = bs[:], 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return [chr(c) for c in cs]
+
+
+def make_tiny_clip(folder, image_size=32):
+    """A random 1-layer CLIP with a byte-level tokenizer without merges, saved to ``folder``."""
+    import json
+
+    tr = pytest.importorskip("transformers")
+    folder.mkdir(parents=True, exist_ok=True)
+    chars = _bytes_to_unicode()
+    vocab = {c: i for i, c in enumerate(chars)}
+    vocab.update({c + "</w>": len(chars) + i for i, c in enumerate(chars)})
+    vocab["<|startoftext|>"], vocab["<|endoftext|>"] = len(vocab), len(vocab) + 1
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    (folder / "merges.txt").write_text("#version: 0.2\n")
+    tok = tr.CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"))
+    n = len(vocab)
+    cfg = tr.CLIPConfig(
+        text_config=dict(vocab_size=n, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                         num_attention_heads=2, max_position_embeddings=77, bos_token_id=n - 2,
+                         eos_token_id=n - 1, pad_token_id=n - 1),
+        vision_config=dict(image_size=image_size, patch_size=8, hidden_size=16, intermediate_size=32,
+                           num_hidden_layers=1, num_attention_heads=2),
+        projection_dim=8)
+    torch.manual_seed(0)
+    clip = tr.CLIPModel(cfg).eval()
+    clip.save_pretrained(folder)
+    proc = tr.CLIPProcessor(image_processor=tr.CLIPImageProcessor(
+        size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}), tokenizer=tok)
+    proc.save_pretrained(folder)
+    return clip, proc
+
+
+def test_clip_zero_shot_matches_logits_per_image(tmp_path):
+    clip, proc = make_tiny_clip(tmp_path / "clip")
+    classes = ["bag", "car", "stove"]
+    m = load_external(f"clip:{tmp_path / 'clip'}", class_names=classes)
+    img = _pil(48, 40)
+    with torch.no_grad():
+        ref = clip(**proc(text=[f"a photo of a {c}." for c in classes], images=img, return_tensors="pt",
+                          padding=True)).logits_per_image
+        assert torch.allclose(m(_tensor(img)), ref, atol=1e-2, rtol=1e-2)
+    with pytest.raises(InputError, match="zero-shot"):
+        load_external(f"clip:{tmp_path / 'clip'}")
+
+
+def test_audit_classifier_zero_shot_on_geode(tmp_path):
+    from geoaudit.audit import audit_classifier
+    from geoaudit.data import add_geo_columns
+    from tests._geo_fixtures import geode
+
+    make_tiny_clip(tmp_path / "clip", image_size=16)
+    ds = add_geo_columns(geode(n_per_country=4, size=16), country_col="ip_country")
+    rep, frame = audit_classifier(f"clip:{tmp_path / 'clip'}", ds, label_col="object", top_k=2, min_group_size=1)
+    assert set(frame["prediction"]) <= {"bag", "car", "stove", "tree", "house"}
+    assert rep.model_info[f"clip:{tmp_path / 'clip'}"]["label_map"].endswith("5 of 5 dataset classes")

@@ -26,7 +26,7 @@ _GROUP_COL = {"country": "country_iso3", "region": "region", "income_group": "in
               "continent": "continent", "income-band": "income_band", "household": "household"}
 
 
-def resolve_model(model, *, weights=None, device="cpu", image_size=None):
+def resolve_model(model, *, weights=None, device="cpu", image_size=None, class_names=None):
     """A ready model, its class names and its provenance from a name, a checkpoint or a module.
 
     Parameters
@@ -38,6 +38,8 @@ def resolve_model(model, *, weights=None, device="cpu", image_size=None):
         Weights file for a model given by name.
     image_size : int, optional
         Only for a geoaudit checkpoint: must equal the size it was trained at.
+    class_names : list of str, optional
+        Only for a zero-shot ``clip:`` model: the classes to prompt with.
 
     Returns
     -------
@@ -49,7 +51,7 @@ def resolve_model(model, *, weights=None, device="cpu", image_size=None):
     if isinstance(model, (str, Path)):
         s = str(model)
         if ":" in s and not Path(s).exists():
-            m = load_external(s, weights=weights, device=device)
+            m = load_external(s, weights=weights, device=device, class_names=class_names)
             return m, m.class_names, dict(m.info, spec=s), None, 3
         p = Path(s)
         if p.is_dir() and (p / "config.json").exists():
@@ -169,6 +171,21 @@ def _label_values(dataset, label_col):
             items = [names[int(i)] for i in items]
         rows.append(items)
     return rows
+
+
+def _readable(label):
+    """A prompt-ready class name: an ImageNet name for a wnid, spaces for underscores."""
+    import re
+
+    s = str(label)
+    if re.fullmatch(r"n\d{8}", s):
+        from geoaudit.data import imagenet_classes
+
+        wnids, names = imagenet_classes()
+        if s in wnids:
+            s = names[wnids.index(s)]
+            s = re.sub(r"_n\d{8}$", "", s)
+    return s.replace("_", " ")
 
 
 def _group_covariate(frame, group_col, cov_col):
@@ -306,14 +323,22 @@ def audit_classifier(model, dataset, *, label_col="label", group_by="country", c
 
     if device is not None:
         device = resolve_device(device)
-    net, class_names, info, size, channels = resolve_model(model, weights=weights, device=device or "cpu",
-                                                           image_size=image_size)
-    name = name or (str(model) if isinstance(model, (str, Path)) else "model")
     labels = _label_values(dataset, label_col)
+    zero_shot = isinstance(model, str) and model.lower().startswith("clip:")
+    data_classes = list(dict.fromkeys(x for row in labels for x in row)) if zero_shot else None
+    net, class_names, info, size, channels = resolve_model(
+        model, weights=weights, device=device or "cpu", image_size=image_size,
+        class_names=[_readable(c) for c in data_classes] if zero_shot else None)
+    if zero_shot:  # one logit per dataset class, in the order prompted
+        class_names = [str(c) for c in data_classes]
+    name = name or (str(model) if isinstance(model, (str, Path)) else "model")
     topk, width = _predict_topk(net, dataset, k=top_k, batch_size=batch_size, device=device, image_size=size,
                         channels=channels)
     if isinstance(label_map, LabelMap):
         lm = label_map
+    elif zero_shot and label_map is None:  # logit i is dataset class i by construction
+        keys = tuple(data_key(c) for c in data_classes)
+        lm = LabelMap(keys, tuple(dict.fromkeys(keys)), ())
     else:
         all_labels = list(dict.fromkeys(x for row in labels for x in row))
         model_classes = class_names if class_names is not None else max(width, int(topk.max()) + 1 if topk.size else 0)

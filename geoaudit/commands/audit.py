@@ -57,7 +57,8 @@ def register(sub):
                    help="folder of geoaudit checkpoints (every subfolder with a config.json, sorted by path)")
     m.add_argument("--model", metavar="CHECKPOINT|SPEC",
                    help="one geoaudit checkpoint folder, or a model by name: timm:NAME, torchvision:NAME[@WEIGHTS], "
-                        "hf:REPO_OR_DIR (weights from --weights or the library's local cache; nothing is downloaded)")
+                        "hf:REPO_OR_DIR, clip:REPO_OR_DIR (zero-shot over the dataset's classes); weights from --weights or "
+                        "the library's local cache, nothing is downloaded")
     m.add_argument("--data", metavar="DIR", help="dataset folder (geoaudit dataset build ...)")
     m.add_argument("--split", default="test", help="dataset split to predict on (default: test)")
     m.add_argument("--batch-size", type=int, default=256, help="inference batch size (default: 256)")

@@ -1,5 +1,5 @@
 """Image classifiers of other libraries by name: ``timm:NAME``, ``torchvision:NAME[@WEIGHTS]``,
-``hf:REPO_OR_DIR``.
+``hf:REPO_OR_DIR``, and CLIP-style zero-shot classifiers of transformers, ``clip:REPO_OR_DIR``.
 
 :func:`load_external` returns an :class:`ExternalModel`: it takes float images (N, C, H, W) in
 [0, 1] of any size and returns logits, applying the model's own preprocessing inside (resize
@@ -23,7 +23,8 @@ from geoaudit._errors import DependencyError, InputError
 
 log = logging.getLogger(__name__)
 
-PREFIXES = ("timm", "torchvision", "hf")
+PREFIXES = ("timm", "torchvision", "hf", "clip")
+DEFAULT_TEMPLATE = "a photo of a {}."
 _INTERP = {"bilinear": "bilinear", "bicubic": "bicubic", "nearest": "nearest", "lanczos": "bicubic",
            "box": "bilinear", "hamming": "bilinear", "nearest-exact": "nearest"}
 
@@ -116,13 +117,13 @@ def parse_spec(spec):
     if not isinstance(spec, str) or ":" not in spec:
         raise InputError(f"Model {spec!r} is not of the form PREFIX:NAME; accepted prefixes: "
                          f"{', '.join(p + ':' for p in PREFIXES)} (e.g. timm:resnet18, torchvision:resnet50, "
-                         "hf:google/vit-base-patch16-224).")
+                         "hf:google/vit-base-patch16-224, clip:openai/clip-vit-base-patch32).")
     prefix, rest = spec.split(":", 1)
     prefix = prefix.strip().lower()
     if prefix not in PREFIXES:
         raise InputError(f"Unknown model prefix {prefix!r} in {spec!r}; accepted prefixes: "
                          f"{', '.join(p + ':' for p in PREFIXES)}.")
-    name, _, tag = rest.partition("@") if prefix != "hf" else (rest, "", "")
+    name, _, tag = rest.partition("@") if prefix not in ("hf", "clip") else (rest, "", "")
     if not name.strip():
         raise InputError(f"Model {spec!r} names no model after {prefix + ':'!r}.")
     return prefix, name.strip(), tag.strip() or None
@@ -281,6 +282,14 @@ def _hf(name, weights):
         ) from e
     if weights is not None:
         _load_state(net, weights, f"hf:{name}")
+    pre, info = _hf_preprocess(proc, name, weights)
+    id2label = getattr(net.config, "id2label", None) or {}
+    names = [id2label[i] for i in range(len(id2label))] if id2label else None
+    return net, pre, names, info, True
+
+
+def _hf_preprocess(proc, name, weights):
+    """Preprocessing from a transformers image processor: (Preprocess, info)."""
     size = getattr(proc, "size", None) or {}
     size = dict(size) if not isinstance(size, int) else {"shortest_edge": size}
     crop = getattr(proc, "crop_size", None)
@@ -306,14 +315,61 @@ def _hf(name, weights):
     resample = getattr(proc, "resample", None)
     interp = {0: "nearest", 2: "bilinear", 3: "bicubic"}.get(int(resample) if resample is not None else 2, "bilinear")
     pre = Preprocess(resize=resize, crop=crop_hw, mean=mean, std=std, interpolation=interp)
-    id2label = getattr(net.config, "id2label", None) or {}
-    names = [id2label[i] for i in range(len(id2label))] if id2label else None
     info = {"library": "transformers", "repo": name, "weights": str(weights) if weights else name,
             "resize": resize, "crop": crop_hw, "mean": list(mean), "std": list(std)}
-    return net, pre, names, info, True
+    return pre, info
 
 
-def load_external(spec, weights=None, *, num_classes=None, device="cpu"):
+class ZeroShot(nn.Module):
+    """CLIP-style zero-shot classifier: cosine similarity of image and class-prompt embeddings,
+    times the model's logit scale (as ``logits_per_image`` of transformers' CLIPModel)."""
+
+    def __init__(self, clip, text_embeds, logit_scale):
+        super().__init__()
+        self.clip = clip
+        self.register_buffer("text_embeds", text_embeds)
+        self.register_buffer("logit_scale", logit_scale)
+
+    def forward(self, pixel_values):
+        out = self.clip.get_image_features(pixel_values=pixel_values)
+        img = out if torch.is_tensor(out) else out.pooler_output
+        img = img / img.norm(dim=-1, keepdim=True)
+        return self.logit_scale * img @ self.text_embeds.t()
+
+
+def _clip(name, class_names, template):
+    try:
+        from transformers import AutoModel, AutoProcessor
+    except ImportError as e:
+        raise DependencyError("clip: models need the 'transformers' package: pip install 'geoaudit[models]'") from e
+    if not class_names:
+        raise InputError("clip: models are zero-shot classifiers: give the class names to prompt with "
+                         "(audits take them from the dataset's labels).")
+    try:
+        clip = AutoModel.from_pretrained(name, local_files_only=True).eval()
+        proc = AutoProcessor.from_pretrained(name, local_files_only=True)
+    except OSError as e:
+        raise DependencyError(
+            f"clip:{name} is not on this machine (neither a folder nor in the Hugging Face cache); download it "
+            f"once with AutoModel.from_pretrained({name!r}) ({str(e).splitlines()[0][:120]})."
+        ) from e
+    if not hasattr(clip, "get_image_features") or not hasattr(clip, "get_text_features"):
+        raise InputError(f"clip:{name} is a {type(clip).__name__}, not a CLIP-style image-text model.")
+    prompts = [template.format(c) for c in class_names]
+    with torch.no_grad():
+        tokens = proc.tokenizer(prompts, padding=True, return_tensors="pt")
+        out = clip.get_text_features(**tokens)
+        text = out if torch.is_tensor(out) else out.pooler_output
+        text = text / text.norm(dim=-1, keepdim=True)
+        scale = clip.logit_scale.exp().detach().clone()
+    net = ZeroShot(clip, text, scale)
+    pre, info = _hf_preprocess(proc.image_processor, name, None)
+    info.update(library="transformers (zero-shot)", template=template)
+    return net, pre, list(class_names), info, False
+
+
+def load_external(spec, weights=None, *, num_classes=None, device="cpu", class_names=None,
+                  template=DEFAULT_TEMPLATE):
     """Load an image classifier of timm, torchvision or transformers by name.
 
     Parameters
@@ -323,13 +379,19 @@ def load_external(spec, weights=None, *, num_classes=None, device="cpu"):
         ``"torchvision:NAME"`` or ``"torchvision:NAME@WEIGHTS"`` (e.g.
         ``"torchvision:resnet50@IMAGENET1K_V1"``; the default is the library's DEFAULT
         weights; the tag also picks the matching preprocessing), or ``"hf:REPO_OR_DIR"`` (a
-        local folder saved with ``save_pretrained`` or a Hub id already in the cache).
+        local folder saved with ``save_pretrained`` or a Hub id already in the cache), or
+        ``"clip:REPO_OR_DIR"`` (a CLIP-style model of transformers, zero-shot over
+        ``class_names``).
     weights : str or Path, optional
         A local weights file (state dict, ``.pt``/``.pth``/``.bin``/``.safetensors``) to load
         instead of the library's cached weights.
     num_classes : int, optional
         Number of outputs when the weights file is a fine-tuned head (timm, torchvision).
     device : str or torch.device
+    class_names : list of str, optional
+        For ``clip:``: the classes to prompt with, in logit order.
+    template : str, default "a photo of a {}."
+        For ``clip:``: the prompt of each class.
 
     Returns
     -------
@@ -348,8 +410,10 @@ def load_external(spec, weights=None, *, num_classes=None, device="cpu"):
         net, pre, names, info, hf = _timm(name, tag, weights, num_classes)
     elif prefix == "torchvision":
         net, pre, names, info, hf = _torchvision(name, tag, weights, num_classes)
-    else:
+    elif prefix == "hf":
         net, pre, names, info, hf = _hf(name, weights)
+    else:
+        net, pre, names, info, hf = _clip(name, class_names, template)
     if weights is not None:
         info["weights"] = str(weights)
     model = ExternalModel(net, pre, spec=spec, class_names=names, info=info, hf=hf)
