@@ -245,3 +245,19 @@ def test_audit_classifier_zero_shot_on_geode(tmp_path):
     rep, frame = audit_classifier(f"clip:{tmp_path / 'clip'}", ds, label_col="object", top_k=2, min_group_size=1)
     assert set(frame["prediction"]) <= {"bag", "car", "stove", "tree", "house"}
     assert rep.model_info[f"clip:{tmp_path / 'clip'}"]["label_map"].endswith("5 of 5 dataset classes")
+
+
+def test_audit_model_gives_a_named_model_one_image_size(tmp_path):
+    import torchvision
+
+    from geoaudit.audit import predictions_frame
+    from geoaudit.audit._predict import _resolve_models
+
+    torch.save(torchvision.models.resnet18(weights=None, num_classes=3).state_dict(), tmp_path / "r.pth")
+    m = load_external("torchvision:resnet18", weights=tmp_path / "r.pth", num_classes=3)
+    items, size, _, _, _ = _resolve_models({"r18": m}, image_size=None, channels=3, class_names=None,
+                                           model_info=None, device=None)
+    assert size == 256  # the resize of torchvision's preprocessing; crop and normalisation follow inside
+    ds = _geo_split(size=24, n=8)
+    frame = predictions_frame(items, ds, image_size=size, class_names={"r18": ["a", "b", "c"]})
+    assert len(frame) == 8 and frame["prediction"].between(0, 2).all()

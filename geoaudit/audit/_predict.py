@@ -254,6 +254,15 @@ def _resolve_models(models, *, image_size, channels, class_names, model_info, de
                          "audit_checkpoints, which predicts at each model's own size.")
     if sizes:
         image_size, channels = next(iter(sizes.values()))
+    if image_size is None:
+        from geoaudit.models import ExternalModel
+
+        ext = [m for m in items.values() if isinstance(m, ExternalModel)]
+        if ext:  # one batch needs one size; the model's own preprocessing then resizes and crops
+            pre = ext[0].preprocess
+            image_size = pre.resize if isinstance(pre.resize, int) else max(pre.crop or pre.resize or (224,))
+            log.info("images are resized to %d px squares before %s's own preprocessing; audit_classifier "
+                     "keeps each image's aspect ratio", image_size, ext[0].spec)
     return items, image_size, channels, class_names or None, model_info or None
 
 
