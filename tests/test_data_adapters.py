@@ -182,3 +182,12 @@ def test_cli_predictions_with_a_country_column_grouped_by_continent_and_income_b
     assert main(["audit", str(tmp_path / "p.csv"), "--group-by", "income-band", "--income-col", "income",
                  "--min-group-size", "5", "--out", str(tmp_path / "by_band")]) == 0
     assert "accuracy by 'income_band' against ln 'income_band_median'" in capsys.readouterr().out
+
+
+def test_list_labels_stored_as_text_in_a_csv():
+    import datasets
+
+    from geoaudit.audit._external import _label_values
+
+    ds = datasets.Dataset.from_dict({"y": ['["n01440764", "n01443537"]', "['n01484850']", "n01491361"]})
+    assert _label_values(ds, "y") == [["n01440764", "n01443537"], ["n01484850"], ["n01491361"]]

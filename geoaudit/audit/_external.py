@@ -9,6 +9,7 @@ of its labels is among the top-k predictions, as Dollar Street is scored).
 """
 from __future__ import annotations
 
+import ast
 import json
 import logging
 from pathlib import Path
@@ -162,10 +163,13 @@ def _label_values(dataset, label_col):
     rows = []
     for v in vals:
         if isinstance(v, str) and v.startswith("["):
-            try:  # lists stored as JSON text, as in Dollar Street's CSV
+            try:  # lists stored as text in a CSV: JSON or Python literals
                 v = json.loads(v)
             except ValueError:
-                pass
+                try:
+                    v = ast.literal_eval(v)
+                except (ValueError, SyntaxError):
+                    pass
         items = list(v) if isinstance(v, (list, tuple, np.ndarray)) else [v]
         if names is not None:
             items = [names[int(i)] for i in items]
