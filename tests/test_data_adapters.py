@@ -113,6 +113,8 @@ def test_geode_in_its_published_format(tmp_path):
     ds, fields = load_country_dataset(folder, preset_name="geode")
     assert fields["label_col"] == "object"
     assert sorted(set(ds["country_iso3"])) == ["GBR", "IDN", "IND", "ITA", "NGA", "TUR"]
+    # GeoDE's own six regions are kept beside the World Bank's
+    assert "WestAsia" in set(ds["dataset_region"]) and "Europe & Central Asia" in set(ds["region"])
 
 
 def test_audit_dollar_street_by_country_income_band_household_and_topk():

@@ -88,7 +88,8 @@ def add_geo_columns(data, *, country_col=None, lat_col=None, lon_col=None, indic
     same type as ``data``
         With columns country_iso3, country_name, the covariate (``gdp_per_capita_usd`` or the
         code in lower case), its year (``gdp_year`` or ``<column>_year``), region,
-        income_group, continent.  The provenance of the covariate is logged (and kept in
+        income_group (World Bank), continent (Natural Earth).  The dataset's own region,
+        income_group or continent columns are kept as ``dataset_<name>``.  The provenance of the covariate is logged (and kept in
         ``DataFrame.attrs["covariate_source"]`` for a table).
 
     Raises
@@ -148,6 +149,13 @@ def add_geo_columns(data, *, country_col=None, lat_col=None, lon_col=None, indic
         "income_group": groups["income_group"].to_numpy(dtype=object),
         "continent": groups["continent"].to_numpy(dtype=object),
     }
+    # the dataset's own columns of the same names (GeoDE's six-region "region") are kept as dataset_<name>
+    clash = [k for k in ("region", "income_group", "continent") if k in cols]
+    if clash:
+        log.info("keeping the dataset's own %s as %s", ", ".join(clash), ", ".join(f"dataset_{k}" for k in clash))
+        data = (data.rename(columns={k: f"dataset_{k}" for k in clash}) if isinstance(data, pd.DataFrame)
+                else data.rename_columns({k: f"dataset_{k}" for k in clash}))
+        cols = _columns(data)
     if isinstance(data, pd.DataFrame):
         out = data.copy()
         for k, v in new.items():
