@@ -345,6 +345,9 @@ def audit_classifier(model, dataset, *, label_col="label", group_by="country", c
         lm = LabelMap(keys, tuple(dict.fromkeys(keys)), ())
     else:
         all_labels = list(dict.fromkeys(x for row in labels for x in row))
+        feat_names = getattr(dataset.features.get(label_col), "names", None)
+        if class_names is None and feat_names and len(feat_names) == width:
+            class_names = list(feat_names)  # a model without class names, as many logits as the ClassLabel
         model_classes = class_names if class_names is not None else max(width, int(topk.max()) + 1 if topk.size else 0)
         lm = make_label_map(model_classes, all_labels, mapping=label_map)
     if lm.uncovered:
