@@ -37,7 +37,17 @@ GROUPINGS = ("country", "region", "income_group", "continent", "income-band", "h
 
 
 def preset(name) -> dict:
-    """The field mapping of a published dataset ("dollar-street" or "geode")."""
+    """The field mapping of a published dataset.
+
+    Parameters
+    ----------
+    name : {"dollar-street", "geode"}
+
+    Returns
+    -------
+    dict
+        country_col, label_col and, where published, income_col, household_col, region_col.
+    """
     key = str(name).lower().replace("_", "-").replace(" ", "-")
     if key not in PRESETS:
         raise InputError(f"Unknown dataset preset {name!r}; known: {', '.join(PRESETS)}.")

@@ -135,7 +135,18 @@ def _match_one(value, names, iso2, display):
 
 
 def closest_countries(value, k=3) -> list[str]:
-    """The ``k`` known country names closest to ``value`` (for error messages)."""
+    """The known country names closest to a value (for error messages).
+
+    Parameters
+    ----------
+    value : str
+    k : int, default 3
+
+    Returns
+    -------
+    list of str
+        Up to ``k`` entries "Name (ISO3)", closest first.
+    """
     names, _, display = _name_index()
     hits = difflib.get_close_matches(normalize_name(value), list(names), n=12, cutoff=0.5)
     out = []

@@ -42,8 +42,19 @@ def _check_code(code):
 
 
 def covariate_column(code) -> str:
-    """Column name under which an indicator is added to a dataset: ``gdp_per_capita_usd`` for
-    the default, else the code in lower case with underscores (``ny_gdp_pcap_pp_cd``)."""
+    """Column name under which an indicator is added to a dataset.
+
+    Parameters
+    ----------
+    code : str
+        A World Bank indicator code.
+
+    Returns
+    -------
+    str
+        ``gdp_per_capita_usd`` for NY.GDP.PCAP.CD, else the code in lower case with
+        underscores (``ny_gdp_pcap_pp_cd``).
+    """
     code = _check_code(code)
     return "gdp_per_capita_usd" if code == GDP_INDICATOR else code.lower().replace(".", "_")
 

@@ -113,7 +113,18 @@ class ExternalModel(nn.Module):
 
 
 def parse_spec(spec):
-    """``"torchvision:resnet50@IMAGENET1K_V1"`` -> ("torchvision", "resnet50", "IMAGENET1K_V1")."""
+    """Split a model spec.
+
+    Parameters
+    ----------
+    spec : str
+        ``PREFIX:NAME[@WEIGHTS]``, e.g. ``"torchvision:resnet50@IMAGENET1K_V1"``.
+
+    Returns
+    -------
+    (str, str, str or None)
+        Prefix, name and weights tag: ("torchvision", "resnet50", "IMAGENET1K_V1").
+    """
     if not isinstance(spec, str) or ":" not in spec:
         raise InputError(f"Model {spec!r} is not of the form PREFIX:NAME; accepted prefixes: "
                          f"{', '.join(p + ':' for p in PREFIXES)} (e.g. timm:resnet18, torchvision:resnet50, "

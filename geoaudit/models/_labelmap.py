@@ -89,8 +89,19 @@ class LabelMap:
 
 
 def read_label_map(path) -> dict:
-    """A label map file: JSON object ``{model_class: dataset_class}`` or a CSV with columns
-    ``model_class,dataset_class``."""
+    """Read a label map file.
+
+    Parameters
+    ----------
+    path : str or Path
+        A JSON object ``{model_class: dataset_class}`` or a CSV with columns
+        ``model_class,dataset_class``.
+
+    Returns
+    -------
+    dict
+        For :func:`label_map`'s ``mapping``.
+    """
     path = Path(path)
     if not path.is_file():
         raise InputError(f"Label map file {str(path)!r} does not exist.")
