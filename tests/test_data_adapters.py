@@ -193,3 +193,14 @@ def test_list_labels_stored_as_text_in_a_csv():
 
     ds = datasets.Dataset.from_dict({"y": ['["n01440764", "n01443537"]', "['n01484850']", "n01491361"]})
     assert _label_values(ds, "y") == [["n01440764", "n01443537"], ["n01484850"], ["n01491361"]]
+
+
+def test_audit_classifier_adds_gdp_to_a_split_with_only_country_codes():
+    from geoaudit.audit import audit_classifier
+
+    ds = dollar_street(n_per_country=20)
+    ds = ds.add_column("country_iso3", list(country_codes(ds["country.id"])))
+    rep, frame = audit_classifier(intensity_model(), ds, label_col="imagenet_sysnet_id", group_by="continent",
+                                  min_group_size=5)
+    assert set(rep.groups["group"]) == {"Asia", "Africa", "South America", "Europe", "North America"}
+    assert rep.model_info["model"]["covariate_years"]

@@ -268,7 +268,9 @@ def audit_classifier(model, dataset, *, label_col="label", group_by="country", c
         checkpoint folder (its input size is read from its config), or a model returning logits.
     dataset : datasets.Dataset
         A split with ``image``, ``label_col`` and the geo columns of
-        :func:`geoaudit.data.add_geo_columns` (or geoaudit's own schema).
+        :func:`geoaudit.data.add_geo_columns` (or geoaudit's own schema); with only
+        ``country_iso3``, GDP per capita, region, income group and continent are added from
+        the shipped World Bank data.
     label_col : str
         Labels: indices, wnids, names, or lists of them (any one counts as right).
     group_by : {"country", "region", "income_group", "continent", "income-band", "household"}
@@ -321,6 +323,13 @@ def audit_classifier(model, dataset, *, label_col="label", group_by="country", c
         if not (income_col and household_col):
             raise InputError("group_by='household' needs household_col and income_col.")
         need += [household_col, income_col]
+    missing = [c for c in need if c not in dataset.column_names]
+    if missing and "country_iso3" in dataset.column_names and covariate == "gdp_per_capita_usd" \
+            and set(missing) <= {"gdp_per_capita_usd", "region", "income_group", "continent"}:
+        from geoaudit.data import add_geo_columns
+
+        log.info("adding %s from the shipped World Bank data", ", ".join(missing))
+        dataset = add_geo_columns(dataset, country_col="country_iso3")
     check_columns(dataset.column_names, list(dict.fromkeys(need)), source="The dataset split")
 
     from geoaudit._device import resolve_device
