@@ -200,7 +200,7 @@ def test_audit_classifier_adds_gdp_to_a_split_with_only_country_codes():
 
     ds = dollar_street(n_per_country=20)
     ds = ds.add_column("country_iso3", list(country_codes(ds["country.id"])))
-    rep, frame = audit_classifier(intensity_model(), ds, label_col="imagenet_sysnet_id", group_by="continent",
+    rep, _frame = audit_classifier(intensity_model(), ds, label_col="imagenet_sysnet_id", group_by="continent",
                                   min_group_size=5)
     assert set(rep.groups["group"]) == {"Asia", "Africa", "South America", "Europe", "North America"}
     assert rep.model_info["model"]["covariate_years"]

@@ -207,11 +207,11 @@ def make_tiny_clip(folder, image_size=32):
     tok = tr.CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"))
     n = len(vocab)
     cfg = tr.CLIPConfig(
-        text_config=dict(vocab_size=n, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                         num_attention_heads=2, max_position_embeddings=77, bos_token_id=n - 2,
-                         eos_token_id=n - 1, pad_token_id=n - 1),
-        vision_config=dict(image_size=image_size, patch_size=8, hidden_size=16, intermediate_size=32,
-                           num_hidden_layers=1, num_attention_heads=2),
+        text_config={"vocab_size": n, "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1,
+                         "num_attention_heads": 2, "max_position_embeddings": 77, "bos_token_id": n - 2,
+                         "eos_token_id": n - 1, "pad_token_id": n - 1},
+        vision_config={"image_size": image_size, "patch_size": 8, "hidden_size": 16, "intermediate_size": 32,
+                           "num_hidden_layers": 1, "num_attention_heads": 2},
         projection_dim=8)
     torch.manual_seed(0)
     clip = tr.CLIPModel(cfg).eval()
