@@ -20,6 +20,7 @@ from geoaudit.audit._compare import (
     report_seeds,
     t_test_pvalue,
 )
+from geoaudit.audit._external import GROUP_BY, audit_classifier, group_frame, predict_topk, resolve_model
 from geoaudit.audit._gls import VARIANCES, f_test_pvalue, gls_test, sigma_for
 from geoaudit.audit._groups import group_accuracy
 from geoaudit.audit._population import audit_predictions, load_predictions
@@ -43,6 +44,11 @@ def write_report(report, out_dir, *, predictions=None, title=None):
 
 
 __all__ = [
+    "GROUP_BY",
+    "audit_classifier",
+    "group_frame",
+    "predict_topk",
+    "resolve_model",
     "ALTERNATIVES",
     "TESTS",
     "VARIANCES",

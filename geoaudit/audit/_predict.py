@@ -205,11 +205,19 @@ def audit_model(models, dataset, *, group="country_iso3", covariate="gdp_per_cap
                 source=None, drop_missing_covariate=False, tau2_method="REML"):
     """Audit one model (or a population, as a dict name -> model) on a datasets split.
 
-    Predicts with :func:`predictions_frame` then audits with :func:`audit_predictions`.
-    Returns ``(report, predictions)``: the :class:`AuditReport` and the predictions table.
+    A model may be a torch module or callable, a geoaudit checkpoint folder, or a name
+    (``"timm:NAME"``, ``"torchvision:NAME"``, ``"hf:REPO_OR_DIR"``).  The input size and
+    channels of a checkpoint (or of a module carrying its ``geoaudit_config``) come from its
+    config: images are resized to the size the model was trained at, and an ``image_size``
+    that disagrees is refused.  Predicts with :func:`predictions_frame` then audits with
+    :func:`audit_predictions`.  Returns ``(report, predictions)``: the :class:`AuditReport` and
+    the predictions table.
     """
     from geoaudit.audit._population import audit_predictions
 
+    models, image_size, channels, class_names, model_info = _resolve_models(
+        models, image_size=image_size, channels=channels, class_names=class_names, model_info=model_info,
+        device=device)
     frame = predictions_frame(models, dataset, group=group, covariate=covariate, label_col=label_col,
                               batch_size=batch_size, device=device, image_size=image_size,
                               channels=channels, class_names=class_names)
@@ -219,6 +227,43 @@ def audit_model(models, dataset, *, group="country_iso3", covariate="gdp_per_cap
                                source=source, model_info=model_info,
                                drop_missing_covariate=drop_missing_covariate, tau2_method=tau2_method)
     return report, frame
+
+
+def _resolve_models(models, *, image_size, channels, class_names, model_info, device):
+    """Load models given by name or checkpoint folder; take the input size from their configs."""
+    from geoaudit.audit._external import resolve_model
+
+    single = not isinstance(models, dict)
+    items = {"model": models} if single else dict(models)
+    class_names = dict(class_names or {})
+    model_info = dict(model_info or {})
+    sizes = {}
+    for name, m in items.items():
+        net, cnames, info, size, ch = resolve_model(m, device=resolve_device(device) if device else "cpu",
+                                                    image_size=image_size)
+        items[name] = net
+        if cnames is not None and name not in class_names:
+            class_names[name] = list(cnames)
+        if info:
+            model_info[name] = {**info, **model_info.get(name, {})}
+        if size is not None and (isinstance(m, (str, Path)) or getattr(net, "geoaudit_config", None)):
+            sizes[name] = (size, ch)
+    if len(set(sizes.values())) > 1:
+        raise InputError("These models were trained at different input sizes "
+                         f"({', '.join(f'{n}: {s[0]} px' for n, s in sizes.items())}); audit them with "
+                         "audit_checkpoints, which predicts at each model's own size.")
+    if sizes:
+        image_size, channels = next(iter(sizes.values()))
+    if image_size is None:
+        from geoaudit.models import ExternalModel
+
+        ext = [m for m in items.values() if isinstance(m, ExternalModel)]
+        if ext:  # one batch needs one size; the model's own preprocessing then resizes and crops
+            pre = ext[0].preprocess
+            image_size = pre.resize if isinstance(pre.resize, int) else max(pre.crop or pre.resize or (224,))
+            log.info("images are resized to %d px squares before %s's own preprocessing; audit_classifier "
+                     "keeps each image's aspect ratio", image_size, ext[0].spec)
+    return items, image_size, channels, class_names or None, model_info or None
 
 
 def find_checkpoints(path) -> list[Path]:

@@ -18,6 +18,9 @@ DIR/report.json, DIR/report.html (self-contained) and the figures as PNG.
 examples:
   geoaudit audit examples/predictions.csv --group country_iso3 --covariate gdp_per_capita_usd --out audit/
   geoaudit audit --models runs/plain --data data/geoshapes --split test --out audit/plain
+  geoaudit audit predictions.csv --country-col country --out audit/   (GDP per capita added)
+  geoaudit audit --model timm:resnet50 --dataset path/to/dollar_street --preset dollar-street --top-k 5 \
+      --group-by income-band --out audit/ds
 """
 
 
@@ -58,12 +61,91 @@ def register(sub):
     m = p.add_argument_group("auditing models directly (instead of PREDICTIONS)")
     m.add_argument("--models", metavar="DIR",
                    help="folder of geoaudit checkpoints (every subfolder with a config.json, sorted by path)")
-    m.add_argument("--model", metavar="CHECKPOINT", help="one geoaudit checkpoint folder")
+    m.add_argument("--model", metavar="CHECKPOINT|SPEC",
+                   help="one geoaudit checkpoint folder, or a model by name: timm:NAME, torchvision:NAME[@WEIGHTS], "
+                        "hf:REPO_OR_DIR, clip:REPO_OR_DIR (zero-shot over the dataset's classes); weights from --weights or "
+                        "the library's local cache, nothing is downloaded")
     m.add_argument("--data", metavar="DIR", help="dataset folder (geoaudit dataset build ...)")
     m.add_argument("--split", default="test", help="dataset split to predict on (default: test)")
     m.add_argument("--batch-size", type=int, default=256, help="inference batch size (default: 256)")
     add_device_arg(m)
+    x = p.add_argument_group("any model, any geo-labelled dataset")
+    x.add_argument("--weights", metavar="FILE", help="weights file (state dict) for --model timm:/torchvision:/hf:")
+    x.add_argument("--dataset", metavar="PATH_OR_REPO",
+                   help="a dataset not in geoaudit's schema (folder, CSV/Parquet file or Hub id) whose rows carry a "
+                        "country (--country-col) or coordinates (--lat-col/--lon-col)")
+    x.add_argument("--preset", metavar="{dollar-street,geode}", help="field mapping of a published dataset")
+    x.add_argument("--country-col", metavar="COL", help="column with a country name, ISO2 or ISO3 code; with a "
+                   "predictions file and no --covariate, GDP per capita (World Bank) is added as covariate")
+    x.add_argument("--lat-col", metavar="COL", help="latitude column (countries by reverse geocoding)")
+    x.add_argument("--lon-col", metavar="COL", help="longitude column")
+    x.add_argument("--covariate-indicator", metavar="CODE", default="NY.GDP.PCAP.CD",
+                   help="World Bank indicator used as covariate (default NY.GDP.PCAP.CD, shipped; others via wbgapi)")
+    x.add_argument("--gdp-year", default="latest", metavar="YEAR", help="indicator year (default: latest per country)")
+    x.add_argument("--group-by", default="country", metavar="{country,region,income_group,continent,income-band,household}",
+                   help="groups of the test (default: country)")
+    x.add_argument("--income-col", metavar="COL", help="per-image income column (for --group-by income-band/household)")
+    x.add_argument("--household-col", metavar="COL", help="household column (for --group-by household)")
+    x.add_argument("--bands", type=int, default=4, metavar="K", help="number of income bands (default: 4)")
+    x.add_argument("--top-k", type=int, default=1, metavar="K", help="an image is right when a label is in the "
+                   "model's top K classes (default: 1)")
+    x.add_argument("--label-map", metavar="FILE", help="JSON {model_class: dataset_class} or CSV model_class,dataset_class")
+    x.add_argument("--drop-unmatched", action="store_true",
+                   help="drop rows whose country matches nothing (counted) instead of failing")
+    x.add_argument("--offline", action="store_true", help="never touch the network (shipped World Bank data only)")
     p.set_defaults(func=run)
+
+
+def _year_range(table):
+    cols = [c for c in table.columns if c == "gdp_year" or c.endswith("_year")]
+    years = sorted({int(y) for y in table[cols[0]].dropna()}) if cols else []
+    return f"{years[0]}-{years[-1]}" if len(years) > 1 else (str(years[0]) if years else "unknown")
+
+
+def _is_spec(value):
+    return bool(value) and ":" in str(value) and not Path(str(value)).exists()
+
+
+def _run_any(args, caller):
+    """--dataset (any geo-labelled dataset) or --model by name."""
+    from geoaudit._validation import check_interval
+    from geoaudit.audit import GROUP_BY, audit_classifier
+    from geoaudit.data import load_country_dataset, load_geo_dataset, preset
+    from geoaudit.data._indicators import covariate_column
+    from geoaudit.models import read_label_map
+
+    if args.models:
+        raise InputError("--models (a folder of checkpoints) does not go with --dataset; use --model.")
+    if not args.model:
+        raise InputError("--dataset needs --model (a checkpoint folder or timm:/torchvision:/hf: name).")
+    from geoaudit._validation import check_options
+
+    check_options("--group-by", args.group_by, GROUP_BY, caller=caller)
+    check_interval("--top-k", args.top_k, 1, None, caller=caller, integer=True)
+    fields = preset(args.preset) if args.preset else {}
+    if args.dataset:
+        ds, fields = load_country_dataset(
+            args.dataset, None if args.split == "test" and not args.data else args.split, preset_name=args.preset,
+            country_col=args.country_col, lat_col=args.lat_col, lon_col=args.lon_col,
+            indicator=args.covariate_indicator, year=args.gdp_year,
+            on_unmatched="drop" if args.drop_unmatched else "raise", offline=args.offline)
+        source = f"{args.model} on {args.dataset}"
+    else:
+        ds = load_geo_dataset(args.data, args.split, required=("image",))
+        source = f"{args.model} on {args.data} (split {args.split})"
+    label_col = args.label_col
+    if label_col == "label" and "label" not in ds.column_names and fields.get("label_col"):
+        label_col = fields["label_col"]
+    report, predictions = audit_classifier(
+        args.model, ds, label_col=label_col, group_by=args.group_by,
+        covariate=args.covariate or covariate_column(args.covariate_indicator),
+        income_col=args.income_col or fields.get("income_col"),
+        household_col=args.household_col or fields.get("household_col"), bands=args.bands, top_k=args.top_k,
+        label_map=read_label_map(args.label_map) if args.label_map else None, weights=args.weights,
+        batch_size=args.batch_size, device=args.device, min_group_size=args.min_group_size,
+        variance=args.variance, log_covariate=args.log_covariate, alpha=args.alpha,
+        drop_missing_covariate=args.drop_missing_covariate, source=source, name=args.model)
+    return report, predictions
 
 
 def _check_out(out):
@@ -103,19 +185,48 @@ def _run(args) -> int:
         raise InputError("Give exactly one of PREDICTIONS (a predictions file), --models DIR or --model CHECKPOINT"
                          + (f"; got {len(sources)}." if sources else "."))
     predictions = None
-    if args.predictions:
+    if args.dataset or _is_spec(args.model):
+        report, predictions = _run_any(args, caller)
+    elif args.predictions:
         if args.data:
             raise InputError("--data goes with --models/--model, not with a PREDICTIONS file.")
+        table = args.predictions
+        if (args.country_col or args.lat_col) and not args.covariate:
+            from geoaudit.audit import load_predictions
+            from geoaudit.data import add_geo_columns, covariate_column
+
+            table = add_geo_columns(load_predictions(args.predictions), country_col=args.country_col,
+                                    lat_col=args.lat_col, lon_col=args.lon_col, indicator=args.covariate_indicator,
+                                    year=args.gdp_year, on_unmatched="drop" if args.drop_unmatched else "raise",
+                                    offline=args.offline)
+            args.covariate = covariate_column(args.covariate_indicator)
+            args.group = args.group or "country_iso3"
+        if args.group_by != "country":
+            from geoaudit._validation import check_options
+            from geoaudit.audit import GROUP_BY, group_frame, load_predictions
+            from geoaudit.data import covariate_column
+
+            check_options("--group-by", args.group_by, GROUP_BY, caller=caller)
+            if isinstance(table, (str, Path)):
+                table = load_predictions(table)
+            attrs = dict(table.attrs)
+            table, args.group, args.covariate = group_frame(
+                table, args.group_by, covariate=args.covariate or covariate_column(args.covariate_indicator),
+                income_col=args.income_col, household_col=args.household_col, bands=args.bands)
+            table.attrs.update(attrs)
         missing = [f for f, v in (("--group", args.group), ("--covariate", args.covariate)) if not v]
         if missing:
             raise InputError(f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} required with a "
                              "predictions file (the columns of the group and of its covariate).")
         report = audit_predictions(
-            args.predictions, group=args.group, covariate=args.covariate, label_col=args.label_col,
+            table, group=args.group, covariate=args.covariate, label_col=args.label_col,
             pred_col=args.pred_col, model_col=args.model_col, min_group_size=args.min_group_size,
             variance=args.variance, log_covariate=args.log_covariate, alpha=args.alpha,
             drop_missing_covariate=args.drop_missing_covariate, tau2_method=args.tau2_method,
             deduplicate=args.deduplicate,
+            source=str(args.predictions) + (f"; covariate: {table.attrs['covariate_source']}, years "
+                                             f"{_year_range(table)}" if hasattr(table, "attrs")
+                                             and "covariate_source" in table.attrs else ""),
         )
     else:
         from geoaudit._device import resolve_device

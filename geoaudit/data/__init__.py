@@ -6,7 +6,10 @@ gdp_year, log_gdp_per_capita; the ImageNet geo-location build adds flickr_accura
 flickr_country (schema version 2, ``geoaudit.data._schema.SCHEMA_VERSION``).
 """
 from geoaudit.data._builtin import BUILTIN_DATA, load_builtin, load_digits_tensors, load_split, load_torchvision_mnist
+from geoaudit.data._adapters import PRESETS, add_geo_columns, income_bands, load_country_dataset, preset
 from geoaudit.data._countries import country_table, load_boundaries
+from geoaudit.data._country_names import closest_countries, country_codes, country_groups
+from geoaudit.data._indicators import COMMON_INDICATORS, SHIPPED_INDICATORS, covariate_column, indicator
 from geoaudit.data._gdp import gdp_per_capita
 from geoaudit.data._geoshapes import (
     build_geoshapes,
@@ -26,6 +29,18 @@ __all__ = [
     "load_digits_tensors",
     "load_split",
     "load_torchvision_mnist",
+    "COMMON_INDICATORS",
+    "PRESETS",
+    "SHIPPED_INDICATORS",
+    "add_geo_columns",
+    "closest_countries",
+    "country_codes",
+    "country_groups",
+    "covariate_column",
+    "income_bands",
+    "indicator",
+    "load_country_dataset",
+    "preset",
     "ImageNetGeo",
     "ImageNetGeoConfig",
     "build_imagenet_geo",

@@ -15,6 +15,8 @@ from geoaudit.models._checkpoint import (
     read_config,
     save_checkpoint,
 )
+from geoaudit.models._external import PREFIXES, ExternalModel, Preprocess, load_external, parse_spec
+from geoaudit.models._labelmap import LabelMap, label_map, read_label_map
 from geoaudit.models._zoo import (
     ARCHITECTURES,
     IMAGENET_MEAN,
@@ -30,6 +32,14 @@ from geoaudit.models._zoo import (
 __all__ = [
     "ARCHITECTURES",
     "CONFIG",
+    "ExternalModel",
+    "LabelMap",
+    "PREFIXES",
+    "Preprocess",
+    "label_map",
+    "load_external",
+    "parse_spec",
+    "read_label_map",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "MLP7",
