@@ -126,9 +126,9 @@ def test_render_demo_composes_the_page_from_report_blocks():
     rng = np.random.default_rng(0)
     cov = np.exp(rng.uniform(6, 11, 12))
     n = rng.integers(60, 200, 12)
-    acc = np.clip(0.3 + 0.04 * np.log(cov) + rng.normal(0, 0.02, 12), 0, 1)
-    groups = pd.DataFrame({"group": [f"G{i:02d}" for i in range(12)], "n": n, "accuracy": acc, "covariate": cov,
-                           "correct": np.round(acc * n).astype(int)})
+    correct = np.round(np.clip(0.3 + 0.04 * np.log(cov) + rng.normal(0, 0.02, 12), 0, 1) * n).astype(int)
+    groups = pd.DataFrame({"group": [f"G{i:02d}" for i in range(12)], "n": n, "accuracy": correct / n,
+                           "covariate": cov, "correct": correct})
     fit = gls_test(groups, min_group_size=10)
     betas = {m: {f"model_{i:03d}": float(b) for i, b in enumerate(rng.normal(mu, 0.01, 3))}
              for m, mu in (("plain", 0.05), ("pgd", 0.04), ("perceptual", 0.02))}
