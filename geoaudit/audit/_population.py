@@ -9,8 +9,11 @@ import pandas as pd
 from geoaudit._errors import InputError
 from geoaudit._validation import check_columns, check_interval, check_options
 from geoaudit.audit._groups import _example_list, group_accuracy, pool_group_tables
+from geoaudit.audit._adjust import adjusted_gls, class_adjusted_accuracy
 from geoaudit.audit._gls import VARIANCES, gls_test
-from geoaudit.audit._results import AuditReport, PopulationSummary
+from geoaudit.audit._compare_results import PopulationSummary
+from geoaudit.audit._results import AuditReport
+from geoaudit.audit._verdict import population_verdict
 
 DEFAULT_MODEL_COL = "model"
 SINGLE_MODEL = "model"
@@ -48,7 +51,8 @@ def _check_no_nan(df, cols, *, source):
 
 def audit_predictions(df, *, group, covariate, label_col="label", pred_col="prediction", model_col=None,
                       min_group_size=50, variance="paper", log_covariate=True, alpha=0.05,
-                      source=None, model_info=None, drop_missing_covariate=False) -> AuditReport:
+                      source=None, model_info=None, drop_missing_covariate=False,
+                      adjust_classes=False) -> AuditReport:
     """Audit a table of predictions: per-group accuracy and the GLS test, per model.
 
     Parameters
@@ -73,6 +77,10 @@ def audit_predictions(df, *, group, covariate, label_col="label", pred_col="pred
     drop_missing_covariate : bool, default False
         Drop rows whose covariate is missing (e.g. countries without World Bank GDP) and list
         their groups in ``settings["groups_without_covariate"]``; by default they are an error.
+    adjust_classes : bool, default False
+        Standardise each group's accuracy to the pooled class mix before the regression
+        (:func:`class_adjusted_accuracy`), so that a class mix that varies with the covariate
+        is not read as a covariate effect.
 
     Returns
     -------
@@ -127,11 +135,17 @@ def audit_predictions(df, *, group, covariate, label_col="label", pred_col="pred
 
     tables, fits = {}, {}
     for name, part in parts.items():
-        table = group_accuracy(part[label_col].to_numpy(), part[pred_col].to_numpy(), part[group].to_numpy(),
-                               covariate=part[covariate].to_numpy(), caller=caller)
+        cols = (part[label_col].to_numpy(), part[pred_col].to_numpy(), part[group].to_numpy())
         try:
-            fit = gls_test(table, min_group_size=min_group_size, variance=variance,
-                           log_covariate=log_covariate, alpha=alpha)
+            if adjust_classes:
+                table = class_adjusted_accuracy(*cols, covariate=part[covariate].to_numpy(),
+                                                min_group_size=min_group_size, caller=caller)
+                fit = adjusted_gls(table, min_group_size=min_group_size, variance=variance,
+                                   log_covariate=log_covariate, alpha=alpha)
+            else:
+                table = group_accuracy(*cols, covariate=part[covariate].to_numpy(), caller=caller)
+                fit = gls_test(table, min_group_size=min_group_size, variance=variance,
+                               log_covariate=log_covariate, alpha=alpha)
         except InputError as e:
             if len(parts) > 1 or explicit_model:
                 raise InputError(f"model {name!r}: {e}") from e
@@ -151,6 +165,7 @@ def audit_predictions(df, *, group, covariate, label_col="label", pred_col="pred
         "label_col": label_col,
         "pred_col": pred_col,
         "model_col": model_col,
+        "adjust_classes": bool(adjust_classes),
     }
     if no_cov:
         settings["groups_without_covariate"] = no_cov
@@ -160,7 +175,9 @@ def audit_predictions(df, *, group, covariate, label_col="label", pred_col="pred
         dropped_groups=tuple(dropped),
         fits=fits,
         model_groups=tables,
-        population=PopulationSummary.from_fits(fits),
+        population=PopulationSummary.from_fits(fits, verdict=population_verdict(
+            {k: t[~t["group"].isin(dropped)] for k, t in tables.items()}, min_group_size=1,
+            log_covariate=log_covariate, alpha=alpha, variance=variance)),
         source=source,
         model_info=dict(model_info or {}),
     )

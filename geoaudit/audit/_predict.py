@@ -202,11 +202,11 @@ def predictions_frame(models, dataset, *, group="country_iso3", covariate="gdp_p
 def audit_model(models, dataset, *, group="country_iso3", covariate="gdp_per_capita_usd", label_col="label",
                 batch_size=256, device=None, image_size=None, channels=3, min_group_size=50,
                 variance="paper", log_covariate=True, alpha=0.05, class_names=None, model_info=None,
-                source=None, drop_missing_covariate=False):
+                source=None, drop_missing_covariate=False, adjust_classes=False):
     """Audit one model (or a population, as a dict name -> model) on a datasets split.
 
-    Predicts with :func:`predictions_frame` then audits with :func:`audit_predictions`.
-    Returns ``(report, predictions)``: the :class:`AuditReport` and the predictions table.
+    Predicts with :func:`predictions_frame` then audits with :func:`audit_predictions`
+    (``adjust_classes`` and the test settings are passed on).  Returns ``(report, predictions)``: the :class:`AuditReport` and the predictions table.
     """
     from geoaudit.audit._population import audit_predictions
 
@@ -217,7 +217,7 @@ def audit_model(models, dataset, *, group="country_iso3", covariate="gdp_per_cap
                                pred_col="prediction", model_col="model", min_group_size=min_group_size,
                                variance=variance, log_covariate=log_covariate, alpha=alpha,
                                source=source, model_info=model_info,
-                               drop_missing_covariate=drop_missing_covariate)
+                               drop_missing_covariate=drop_missing_covariate, adjust_classes=adjust_classes)
     return report, frame
 
 
@@ -253,7 +253,8 @@ def _unique_names(paths):
 
 def audit_checkpoints(checkpoints, dataset, *, group="country_iso3", covariate="gdp_per_capita_usd",
                       batch_size=256, device="auto", min_group_size=50, variance="paper",
-                      log_covariate=True, alpha=0.05, source=None, drop_missing_covariate=False):
+                      log_covariate=True, alpha=0.05, source=None, drop_missing_covariate=False,
+                      adjust_classes=False):
     """Audit geoaudit checkpoint folders on a datasets split.
 
     Each model is named by its folder name (or its path relative to the checkpoints' common
@@ -300,5 +301,6 @@ def audit_checkpoints(checkpoints, dataset, *, group="country_iso3", covariate="
     report = audit_predictions(frame, group=group, covariate=covariate, label_col="label",
                                pred_col="prediction", model_col="model", min_group_size=min_group_size,
                                variance=variance, log_covariate=log_covariate, alpha=alpha,
-                               source=source, model_info=info, drop_missing_covariate=drop_missing_covariate)
+                               source=source, model_info=info, drop_missing_covariate=drop_missing_covariate,
+                               adjust_classes=adjust_classes)
     return report, frame

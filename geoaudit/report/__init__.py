@@ -6,7 +6,8 @@ no pyplot state), embed them with :func:`fig_to_data_uri` and :func:`figure_html
 in :func:`section`, tables with :func:`table_html`, and the whole in :func:`html_page`.
 :func:`write_report` and :func:`write_compare` write the audit and comparison reports.
 """
-from geoaudit.report._audit import render_audit, render_compare, write_compare, write_report
+from geoaudit.report._audit import render_audit, write_report
+from geoaudit.report._compare import render_compare, write_compare
 from geoaudit.report._html import (
     fig_to_data_uri,
     fig_to_png,
