@@ -27,6 +27,40 @@ from geoaudit.audit._groups import _as_1d, group_accuracy
 DEFAULT_PRIOR_STRENGTH = 1.0
 
 
+def standardise_cells(n_gc, x_gc, kept=None, *, prior_strength=DEFAULT_PRIOR_STRENGTH):
+    """Directly standardised accuracy and its variance from per-(group, class) counts.
+
+    Parameters
+    ----------
+    n_gc, x_gc : numpy.ndarray, shape (..., G, C)
+        Images and correct predictions of each group g and class c (leading axes batch).
+    kept : numpy.ndarray of bool, shape (..., G), optional
+        Groups whose images define the standard class mix (default: all).
+    prior_strength : float, default 1.0
+        k, the images' worth of the pooled class accuracy each cell is shrunk toward.
+
+    Returns
+    -------
+    adj, var : numpy.ndarray, shape (..., G)
+        The adjusted accuracy sum_c w_c p~_gc and its variance sum_c w_c^2 p~(1 - p~)/(n_gc + k + 1).
+    """
+    n_gc = np.asarray(n_gc, dtype=float)
+    x_gc = np.asarray(x_gc, dtype=float)
+    kept = np.ones(n_gc.shape[:-1], bool) if kept is None else np.asarray(kept, bool)
+    kk = kept[..., None]
+    n_c, x_c = (n_gc * kk).sum(axis=-2), (x_gc * kk).sum(axis=-2)  # (..., C)
+    w = n_c / n_c.sum(axis=-1, keepdims=True)
+    # a class no kept group shows has weight 0; its pooled accuracy only fills cells of dropped groups
+    p_all = x_gc.sum(axis=-2) / np.maximum(n_gc.sum(axis=-2), 1)
+    p_c = np.where(n_c > 0, x_c / np.maximum(n_c, 1), p_all)[..., None, :]
+    k = float(prior_strength)
+    p_gc = (x_gc + k * p_c) / (n_gc + k)
+    w = w[..., None, :]
+    adj = (p_gc * w).sum(axis=-1)
+    var = (w ** 2 * p_gc * (1 - p_gc) / (n_gc + k + 1)).sum(axis=-1)
+    return adj, var
+
+
 def class_adjusted_accuracy(labels, predictions, groups, *, covariate=None, min_group_size=1,
                             prior_strength=DEFAULT_PRIOR_STRENGTH, caller="class_adjusted_accuracy"):
     """Per-group accuracy standardised to the pooled class mix (direct standardisation).
@@ -76,15 +110,8 @@ def class_adjusted_accuracy(labels, predictions, groups, *, covariate=None, min_
     x_gc = cells["sum"].unstack(fill_value=0).reindex(crude["group"]).fillna(0).to_numpy(float)
     kept = crude["n"].to_numpy() >= min_group_size
     if not kept.any():
-        kept = np.ones(len(crude), bool)  # nothing would be kept: the caller reports it
-    n_c, x_c = n_gc[kept].sum(axis=0), x_gc[kept].sum(axis=0)
-    w = n_c / n_c.sum()
-    # a class no kept group shows has weight 0; its pooled accuracy only fills cells of dropped groups
-    p_c = np.where(n_c > 0, x_c / np.maximum(n_c, 1), x_gc.sum(0) / np.maximum(n_gc.sum(0), 1))
-    k = float(prior_strength)
-    p_gc = (x_gc + k * p_c) / (n_gc + k)
-    adj = p_gc @ w
-    var = (w ** 2 * p_gc * (1 - p_gc) / (n_gc + k + 1)).sum(axis=1)
+        kept = np.ones(len(crude), bool)  # nothing would be kept: the regression reports it
+    adj, var = standardise_cells(n_gc, x_gc, kept, prior_strength=prior_strength)
     with np.errstate(divide="ignore", invalid="ignore"):
         n_eff = np.where(var > 0, adj * (1 - adj) / var, crude["n"].to_numpy(float))
     n_eff = np.maximum(np.round(np.nan_to_num(n_eff, nan=1.0)), 1).astype(np.int64)

@@ -46,6 +46,9 @@ def register(sub):
                    help="use the covariate as it is instead of its natural log")
     p.add_argument("--drop-missing-covariate", action="store_true",
                    help="drop rows without a covariate value (e.g. countries without GDP data) instead of failing")
+    p.add_argument("--adjust-classes", action="store_true",
+                   help="standardise each group's accuracy to the pooled class mix (direct standardisation), "
+                        "so that a class mix varying with the covariate is not read as its effect")
     p.add_argument("--alpha", type=float, default=0.05, help="significance level (default: 0.05)")
     p.add_argument("--out", required=True, metavar="DIR", help="folder for report.json, report.html and figures")
     p.add_argument("--title", default=None, help="title of the HTML report")
@@ -92,7 +95,7 @@ def run(args) -> int:
             args.predictions, group=args.group, covariate=args.covariate, label_col=args.label_col,
             pred_col=args.pred_col, model_col=args.model_col, min_group_size=args.min_group_size,
             variance=args.variance, log_covariate=args.log_covariate, alpha=args.alpha,
-            drop_missing_covariate=args.drop_missing_covariate,
+            drop_missing_covariate=args.drop_missing_covariate, adjust_classes=args.adjust_classes,
         )
     else:
         from geoaudit._device import resolve_device
@@ -113,10 +116,12 @@ def run(args) -> int:
             ckpts, ds, group=group, covariate=covariate, batch_size=args.batch_size, device=device,
             min_group_size=args.min_group_size, variance=args.variance, log_covariate=args.log_covariate,
             alpha=args.alpha, source=f"{args.models or args.model} on {args.data} (split {args.split})",
-            drop_missing_covariate=args.drop_missing_covariate,
+            drop_missing_covariate=args.drop_missing_covariate, adjust_classes=args.adjust_classes,
         )
     written = write_report(report, out, predictions=predictions, title=args.title)
     print(report.summary())
+    if args.adjust_classes:
+        print("  accuracies standardised to the pooled class mix of the groups kept (--adjust-classes)")
     if report.settings.get("groups_without_covariate"):
         print(f"  left out {len(report.settings['groups_without_covariate'])} group(s) without a covariate value: "
               + ", ".join(report.settings["groups_without_covariate"][:10]))
