@@ -36,7 +36,7 @@ from geoaudit.audit._predict import (
 from geoaudit.audit._adjust import class_adjusted_accuracy
 from geoaudit.audit._compare_results import CompareResult, MultiCompareResult, PopulationSummary, PopulationVerdict
 from geoaudit.audit._results import AuditReport, GLSResult
-from geoaudit.audit._verdict import mean_accuracy_table, population_verdict
+from geoaudit.audit._verdict import mean_accuracy_table, mean_accuracy_variance, population_verdict
 
 
 def write_report(report, out_dir, *, predictions=None, title=None):
@@ -71,6 +71,7 @@ __all__ = [
     "load_predictions",
     "load_report",
     "mean_accuracy_table",
+    "mean_accuracy_variance",
     "population_verdict",
     "predict",
     "predict_many",

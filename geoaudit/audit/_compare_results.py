@@ -59,6 +59,10 @@ class PopulationVerdict(Result):
     n_models, n_groups : int
         Models averaged and groups regressed (groups every model kept).
     alpha : float
+    image_agreement : bool
+        True when the mean accuracy's sampling variance came from the models' agreement on
+        each image (they predicted the same images); False when the models were taken to
+        predict independent images (conservative if they in fact share them).
     """
 
     beta: float
@@ -72,6 +76,7 @@ class PopulationVerdict(Result):
     n_models: int
     n_groups: int
     alpha: float = 0.05
+    image_agreement: bool = True
 
     p_value = deprecated_alias("pvalue", "p_value")
 
@@ -91,7 +96,9 @@ class PopulationVerdict(Result):
         return (f"population verdict (mean accuracy of {self.n_models} models per group, {self.n_groups} groups, "
                 f"method {self.method}): mean beta = {self.beta:.4g} (se {self.bse:.3g}, {lvl}% CI "
                 f"[{self.ci_low:.4g}, {self.ci_high:.4g}]), p = {_fmt_p(self.pvalue)}: {verdict} "
-                f"H0 mean beta = 0 at alpha = {self.alpha:g}")
+                f"H0 mean beta = 0 at alpha = {self.alpha:g}"
+                + ("" if self.image_agreement else
+                   "; the models' images could not be matched, so they were taken as independent samples"))
 
 
 @dataclass(frozen=True)

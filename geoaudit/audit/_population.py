@@ -13,7 +13,7 @@ from geoaudit.audit._adjust import adjusted_gls, class_adjusted_accuracy
 from geoaudit.audit._gls import VARIANCES, gls_test
 from geoaudit.audit._compare_results import PopulationSummary
 from geoaudit.audit._results import AuditReport
-from geoaudit.audit._verdict import population_verdict
+from geoaudit.audit._verdict import mean_accuracy_variance, population_verdict
 
 DEFAULT_MODEL_COL = "model"
 SINGLE_MODEL = "model"
@@ -177,7 +177,9 @@ def audit_predictions(df, *, group, covariate, label_col="label", pred_col="pred
         model_groups=tables,
         population=PopulationSummary.from_fits(fits, verdict=population_verdict(
             {k: t[~t["group"].isin(dropped)] for k, t in tables.items()}, min_group_size=1,
-            log_covariate=log_covariate, alpha=alpha, variance=variance)),
+            log_covariate=log_covariate, alpha=alpha, variance=variance,
+            sampling_variance=None if adjust_classes else mean_accuracy_variance(
+                parts, group=group, label_col=label_col, pred_col=pred_col))),
         source=source,
         model_info=dict(model_info or {}),
     )
