@@ -396,3 +396,15 @@ def test_vectorised_random_effects_matches_statsmodels_wls_when_tau_is_zero():
     p = b.test_re_kh(acc[None], v[None], x)[0]
     ref = sm.WLS(acc, sm.add_constant(x), weights=1 / v).fit()
     assert p == pytest.approx(ref.pvalues[1], rel=1e-9)
+
+
+def test_html_report_states_the_population_verdict_not_the_vote(tmp_path):
+    from geoaudit.report import render_audit
+
+    rep = audit_predictions(_population_frame(np.random.default_rng(13), beta=0.03), group="country",
+                            covariate="gdp", min_group_size=20)
+    html, _ = render_audit(rep)
+    cls, sentence = rep.population.verdict_sentence()
+    assert f'class="verdict {cls}"' in html and "averaged over the models" in html
+    assert cls == ("reject" if rep.population.verdict.significant else "keep")
+    assert "a count, not a verdict" in sentence

@@ -162,6 +162,23 @@ class PopulationSummary(Result):
         """The population verdict (None without one)."""
         return None if self.verdict is None else self.verdict.significant
 
+    def verdict_sentence(self) -> tuple[str, str]:
+        """("reject" or "keep", one sentence) for reports: the population verdict, with the
+        models' own tests as a count."""
+        sd = "n/a" if self.beta_sd is None else f"{self.beta_sd:.3g}"
+        count = (f"{self.n_models} models: mean beta = {self.beta_mean:.4g} (sd {sd}); "
+                 f"{self.n_significant} of {self.n_models} models' own tests reject beta = 0 at alpha = "
+                 f"{self.alpha:g} (a count, not a verdict).")
+        v = self.verdict
+        if v is None:
+            return "keep", count + " No population verdict could be computed."
+        lvl = int(round((1 - v.alpha) * 100))
+        head = ("The population's accuracy depends on the covariate" if v.significant
+                else "No significant dependence of the population's accuracy on the covariate")
+        return ("reject" if v.significant else "keep"), (
+            f"{head}: mean beta = {v.beta:.4g}, {lvl}% CI [{v.ci_low:.4g}, {v.ci_high:.4g}], p = {_fmt_p(v.pvalue)} "
+            f"(one {v.method} test on each group's accuracy averaged over the models). " + count)
+
     def to_dict(self) -> dict:
         return {
             "n_models": int(self.n_models),

@@ -55,13 +55,7 @@ def _verdict(report) -> tuple[str, str]:
             f"No significant linear relationship between accuracy and {reg}: beta = {f.beta:.4g}, "
             f"F(1, {f.df_denom}) = {f.f_stat:.4g}, p = {f.p_value:.3g} >= {f.alpha:g}."
         )
-    p = report.population
-    sd = "n/a" if p.beta_sd is None else f"{p.beta_sd:.3g}"
-    cls = "reject" if p.n_significant > p.n_models / 2 else "keep"
-    return cls, (
-        f"{p.n_models} models: mean beta = {p.beta_mean:.4g} (sd {sd}); the F-test rejects beta = 0 "
-        f"for {p.n_significant} of {p.n_models} models at alpha = {p.alpha:g}."
-    )
+    return report.population.verdict_sentence()
 
 
 def render_audit(report, *, title=None):
