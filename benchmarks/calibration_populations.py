@@ -361,8 +361,8 @@ def render(R, B, v_rows, c_rows, k_rows, check, cmd, seconds):
         L.append(f"| {label} | {fmt(cr)} | **{fmt(ar)}** | {fmt(cp)} | {fmt(ap)} |")
     L.append("")
     L.append("Direct standardisation to the pooled class mix, cells shrunk toward the class's pooled accuracy "
-             "with the weight of 1 image, variance sum_c w_c^2 p(1-p)/(n_gc + 2) passed as an effective sample "
-             "size.")
+             "with the weight of 1 image, variance sum_c w_c^2 q(1-q)/(n_gc + 2) (q the cell's accuracy kept off 0 "
+             "and 1) passed as an effective sample size.")
     return "\n".join(L)
 
 

@@ -316,7 +316,8 @@ def test_class_adjusted_accuracy_by_hand():
     pb = (np.array([1, 1]) + p_c) / (np.array([1, 3]) + 1)
     assert t["accuracy"].tolist() == pytest.approx([pa @ w, pb @ w])
     assert t["accuracy_crude"].tolist() == [0.5, 0.5] and t["n_images"].tolist() == [4, 4]
-    var_a = (w ** 2 * pa * (1 - pa) / (np.array([2, 2]) + 2)).sum()
+    qa = (np.array([2, 0]) + p_c + 0.5) / (np.array([2, 2]) + 2)
+    var_a = (w ** 2 * qa * (1 - qa) / (np.array([2, 2]) + 2)).sum()
     assert t["n"].iloc[0] == round(pa @ w * (1 - pa @ w) / var_a)
     # one class everywhere: adjustment is only the shrinkage of that class's cells
     one = class_adjusted_accuracy([0] * 6, [0, 0, 1, 0, 1, 1], ["a"] * 3 + ["b"] * 3, prior_strength=1e-9)

@@ -12,8 +12,9 @@ pooled class distribution of the groups audited),
 where p~_gc = (x_gc + k * p_c) / (n_gc + k) shrinks a group's accuracy on class c toward that
 class's pooled accuracy p_c with the weight of k images (k = ``prior_strength``), so a class a
 group barely shows (or lacks) borrows from the pool instead of giving 0/1 or nothing.  Its
-variance is the sum of w_c^2 * p~_gc(1 - p~_gc) / (n_gc + k + 1) (a Beta posterior's variance,
-which keeps an empty cell uncertain), handed to the regression as an effective sample size
+variance is the sum of w_c^2 * q_gc(1 - q_gc) / (n_gc + k + 1), q_gc = (x_gc + k p_c + 0.5) /
+(n_gc + k + 1) (about a Beta posterior's variance, which keeps an empty or all-correct cell
+uncertain), handed to the regression as an effective sample size
 n_eff = adj(1 - adj) / var so that every variance option of :func:`gls_test` uses it.
 """
 from __future__ import annotations
@@ -42,7 +43,8 @@ def standardise_cells(n_gc, x_gc, kept=None, *, prior_strength=DEFAULT_PRIOR_STR
     Returns
     -------
     adj, var : numpy.ndarray, shape (..., G)
-        The adjusted accuracy sum_c w_c p~_gc and its variance sum_c w_c^2 p~(1 - p~)/(n_gc + k + 1).
+        The adjusted accuracy sum_c w_c p~_gc and its variance sum_c w_c^2 q(1 - q)/(n_gc + k + 1),
+        q = (x_gc + k p_c + 0.5)/(n_gc + k + 1).
     """
     n_gc = np.asarray(n_gc, dtype=float)
     x_gc = np.asarray(x_gc, dtype=float)
@@ -57,7 +59,10 @@ def standardise_cells(n_gc, x_gc, kept=None, *, prior_strength=DEFAULT_PRIOR_STR
     p_gc = (x_gc + k * p_c) / (n_gc + k)
     w = w[..., None, :]
     adj = (p_gc * w).sum(axis=-1)
-    var = (w ** 2 * p_gc * (1 - p_gc) / (n_gc + k + 1)).sum(axis=-1)
+    # the variance uses a proportion kept off 0 and 1 (as the binomial variance of gls_test does),
+    # so that a cell of a class every group gets right still counts as uncertain
+    p_v = (x_gc + k * p_c + 0.5) / (n_gc + k + 1)
+    var = (w ** 2 * p_v * (1 - p_v) / (n_gc + k + 1)).sum(axis=-1)
     return adj, var
 
 

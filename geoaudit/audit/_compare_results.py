@@ -98,7 +98,8 @@ class PopulationVerdict(Result):
                 f"[{self.ci_low:.4g}, {self.ci_high:.4g}]), p = {_fmt_p(self.pvalue)}: {verdict} "
                 f"H0 mean beta = 0 at alpha = {self.alpha:g}"
                 + ("" if self.image_agreement else
-                   "; the models' images could not be matched, so they were taken as independent samples"))
+                   "; its sampling variance treats the models' images as independent (conservative when "
+                   "they share a test set)"))
 
 
 @dataclass(frozen=True)
