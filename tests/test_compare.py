@@ -251,7 +251,7 @@ def test_population_verdict_is_one_test_on_the_mean_accuracy():
     assert var is not None and v.image_agreement
     table = mean_accuracy_table(rep.model_groups, min_group_size=20, variance=var)
     assert ((table["n"] >= table["n_images"]) & (table["n"] <= 4 * table["n_images"])).all()
-    fit = gls_test(table, min_group_size=1, variance=rep.settings["variance"])
+    fit = gls_test(table[["group", "n", "accuracy", "covariate"]], min_group_size=1, variance=rep.settings["variance"])
     assert v.beta == pytest.approx(fit.beta) and v.n_models == 4 and v.n_groups == len(table)
     assert v.beta == pytest.approx(pop.beta_mean, rel=0.1)  # about the mean of the models' betas
     assert v.ci_low < v.beta < v.ci_high and v.significant == (v.pvalue < 0.05)

@@ -141,7 +141,8 @@ def adjusted_gls(table, *, min_group_size, log_covariate, alpha, **kw):
     from geoaudit.audit._gls import gls_test
 
     small = table["n_images"].to_numpy() < min_group_size
-    fit = gls_test(table.loc[~small, ["group", "n", "correct", "accuracy", "covariate"]].reset_index(drop=True),
+    # without 'correct': the adjusted accuracy is not a count over n (gls_test would refuse the mismatch)
+    fit = gls_test(table.loc[~small, ["group", "n", "accuracy", "covariate"]].reset_index(drop=True),
                    min_group_size=1, log_covariate=log_covariate, alpha=alpha, **kw)
     return dataclasses.replace(fit, dropped_groups=tuple(str(x) for x in table.loc[small, "group"]),
                                min_group_size=int(min_group_size))

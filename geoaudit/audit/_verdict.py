@@ -164,7 +164,9 @@ def population_verdict(tables: dict, *, min_group_size=50, log_covariate=True, a
     table = mean_accuracy_table(tables, min_group_size=min_group_size, variance=sampling_variance)
     kw = {} if variance is None else {"variance": variance}
     try:
-        fit = gls_test(table[["group", "n", "correct", "accuracy", "covariate"]], min_group_size=1, log_covariate=log_covariate, alpha=alpha, **kw)
+        # without 'correct': the mean accuracy is not a count over n (gls_test would refuse the mismatch)
+        fit = gls_test(table[["group", "n", "accuracy", "covariate"]], min_group_size=1,
+                       log_covariate=log_covariate, alpha=alpha, **kw)
     except InputError as e:  # e.g. fewer than 3 groups kept by every model
         log.warning("no population verdict: %s", e)
         return None
