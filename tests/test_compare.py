@@ -273,7 +273,7 @@ def test_population_verdict_size_beats_the_vote():
     rng = np.random.default_rng(7)
     reps = 1500
     acc, n, x = b.sim_population(rng, reps, K=20, tau=0.0, agree=0.3)
-    mean, n_eff = b.verdict_table(acc.mean(1), n, 20, 0.3, rng)
+    mean, n_eff, _ = b.verdict_table(acc.mean(1), n, 20, 0.3, rng)
     new = np.mean(b.test_re_kh(mean, b.binomial_var(mean, n_eff), x) < 0.05)
     acc, n, x = b.sim_population(rng, reps, K=5, tau=0.05, agree=0.6)
     vote_paper = np.mean((b.test_paper(acc, n, x) < 0.05).sum(-1) > 2.5)
