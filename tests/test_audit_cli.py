@@ -161,13 +161,14 @@ def test_compare_contract_and_tests(tmp_path, capsys):
     out = tmp_path / "cmp" / "compare.json"
     assert main(["compare", str(a), str(b), "--out", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "Welch two-sample t-test" in text and "H1: mean beta of A < mean beta of B" in text
+    # the populations share seeds (fair_seed0 <-> plain_seed0 ...): the default test pairs them
+    assert "paired t-test (chosen by 'auto'" in text and "H1: mean beta of A < mean beta of B" in text
     res = json.loads(out.read_text())
     assert {"test", "alternative", "statistic", "df", "p_value", "mean_a", "mean_b", "n_a", "n_b"} <= set(res)
-    assert res["test"] == "welch" and res["alternative"] == "less" and res["n_a"] == res["n_b"] == 4
+    assert res["test"] == "paired" and res["alternative"] == "less" and res["n_a"] == res["n_b"] == 4
     assert res["mean_a"] < res["mean_b"] and res["p_value"] < 0.05
     assert (tmp_path / "cmp" / "compare.html").exists() and (tmp_path / "cmp" / "compare_betas.png").exists()
-    for test in ("student", "paired", "permutation"):
+    for test in ("welch", "student", "paired", "permutation"):
         o = tmp_path / f"{test}.json"
         assert main(["compare", str(a), str(b), "--test", test, "--alternative", "two-sided", "--out", str(o)]) == 0
         r = json.loads(o.read_text())

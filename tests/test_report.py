@@ -114,7 +114,7 @@ def test_plots_return_figures():
 
 
 def test_compare_report_files(tmp_path):
-    r = compare_populations({"a0": 0.01, "a1": 0.02, "a2": 0.0}, {"b0": 0.03, "b1": 0.05, "b2": 0.04})
+    r = compare_populations({"a0": 0.01, "a1": 0.02, "a2": 0.0}, {"b0": 0.03, "b1": 0.05, "b2": 0.04}, test="welch")
     w = write_compare(r, tmp_path / "cmp.json")
     assert json.loads(w["json"].read_text())["test"] == "welch"
     html = w["html"].read_text()

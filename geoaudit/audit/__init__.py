@@ -14,7 +14,9 @@ Predictions can come from arrays (:func:`group_accuracy`), a table or CSV/Parque
 from geoaudit.audit._compare import (
     ALTERNATIVES,
     TESTS,
+    compare_many,
     compare_populations,
+    holm,
     load_report,
     report_betas,
     report_seeds,
@@ -32,7 +34,10 @@ from geoaudit.audit._predict import (
     predict_many,
     predictions_frame,
 )
-from geoaudit.audit._results import AuditReport, CompareResult, GLSResult, Influence, PopulationSummary
+from geoaudit.audit._adjust import class_adjusted_accuracy
+from geoaudit.audit._compare_results import CompareResult, MultiCompareResult, PopulationSummary, PopulationVerdict
+from geoaudit.audit._results import AuditReport, GLSResult, Influence
+from geoaudit.audit._verdict import mean_accuracy_table, mean_accuracy_variance, population_verdict
 
 
 def write_report(report, out_dir, *, predictions=None, title=None):
@@ -55,12 +60,20 @@ __all__ = [
     "AuditReport",
     "CompareResult",
     "GLSResult",
+    "MultiCompareResult",
+    "PopulationVerdict",
     "Influence",
     "PopulationSummary",
     "audit_checkpoints",
     "audit_model",
     "audit_predictions",
+    "class_adjusted_accuracy",
+    "compare_many",
     "compare_populations",
+    "holm",
+    "mean_accuracy_table",
+    "mean_accuracy_variance",
+    "population_verdict",
     "f_test_pvalue",
     "find_checkpoints",
     "gls_test",

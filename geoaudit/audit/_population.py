@@ -11,7 +11,10 @@ from geoaudit._validation import check_columns, check_interval, check_options
 from geoaudit.audit._groups import _example_list, group_accuracy, pool_group_tables
 from geoaudit.audit._gls import SENSITIVITY_CUTS, TAU2_METHODS, VARIANCES, gls_test
 from geoaudit.audit._meta import DEFAULT_METHOD, DEFAULT_TAU2
-from geoaudit.audit._results import AuditReport, PopulationSummary
+from geoaudit.audit._adjust import adjusted_gls, class_adjusted_accuracy
+from geoaudit.audit._compare_results import PopulationSummary
+from geoaudit.audit._results import AuditReport
+from geoaudit.audit._verdict import mean_accuracy_variance, population_verdict
 
 DEFAULT_MODEL_COL = "model"
 DEFAULT_ID_COL = "image_id"
@@ -106,7 +109,7 @@ def audit_predictions(df, *, group, covariate, label_col="label", pred_col="pred
                       min_group_size=50, variance=DEFAULT_METHOD, log_covariate=True, alpha=0.05,
                       source=None, model_info=None, drop_missing_covariate=False, tau2_method=DEFAULT_TAU2,
                       influence=True, sensitivity_cuts=SENSITIVITY_CUTS, id_col=DEFAULT_ID_COL,
-                      deduplicate=False) -> AuditReport:
+                      deduplicate=False, adjust_classes=False) -> AuditReport:
     """Audit a table of predictions: per-group accuracy and the regression test, per model.
 
     Parameters
@@ -198,12 +201,17 @@ def audit_predictions(df, *, group, covariate, label_col="label", pred_col="pred
 
     tables, fits = {}, {}
     for name, part in parts.items():
-        table = group_accuracy(part[label_col].to_numpy(), part[pred_col].to_numpy(), part[group].to_numpy(),
-                               covariate=part[covariate].to_numpy(), caller=caller)
+        cols = (part[label_col].to_numpy(), part[pred_col].to_numpy(), part[group].to_numpy())
+        kw = dict(variance=variance, log_covariate=log_covariate, alpha=alpha, tau2_method=tau2_method,
+                  influence=influence, sensitivity_cuts=sensitivity_cuts)
         try:
-            fit = gls_test(table, min_group_size=min_group_size, variance=variance, log_covariate=log_covariate,
-                           alpha=alpha, tau2_method=tau2_method, influence=influence,
-                           sensitivity_cuts=sensitivity_cuts)
+            if adjust_classes:
+                table = class_adjusted_accuracy(*cols, covariate=part[covariate].to_numpy(),
+                                                min_group_size=min_group_size, caller=caller)
+                fit = adjusted_gls(table, min_group_size=min_group_size, **kw)
+            else:
+                table = group_accuracy(*cols, covariate=part[covariate].to_numpy(), caller=caller)
+                fit = gls_test(table, min_group_size=min_group_size, **kw)
         except InputError as e:
             if len(parts) > 1 or explicit_model:
                 raise InputError(f"model {name!r}: {e}") from e
@@ -224,6 +232,7 @@ def audit_predictions(df, *, group, covariate, label_col="label", pred_col="pred
         "label_col": label_col,
         "pred_col": pred_col,
         "model_col": model_col,
+        "adjust_classes": bool(adjust_classes),
     }
     if n_missing:
         settings["rows_without_covariate"] = n_missing
@@ -237,7 +246,11 @@ def audit_predictions(df, *, group, covariate, label_col="label", pred_col="pred
         dropped_groups=tuple(dropped),
         fits=fits,
         model_group_tables=tables,
-        population=PopulationSummary.from_fits(fits),
+        population=PopulationSummary.from_fits(fits, verdict=population_verdict(
+            {k: t[~t["group"].isin(dropped)] for k, t in tables.items()}, min_group_size=1,
+            log_covariate=log_covariate, alpha=alpha, variance=variance,
+            sampling_variance=None if adjust_classes else mean_accuracy_variance(
+                parts, group=group, label_col=label_col, pred_col=pred_col))),
         source=source,
         model_info=dict(model_info or {}),
     )

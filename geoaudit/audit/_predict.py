@@ -202,7 +202,7 @@ def predictions_frame(models, dataset, *, group="country_iso3", covariate="gdp_p
 def audit_model(models, dataset, *, group="country_iso3", covariate="gdp_per_capita_usd", label_col="label",
                 batch_size=256, device=None, image_size=None, channels=3, min_group_size=50,
                 variance="random-effects", log_covariate=True, alpha=0.05, class_names=None, model_info=None,
-                source=None, drop_missing_covariate=False, tau2_method="REML"):
+                source=None, drop_missing_covariate=False, tau2_method="REML", adjust_classes=False):
     """Audit one model (or a population, as a dict name -> model) on a datasets split.
 
     A model may be a torch module or callable, a geoaudit checkpoint folder, or a name
@@ -225,7 +225,8 @@ def audit_model(models, dataset, *, group="country_iso3", covariate="gdp_per_cap
                                pred_col="prediction", model_col="model", min_group_size=min_group_size,
                                variance=variance, log_covariate=log_covariate, alpha=alpha,
                                source=source, model_info=model_info,
-                               drop_missing_covariate=drop_missing_covariate, tau2_method=tau2_method)
+                               drop_missing_covariate=drop_missing_covariate, tau2_method=tau2_method,
+                               adjust_classes=adjust_classes)
     return report, frame
 
 
@@ -299,7 +300,7 @@ def _unique_names(paths):
 def audit_checkpoints(checkpoints, dataset, *, group="country_iso3", covariate="gdp_per_capita_usd",
                       batch_size=256, device="auto", min_group_size=50, variance="random-effects",
                       log_covariate=True, alpha=0.05, source=None, drop_missing_covariate=False,
-                      tau2_method="REML"):
+                      tau2_method="REML", adjust_classes=False):
     """Audit geoaudit checkpoint folders on a datasets split.
 
     Each model is named by its folder name (or its path relative to the checkpoints' common
@@ -347,5 +348,5 @@ def audit_checkpoints(checkpoints, dataset, *, group="country_iso3", covariate="
                                pred_col="prediction", model_col="model", min_group_size=min_group_size,
                                variance=variance, log_covariate=log_covariate, alpha=alpha,
                                source=source, model_info=info, drop_missing_covariate=drop_missing_covariate,
-                               tau2_method=tau2_method)
+                               tau2_method=tau2_method, adjust_classes=adjust_classes)
     return report, frame

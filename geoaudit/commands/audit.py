@@ -55,6 +55,9 @@ def register(sub):
                    help="use the covariate as it is instead of its natural log")
     p.add_argument("--drop-missing-covariate", action="store_true",
                    help="drop rows without a covariate value (e.g. countries without GDP data) instead of failing")
+    p.add_argument("--adjust-classes", action="store_true",
+                   help="standardise each group's accuracy to the pooled class mix (direct standardisation), "
+                        "so that a class mix varying with the covariate is not read as its effect")
     p.add_argument("--alpha", type=float, default=0.05, help="significance level (default: 0.05)")
     p.add_argument("--out", required=True, metavar="DIR", help="folder for report.json, report.html and figures")
     p.add_argument("--title", default=None, help="title of the HTML report")
@@ -223,6 +226,7 @@ def _run(args) -> int:
             pred_col=args.pred_col, model_col=args.model_col, min_group_size=args.min_group_size,
             variance=args.variance, log_covariate=args.log_covariate, alpha=args.alpha,
             drop_missing_covariate=args.drop_missing_covariate, tau2_method=args.tau2_method,
+            adjust_classes=args.adjust_classes,
             deduplicate=args.deduplicate,
             source=str(args.predictions) + (f"; covariate: {table.attrs['covariate_source']}, years "
                                              f"{_year_range(table)}" if hasattr(table, "attrs")
@@ -248,9 +252,12 @@ def _run(args) -> int:
             min_group_size=args.min_group_size, variance=args.variance, log_covariate=args.log_covariate,
             alpha=args.alpha, source=f"{args.models or args.model} on {args.data} (split {args.split})",
             drop_missing_covariate=args.drop_missing_covariate, tau2_method=args.tau2_method,
+            adjust_classes=args.adjust_classes,
         )
     written = write_report(report, out, predictions=predictions, title=args.title)
     print(report.summary())
+    if args.adjust_classes:
+        print("  accuracies standardised to the pooled class mix of the groups kept (--adjust-classes)")
     s = report.settings
     if s.get("rows_without_covariate"):
         whole, partly = list(s["groups_without_covariate"]), list(s["groups_partly_without_covariate"])

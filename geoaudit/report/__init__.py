@@ -9,9 +9,10 @@ in :func:`section`, tables with :func:`table_html`, and the whole in :func:`html
 :func:`write_centroid_evaluation` writes the centroid defense's files.  Every figure of geoaudit
 is drawn here.
 """
-from geoaudit.report._audit import render_audit, render_compare, write_compare, write_report
 from geoaudit.report._defense_figures import plot_centroid_curve, plot_centroid_images, write_centroid_evaluation
 from geoaudit.report._demo import comparison_verdict, plot_attack_grid, render_demo
+from geoaudit.report._audit import render_audit, write_report
+from geoaudit.report._compare import render_compare, write_compare
 from geoaudit.report._html import (
     fig_to_data_uri,
     fig_to_png,

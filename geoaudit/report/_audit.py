@@ -59,13 +59,7 @@ def _verdict(report) -> tuple[str, str]:
             f"No significant linear relationship between accuracy and {reg}: beta = {f.beta:.4g}, "
             f"F(1, {f.df_denom}) = {f.fvalue:.4g}, p = {f.pvalue:.3g} >= {f.alpha:g}{by}." + fragile
         )
-    p = report.population
-    sd = "n/a" if p.beta_sd is None else f"{p.beta_sd:.3g}"
-    cls = "reject" if p.n_significant > p.n_models / 2 else "keep"
-    return cls, (
-        f"{p.n_models} models: mean beta = {p.beta_mean:.4g} (sd {sd}); the F-test{by} rejects beta = 0 "
-        f"for {p.n_significant} of {p.n_models} models at alpha = {p.alpha:g}."
-    )
+    return report.population.verdict_sentence()
 
 
 def _influence_section(report):
@@ -238,42 +232,3 @@ def write_report(report, out_dir, *, predictions=None, title=None) -> dict:
     written["html"], written["json"] = out / "report.html", out / "report.json"
     log.debug("wrote %s", out)
     return written
-
-
-def render_compare(result, *, title=None, reference=None):
-    """Render a :class:`CompareResult`: ``(html, png)`` with the beta distributions figure."""
-    fig = plot_beta_distributions({f"A: {result.label_a}": result.betas_a, f"B: {result.label_b}": result.betas_b},
-                                  reference=reference)
-    png = fig_to_png(fig)
-    d = result.to_dict()
-    rows = [{"": k, "value": d[k]} for k in ("test", "alternative", "h0", "h1", "statistic", "df", "p_value",
-                                              "mean_a", "mean_b", "sd_a", "sd_b", "n_a", "n_b", "cohens_d",
-                                              "hedges_g", "n_resamples", "random_state")]
-    cls = "reject" if result.significant else "keep"
-    secs = [
-        section("Result", f'<p class="verdict {cls}">{"H0 rejected" if result.significant else "H0 not rejected"}'
-                          f" at alpha = {result.alpha:g}.</p>" + pre(result.summary()) + table_html(rows)),
-        section("Distribution of beta", figure_html(png_to_data_uri(png), alt="beta distributions",
-                caption="Each dot is one model's beta; boxes show quartiles, dotted lines the means.")),
-    ]
-    if result.pairs:
-        secs.append(section("Pairs", table_html([{"A": a, "B": b} for a, b in result.pairs])))
-    return html_page(title or "geoaudit: comparison of two model populations", secs,
-                     subtitle=f"{result.label_a} vs {result.label_b}"), png
-
-
-def write_compare(result, path, *, reference=None) -> dict:
-    """Write the comparison as JSON at ``path``, with ``<stem>.html`` and ``<stem>_betas.png`` beside it."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "compare.json"
-    json_text = to_json(result.to_dict()) + "\n"
-    html, png = render_compare(result, reference=reference)
-    stem = path.with_suffix("") if path.suffix else path
-    html_path, png_path = Path(f"{stem}.html"), Path(f"{stem}_betas.png")
-    if html_path == path:
-        html_path = Path(f"{stem}.report.html")
-    atomic_write_bytes(png_path, png)
-    atomic_write_text(html_path, html)
-    atomic_write_text(path, json_text)
-    return {"json": path, "html": html_path, "figure": png_path}

@@ -1,0 +1,94 @@
+"""The comparison report: JSON, a self-contained HTML page and the beta distributions figure."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from geoaudit._io import atomic_write_bytes, atomic_write_text, to_json
+from geoaudit.report._html import fig_to_png, figure_html, html_page, png_to_data_uri, pre, section, table_html
+from geoaudit.report._plots import plot_beta_distributions
+
+_ROWS = ("test", "requested_test", "pairing", "alternative", "h0", "h1", "statistic", "df", "pvalue", "difference",
+         "ci_low", "ci_high", "mean_a", "mean_b", "sd_a", "sd_b", "n_a", "n_b", "cohens_d", "hedges_g",
+         "n_resamples", "random_state")
+
+
+def _populations(result):
+    """Population label -> betas, over every comparison of the result."""
+    out = {}
+    for r in getattr(result, "results", (result,)):
+        out.setdefault(r.label_a, r.betas_a)
+        out.setdefault(r.label_b, r.betas_b)
+    return out
+
+
+def render_compare(result, *, title=None, reference=None):
+    """Render a comparison: ``(html, png)`` with the beta distributions figure.
+
+    Parameters
+    ----------
+    result : CompareResult or MultiCompareResult
+    title : str, optional
+    reference : float, optional
+        A reference beta drawn as a horizontal line (e.g. one model's).
+
+    Returns
+    -------
+    (str, bytes)
+    """
+    many = hasattr(result, "primary")
+    if many:
+        pops = _populations(result)
+    else:
+        pops = {f"A: {result.label_a}": result.betas_a, f"B: {result.label_b}": result.betas_b}
+    png = fig_to_png(plot_beta_distributions(pops, reference=reference))
+    main = result.primary if many else result
+    d = main.to_dict()
+    rows = [{"": k, "value": d.get(k)} for k in _ROWS]
+    cls = "reject" if main.significant else "keep"
+    head = "primary comparison: " if many else ""
+    secs = [section("Result", f'<p class="verdict {cls}">{head}{"H0 rejected" if main.significant else "H0 not rejected"}'
+                              f" at alpha = {main.alpha:g}.</p>" + pre(result.summary()) + table_html(rows))]
+    if many and result.secondary:
+        secs.append(section("Secondary comparisons (Holm-adjusted)", table_html([
+            {"A": r.label_a, "B": r.label_b, "test": r.test, "difference": r.difference, "ci_low": r.ci_low,
+             "ci_high": r.ci_high, "pvalue": r.pvalue, "pvalue_holm": p, "significant_holm": p < result.alpha}
+            for r, p in zip(result.secondary, result.adjusted_pvalues)])))
+    secs.append(section("Distribution of beta", figure_html(
+        png_to_data_uri(png), alt="beta distributions",
+        caption="Each dot is one model's beta; boxes show quartiles, dotted lines the means.")))
+    if not many and result.pairs:
+        secs.append(section("Pairs", table_html([{"A": a, "B": b} for a, b in result.pairs])))
+    subtitle = (f"{len(_populations(result))} populations, primary {main.label_a} vs {main.label_b}" if many
+                else f"{result.label_a} vs {result.label_b}")
+    return html_page(title or "geoaudit: comparison of model populations", secs, subtitle=subtitle), png
+
+
+def write_compare(result, path, *, reference=None) -> dict:
+    """Write the comparison as JSON at ``path``, with ``<stem>.html`` and ``<stem>_betas.png`` beside it.
+
+    Parameters
+    ----------
+    result : CompareResult or MultiCompareResult
+    path : str or Path
+        The JSON file (``compare.json`` inside it when it is a folder).
+    reference : float, optional
+        As in :func:`render_compare`.
+
+    Returns
+    -------
+    dict of str -> Path
+        Keys json, html and figure.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / "compare.json"
+    json_text = to_json(result.to_dict()) + "\n"
+    html, png = render_compare(result, reference=reference)
+    stem = path.with_suffix("") if path.suffix else path
+    html_path, png_path = Path(f"{stem}.html"), Path(f"{stem}_betas.png")
+    if html_path == path:
+        html_path = Path(f"{stem}.report.html")
+    atomic_write_bytes(png_path, png)
+    atomic_write_text(html_path, html)
+    atomic_write_text(path, json_text)
+    return {"json": path, "html": html_path, "figure": png_path}
