@@ -74,6 +74,8 @@ def main(argv=None) -> int:
 
     if not progress_enabled():  # datasets' own bars follow ours (read when datasets is imported)
         os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+        if "datasets" in sys.modules:  # already imported (e.g. main() called from Python)
+            sys.modules["datasets"].disable_progress_bars()
     if args.threads is not None:
         from geoaudit._validation import check_flag
 

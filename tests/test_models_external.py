@@ -133,7 +133,7 @@ def test_audit_classifier_with_a_timm_model_by_name(tmp_path):
     rep, frame = audit_classifier("timm:test_resnet", ds, weights=tmp_path / "w.pth", top_k=1,
                                   min_group_size=1, batch_size=8)
     info = rep.model_info["timm:test_resnet"]
-    assert info["library"] == "timm" and info["top_k"] == 1 and info["input_size"] == [160, 160]
+    assert info["library"] == "timm" and info["top_k"] == 1 and list(info["input_size"]) == [160, 160]
     assert frame["correct"].tolist() == right.astype(int).tolist()
     _, frame5 = audit_classifier(model, ds, top_k=5, min_group_size=1)
     assert frame5["topk"].str.count(";").eq(4).all() and frame5["correct"].sum() >= right.sum()
