@@ -6,6 +6,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Mapping
 
 
 def _tmp_beside(path: Path, suffix=""):
@@ -42,6 +43,8 @@ def _json_default(o):
         return o.tolist()
     if isinstance(o, Path):
         return str(o)
+    if isinstance(o, Mapping):  # read-only mappings of frozen results
+        return dict(o)
     raise TypeError(f"Object of type {type(o).__name__} is not JSON serializable")
 
 

@@ -75,7 +75,7 @@ def test_algorithm2_weights_sequence(tmp_path, tiny):
     np.testing.assert_array_equal(d.labels[:d.size], tiny.labels.numpy()[d.source[:d.size]])
     np.testing.assert_array_equal(np.asarray(d.images[:n]), tiny.images.numpy())
     assert res.stats["attacks_computed"] == res.stats["fresh_attacks"] == n * rounds
-    assert res.stats["attacks_per_round"] == [n] * rounds
+    assert list(res.stats["attacks_per_round"]) == [n] * rounds
     # a finished D with the same settings is returned as is; other settings are refused
     again = build_adversarial_dataset(tiny, attack=FGSM(eps=0.05), out_dir=tmp_path / "D", rounds=rounds,
                                       batch_size=b, reuse=False)
@@ -400,3 +400,38 @@ def test_perceptual_population_and_default_attacks(tmp_path, data_dir):
     a2 = m["weighted_dataset"]["algorithm2"]
     assert m["weighted_dataset"]["size"] == 2 * 30 and a2["appended"] == 30
     assert a2["attacks_computed"] == a2["center_refreshes"] + a2["fresh_attacks"]
+
+
+# --- result protocol, attack preset, random_state ------------------------------------------------
+def test_results_are_frozen_and_summarised(tmp_path, tiny):
+    import dataclasses
+
+    from geoaudit.train import DEFAULT_ATTACK_PARAMS, DROResult, make_attack
+
+    res = build_adversarial_dataset(tiny, attack=FGSM(eps=0.05), out_dir=tmp_path / "D", rounds=1, batch_size=6,
+                                    reuse=False, random_state=1)
+    assert isinstance(res, DROResult) and res.settings["seed"] == 1
+    with pytest.raises(TypeError):
+        res.stats["attacks_computed"] = 0          # read-only mapping
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        res.size = 0
+    assert "Algorithm 2:" in res.summary() and json.dumps(res.to_dict())
+    # the deprecated name still works, with a warning, and gives the same D
+    with pytest.warns(DeprecationWarning, match="random_state"):
+        old = build_adversarial_dataset(tiny, attack=FGSM(eps=0.05), out_dir=tmp_path / "D", rounds=1,
+                                        batch_size=6, reuse=False, seed=1)
+    assert old.stats == res.stats
+    # the training preset goes through geoaudit.attacks.make_attack, preset values explicit
+    atk = make_attack("pgd")
+    assert atk.eps == DEFAULT_ATTACK_PARAMS["pgd"]["eps"] and atk.steps == DEFAULT_ATTACK_PARAMS["pgd"]["steps"]
+    assert make_attack("pgd", eps=2.0, random_start=True).random_start is True   # any class parameter
+
+
+def test_population_result_protocol(tmp_path, data_dir):
+    r = train_population(data_dir, augment="plain", n_models=1, epochs=1, batch_size=16, out_dir=tmp_path / "p")
+    with pytest.raises(TypeError):
+        r.manifest["method"] = "pgd"
+    assert r.to_dict()["manifest"]["method"] == "plain" and "1/1 models done" in r.summary()
+    from geoaudit._io import to_json
+
+    assert json.loads(to_json(r.manifest))["seeds"] == [0]

@@ -37,7 +37,7 @@ def register(sub):
     g.add_argument("--no-reuse", action="store_true", help="turn off the cluster-center attack reuse")
     g.add_argument("--cluster-size", type=int, default=5, help="images per k-means cluster (default: 5)")
     g.add_argument("--kmeans", default="auto", help="auto, sklearn or torch (default: auto)")
-    a = p.add_argument_group("attack hyperparameters (defaults: geoaudit.train.DEFAULT_ATTACK_PARAMS)")
+    a = p.add_argument_group("attack hyperparameters (the training preset geoaudit.train.DEFAULT_ATTACK_PARAMS, for small images)")
     a.add_argument("--eps", type=float, default=None, help="pgd: radius of the perturbation ball")
     a.add_argument("--norm", default=None, help="pgd: l2 or linf")
     a.add_argument("--step-size", type=float, default=None, help="pgd and perceptual: step length")
@@ -85,7 +85,7 @@ def run(args) -> int:
         args.data, augment=args.augment, n_models=args.models, epochs=args.epochs, arch=args.arch, seeds=seeds,
         out_dir=args.out, backend=args.backend, attack=attack, device=device, split=args.split,
         image_size=args.image_size, channels=args.channels, batch_size=args.batch_size, lr=args.lr,
-        momentum=args.momentum, weight_decay=args.weight_decay, dro_rounds=args.rounds, dro_seed=args.dro_seed,
+        momentum=args.momentum, weight_decay=args.weight_decay, dro_rounds=args.rounds, dro_random_state=args.dro_seed,
         reuse=not args.no_reuse, cluster_size=args.cluster_size, kmeans=args.kmeans, pretrained=args.pretrained,
         ray_address=args.ray_address, ray_gpus_per_model=args.ray_gpus_per_model)
     m = res.manifest

@@ -26,8 +26,10 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 import torch
@@ -35,6 +37,7 @@ import torch
 from geoaudit._errors import InputError
 from geoaudit._io import atomic_save
 from geoaudit._progress import progress
+from geoaudit._results import Result, frozen_mapping
 from geoaudit._validation import check_interval, check_options
 from geoaudit.train._data import load_training_data
 from geoaudit.train._kmeans import KMEANS_BACKENDS, cluster_by_label
@@ -63,6 +66,32 @@ def describe_attack(attack) -> dict:
     return out
 
 
+def as_seed(random_state, *, caller, name="random_state") -> int:
+    """An int seed from ``random_state`` (int, numpy or torch Generator, or None for a fresh one).
+
+    Algorithm 2 records its seed in D's settings, so a Generator or None is turned into the int
+    drawn from it, which is what a resumed build must be given again.
+    """
+    if random_state is None:
+        return int(np.random.SeedSequence().generate_state(1)[0] >> 1)
+    if isinstance(random_state, np.random.Generator):
+        return int(random_state.integers(0, 2**31 - 1))
+    if isinstance(random_state, torch.Generator):
+        return int(torch.randint(0, 2**31 - 1, (1,), generator=random_state))
+    return check_interval(name, random_state, 0, None, caller=caller, integer=True)
+
+
+def take_deprecated(new_name, new_value, old_name, old_value, *, caller, default):
+    """``new_value``, or ``old_value`` with a DeprecationWarning when only the old name was given."""
+    if old_value is None:
+        return new_value
+    warnings.warn(f"The {old_name!r} parameter of {caller} is deprecated; use {new_name!r}.",
+                  DeprecationWarning, stacklevel=3)
+    if new_value is not default and new_value != old_value:
+        raise InputError(f"Give {new_name!r} or its deprecated name {old_name!r} to {caller}, not both.")
+    return old_value
+
+
 def _adv_images(result):
     return result.images if hasattr(result, "images") else result
 
@@ -71,8 +100,18 @@ def to_u8(x: torch.Tensor) -> torch.Tensor:
     return x.clamp(0, 1).mul(255.0).round_().to(torch.uint8)
 
 
+def _algorithm2_line(st) -> str:
+    """One line on Algorithm 2's work and quality from its statistics."""
+    q = st.get("mean_one_minus_ssim")
+    return (f"Algorithm 2: {st.get('attacks_computed', 0)} attacks, {st.get('gradient_steps', 0)} gradient steps, "
+            f"reuse {'on' if st.get('reuse_used', st.get('reuse')) else 'off'} (reuse rate {st.get('reuse_rate', 0):.1%}), "
+            f"success {st.get('success_rate', 0):.1%}"
+            + (f", mean 1-SSIM {q:.4f}" if q is not None else "")
+            + f", {st.get('wall_seconds', 0):.1f} s")
+
+
 @dataclass(frozen=True)
-class DROResult:
+class DROResult(Result):
     """What :func:`build_adversarial_dataset` returns.
 
     Attributes
@@ -81,21 +120,29 @@ class DROResult:
         The weighted dataset D on disk (open it with ``WeightedDataset.open``).
     size : int
         M, the number of examples in D: N (1 + T1).
-    stats : dict
-        Attack counts (``attacks_computed``, ``fresh_attacks``, ``center_refreshes``,
-        ``reused``, ``reuse_rate``, per-round lists), ``success_rate``, times
-        (``attack_seconds``, ``transplant_seconds``, ``time_saved_seconds``, ``wall_seconds``)
-        and the clustering summary.
-    settings : dict
+    stats : Mapping
+        Work (``attacks_computed``, ``gradient_steps``, ``fresh_attacks``, ``center_refreshes``,
+        ``reused``, ``reuse_rate``, per-round lists), quality (``success_rate``,
+        ``mean_one_minus_ssim``), times (``attack_seconds``, ``transplant_seconds``,
+        ``wall_seconds``), the reuse decision and the clustering summary (read-only).
+    settings : Mapping
+        The settings D was built with (read-only).
     """
 
     folder: Path
     size: int
-    stats: dict = field(default_factory=dict)
-    settings: dict = field(default_factory=dict)
+    stats: Mapping = field(default_factory=dict)
+    settings: Mapping = field(default_factory=dict)
 
-    def to_dict(self) -> dict:
-        return {"folder": str(self.folder), "size": self.size, "stats": self.stats, "settings": self.settings}
+    def __post_init__(self):
+        object.__setattr__(self, "folder", Path(self.folder))
+        object.__setattr__(self, "size", int(self.size))
+        object.__setattr__(self, "stats", frozen_mapping(self.stats))
+        object.__setattr__(self, "settings", frozen_mapping(self.settings))
+
+    def summary(self) -> str:
+        """D's size and folder, and Algorithm 2's work and quality."""
+        return f"D: {self.size} examples in {self.folder}\n" + _algorithm2_line(self.stats)
 
 
 class CenterReuse:
@@ -168,9 +215,9 @@ def _finish_stats(stats, reuse):
 
 
 def build_adversarial_dataset(data, *, attack, out_dir, arch="small_cnn", rounds=3, batch_size=64, lr=0.05,
-                              momentum=0.9, weight_decay=5e-4, weight_loss=True, seed=0, reuse=True,
+                              momentum=0.9, weight_decay=5e-4, weight_loss=True, random_state=0, reuse=True,
                               cluster_size=5, kmeans="auto", device="cpu", pretrained=False,
-                              normalization="data", settings_extra=None) -> DROResult:
+                              normalization="data", settings_extra=None, seed=None) -> DROResult:
     """Algorithm 2 (with the appendix-D reuse): the weighted adversarial dataset D.
 
     Parameters
@@ -187,8 +234,9 @@ def build_adversarial_dataset(data, *, attack, out_dir, arch="small_cnn", rounds
     rounds : int
         T1.  D ends with N (1 + T1) examples.
     batch_size, lr, momentum, weight_decay, weight_loss : SGD (see the module docstring).
-    seed : int
-        Seeds theta's initial weights, the draws and the clustering.
+    random_state : int, numpy.random.Generator, torch.Generator or None
+        Seeds theta's initial weights, the draws and the clustering (a Generator or None is
+        turned into an int seed, recorded in D's settings).
     reuse : bool
         Use the cluster-center attack reuse of appendix D.
     cluster_size : int
@@ -199,6 +247,10 @@ def build_adversarial_dataset(data, *, attack, out_dir, arch="small_cnn", rounds
     pretrained : bool
     normalization : "data", None or dict
         "data": the clean data's per-channel mean and std, inside the model.
+    settings_extra : dict, optional
+        More entries for D's recorded settings.
+    seed : int, optional
+        Deprecated name of ``random_state``.
 
     Returns
     -------
@@ -209,7 +261,8 @@ def build_adversarial_dataset(data, *, attack, out_dir, arch="small_cnn", rounds
     rounds = check_interval("rounds", rounds, 1, None, caller=caller, integer=True)
     batch_size = check_interval("batch_size", batch_size, 1, None, caller=caller, integer=True)
     lr = check_interval("lr", lr, 0, None, caller=caller, closed="neither")
-    seed = check_interval("seed", seed, 0, None, caller=caller, integer=True)
+    random_state = take_deprecated("random_state", random_state, "seed", seed, caller=caller, default=0)
+    seed = as_seed(random_state, caller=caller)
     cluster_size = check_interval("cluster_size", cluster_size, 1, None, caller=caller, integer=True)
     check_options("kmeans", kmeans, KMEANS_BACKENDS, caller=caller)
     if attack is None or not callable(attack):
