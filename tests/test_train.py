@@ -435,3 +435,36 @@ def test_population_result_protocol(tmp_path, data_dir):
     from geoaudit._io import to_json
 
     assert json.loads(to_json(r.manifest))["seeds"] == [0]
+
+
+def test_damaged_checkpoint_is_retrained_not_counted(tmp_path, data_dir, capsys):
+    out = tmp_path / "plain"
+    base = ["train", "--data", str(data_dir), "--models", "2", "--epochs", "1", "--batch-size", "16",
+            "--device", "cpu", "--out", str(out)]
+    assert main(base) == 0
+    capsys.readouterr()
+    w = out / "model_001" / "weights.pt"
+    good = w.read_bytes()
+    cfg = json.loads((out / "model_001" / "config.json").read_text())
+    import hashlib
+
+    assert cfg["weights_sha256"] == hashlib.sha256(good).hexdigest()
+    w.write_bytes(good[: len(good) // 2])                                  # truncated after it finished
+    with pytest.raises(InputError, match=r"model_001.*weights\.pt.*sha256 does not match"):
+        load_model(out / "model_001")
+    assert main(base) == 0
+    text = capsys.readouterr().out
+    assert "model_001: trained again" in text and "trained 1 this run" in text and "2/2 models" in text
+    assert w.read_bytes() == good                                          # same seed, same weights
+    m = json.loads((out / "manifest.json").read_text())
+    assert [r["name"] for r in m["retrained_damaged"]] == ["model_001"]
+    # a checkpoint written before hashes were recorded still loads; one that does not load is retrained
+    cfg0 = json.loads((out / "model_000" / "config.json").read_text())
+    del cfg0["weights_sha256"]
+    (out / "model_000" / "config.json").write_text(json.dumps(cfg0))
+    model, _ = load_model(out / "model_000")
+    assert main(base) == 0 and "trained 0 this run" in capsys.readouterr().out
+    (out / "model_000" / "weights.pt").write_bytes(b"not a torch file")
+    with pytest.raises(InputError, match="Corrupt checkpoint weights"):
+        load_model(out / "model_000")
+    assert main(base) == 0 and "model_000: trained again" in capsys.readouterr().out

@@ -89,6 +89,8 @@ def run(args) -> int:
         reuse=not args.no_reuse, cluster_size=args.cluster_size, kmeans=args.kmeans, pretrained=args.pretrained,
         ray_address=args.ray_address, ray_gpus_per_model=args.ray_gpus_per_model)
     m = res.manifest
+    for r in m.get("retrained_damaged", ()):
+        print(f"{r['name']}: trained again, its finished checkpoint was damaged ({r['reason']})")
     done = [e for e in m["models"] if e["status"] == "done"]
     print(f"{args.augment}: {len(done)}/{len(m['models'])} models in {res.out_dir} "
           f"(trained {m['timing'].get('models_trained_this_run', 0)} this run, "

@@ -35,7 +35,7 @@ from geoaudit._errors import GeoauditError, InputError
 from geoaudit._io import atomic_write_json, to_json
 from geoaudit._progress import progress
 from geoaudit._validation import check_interval, check_options
-from geoaudit.models._checkpoint import CONFIG, WEIGHTS, make_config, read_config, save_checkpoint
+from geoaudit.models._checkpoint import CONFIG, make_config, read_config, save_checkpoint, verify_checkpoint
 from geoaudit.train._data import load_training_data
 from geoaudit.train._dro import _algorithm2_line, as_seed, build_adversarial_dataset, describe_attack, take_deprecated
 from geoaudit.train._kmeans import KMEANS_BACKENDS
@@ -202,8 +202,9 @@ def _check_existing(out: Path, name: str, seed: int, settings_hash: str, arch: s
     if pop.get("settings_hash") != settings_hash or tr.get("seed") != seed:
         raise InputError(f"Checkpoint {str(folder)!r} was trained with other settings or seed "
                          f"(seed {tr.get('seed')!r}, expected {seed}); use another --out folder.")
-    if not (folder / WEIGHTS).exists():
-        raise InputError(f"Checkpoint {str(folder)!r} has no {WEIGHTS}; delete the folder to retrain it.")
+    problem = verify_checkpoint(folder, cfg)
+    if problem is not None:  # a finished model whose weights were damaged later: trained again
+        return {"name": name, "seed": seed, "status": "damaged", "problem": problem}
     return {"name": name, "index": pop.get("index"), "seed": seed, "status": "done",
             "train_seconds": tr.get("timing", {}).get("train_seconds"), "final_loss": tr.get("final_loss"),
             "train_accuracy": tr.get("train_accuracy"),
@@ -352,9 +353,14 @@ def train_population(data, *, augment="plain", n_models=50, epochs=10, arch="sma
                                  "resume with the same seeds (--seed-start) or use another --out folder.")
     for i, (name, seed) in enumerate(zip(names, seeds)):
         entries[name] = {"name": name, "index": i, "seed": seed, "status": "pending"}
+    retrained = []
     for name, e in list(entries.items()):
         done = _check_existing(out, name, e["seed"], settings_hash, arch)
-        if done is not None:
+        if done is not None and done["status"] == "damaged":
+            log.warning("%s: %s; training it again.", name, done["problem"])
+            retrained.append({"name": name, "reason": done["problem"]})
+            entries[name]["status"] = "pending"
+        elif done is not None:
             entries[name] = dict(done, index=e["index"])
         elif (out / STATE_DIR / f"{name}.pt").exists():
             entries[name]["status"] = "partial"
@@ -373,6 +379,7 @@ def train_population(data, *, augment="plain", n_models=50, epochs=10, arch="sma
         "weighted_dataset": (manifest or {}).get("weighted_dataset"),
         "models": [entries[k] for k in sorted(entries)],
         "timing": (manifest or {}).get("timing", {}),
+        "retrained_damaged": retrained,
     }
 
     def write_manifest():
