@@ -65,7 +65,7 @@ def _states_equal(a, b):
 def test_algorithm2_weights_sequence(tmp_path, tiny):
     n, rounds, b = tiny.n, 3, 5
     res = build_adversarial_dataset(tiny, attack=FGSM(eps=0.05), out_dir=tmp_path / "D", rounds=rounds,
-                                    batch_size=b, reuse=False)
+                                    batch_size=b, reuse=False, storage="uint8")
     d = WeightedDataset.open(res.folder)
     assert d.complete and d.size == n * (rounds + 1) == res.size
     expected = [1.0] * n + [float((k - 1) * n + i) for k in range(1, rounds + 1) for i in range(1, n + 1)]
@@ -78,11 +78,11 @@ def test_algorithm2_weights_sequence(tmp_path, tiny):
     assert list(res.stats["attacks_per_round"]) == [n] * rounds
     # a finished D with the same settings is returned as is; other settings are refused
     again = build_adversarial_dataset(tiny, attack=FGSM(eps=0.05), out_dir=tmp_path / "D", rounds=rounds,
-                                      batch_size=b, reuse=False)
+                                      batch_size=b, reuse=False, storage="uint8")
     assert again.stats == res.stats
     with pytest.raises(InputError, match="other settings"):
         build_adversarial_dataset(tiny, attack=FGSM(eps=0.1), out_dir=tmp_path / "D", rounds=rounds,
-                                  batch_size=b, reuse=False)
+                                  batch_size=b, reuse=False, storage="uint8")
 
 
 def test_weighted_sampling_proportions(tmp_path, tiny):
@@ -468,3 +468,69 @@ def test_damaged_checkpoint_is_retrained_not_counted(tmp_path, data_dir, capsys)
     with pytest.raises(InputError, match="Corrupt checkpoint weights"):
         load_model(out / "model_000")
     assert main(base) == 0 and "model_000: trained again" in capsys.readouterr().out
+
+
+# --- D keeps what the attack did; work counted in gradient steps; reuse "auto" ------------------
+class _Nudge:
+    """A 'perceptual' attack that changes every pixel by 0.001 (below uint8's 1/255 step), 3 steps each."""
+
+    def _params(self):
+        return {"delta": 0.001}
+
+    def __call__(self, model, images, labels):
+        from geoaudit.attacks._base import AttackResult
+
+        n = images.shape[0]
+        return AttackResult(images=(images + 0.001).clamp(0, 1), success=torch.ones(n, dtype=torch.bool),
+                            steps=torch.full((n,), 3), margins=torch.zeros(n), seconds=0.0, method="nudge")
+
+
+@pytest.mark.parametrize("storage, survives", [("float16", True), ("uint8", False)])
+def test_storage_keeps_sub_quantum_perturbations(tmp_path, tiny, storage, survives):
+    res = build_adversarial_dataset(tiny, attack=_Nudge(), out_dir=tmp_path / "D", rounds=1, batch_size=6,
+                                    reuse=False, storage=storage)
+    d = WeightedDataset.open(res.folder)
+    assert d.storage == storage and d.meta["settings"]["storage"] == storage
+    assert d.bytes_per_image == 3 * 16 * 16 * (2 if storage == "float16" else 1)
+    # every stored attack byte-identical to its input under uint8; none under float16
+    assert res.stats["unchanged_rate"] == (0.0 if survives else 1.0)
+    x, _, _ = d.batch(np.arange(tiny.n), "cpu")
+    np.testing.assert_allclose(x.numpy(), tiny.images.float().numpy() / 255, atol=2.5e-4)   # clean rows
+    assert res.stats["gradient_steps"] == 3 * tiny.n == res.stats["fresh_steps"]
+    assert res.stats["mean_one_minus_ssim"] is not None and res.stats["mean_one_minus_ssim"] >= 0
+
+
+def test_reuse_auto_decides_from_a_pilot(tmp_path, tiny):
+    res = build_adversarial_dataset(tiny, attack=PGD(1.0, 0.5, 2), out_dir=tmp_path / "D", rounds=2, batch_size=3,
+                                    reuse="auto", cluster_size=4)
+    s = res.stats
+    dec = s["reuse_decision"]
+    assert dec["pilot_rows"] >= 3 and s["reuse_used"] == dec["use_reuse"]
+    assert dec["use_reuse"] == (dec["projected_steps_per_round_with_reuse"]
+                                < dec["projected_steps_per_round_without_reuse"])
+    assert s["kmeans"]["backend"] == "torch" and s["kmeans"]["feature_size"] == 16
+    assert s["gradient_steps"] == s["center_steps"] + s["fresh_steps"] and s["gradient_steps"] > 0
+    assert s["attacks_computed"] == s["center_refreshes"] + s["fresh_attacks"]
+    assert sum(s["steps_per_round"]) == s["gradient_steps"]
+    # the same call on a finished D returns it; the decision is deterministic
+    again = build_adversarial_dataset(tiny, attack=PGD(1.0, 0.5, 2), out_dir=tmp_path / "D2", rounds=2,
+                                      batch_size=3, reuse="auto", cluster_size=4)
+    assert again.stats["reuse_decision"]["use_reuse"] == dec["use_reuse"]
+    with pytest.raises(InputError, match="'reuse' parameter"):
+        build_adversarial_dataset(tiny, attack=FGSM(eps=0.1), out_dir=tmp_path / "x", reuse="yes")
+
+
+def test_kmeans_reduced_features_in_chunks(monkeypatch):
+    from geoaudit.train import _kmeans
+
+    ims, labs = make_images(n_per_class=23, n_classes=2, size=16, seed=2)
+    x = torch.from_numpy(ims).permute(0, 3, 1, 2).contiguous()
+    y = torch.from_numpy(labs)
+    f = _kmeans.features(x, feature_size=4, chunk=7)
+    assert f.shape == (46, 3 * 4 * 4) and f.dtype == torch.float32
+    torch.testing.assert_close(f, torch.nn.functional.adaptive_avg_pool2d(x.float() / 255, 4).flatten(1))
+    whole = cluster_by_label(x, y, cluster_size=5, backend="torch", feature_size=4)
+    monkeypatch.setattr(_kmeans, "CHUNK_ROWS", 5)             # distances in chunks of 5 rows: same answer
+    chunked = cluster_by_label(x, y, cluster_size=5, backend="torch", feature_size=4)
+    assert torch.equal(whole.assignment, chunked.assignment) and torch.equal(whole.centers, chunked.centers)
+    assert cluster_by_label(x, y, backend="auto").backend == "torch"

@@ -41,7 +41,7 @@ from geoaudit.train._dro import _algorithm2_line, as_seed, build_adversarial_dat
 from geoaudit.train._kmeans import KMEANS_BACKENDS
 from geoaudit.models._zoo import ARCHITECTURES
 from geoaudit.train._sample import sample_model
-from geoaudit.train._store import META, WeightedDataset
+from geoaudit.train._store import META, STORAGES, WeightedDataset
 
 log = logging.getLogger(__name__)
 
@@ -220,8 +220,8 @@ def _settings_diff(old: dict, new: dict):
 def train_population(data, *, augment="plain", n_models=50, epochs=10, arch="small_cnn", seeds=None, out_dir,
                      backend="local", attack=None, device="cpu", split="train", image_size=None, channels=3,
                      batch_size=64, lr=0.05, momentum=0.9, weight_decay=5e-4, weight_loss=True,
-                     samples_per_epoch=None, dro_rounds=3, dro_random_state=0, reuse=True, cluster_size=5,
-                     kmeans="auto", pretrained=False, ray_address=None, ray_gpus_per_model=0.0,
+                     samples_per_epoch=None, dro_rounds=3, dro_random_state=0, reuse="auto", cluster_size=5,
+                     kmeans="auto", storage="float16", pretrained=False, ray_address=None, ray_gpus_per_model=0.0,
                      on_epoch_end=None, on_model_end=None, dro_seed=None) -> PopulationResult:
     """Train a population of K models alike but for their seeds.
 
@@ -261,7 +261,11 @@ def train_population(data, *, augment="plain", n_models=50, epochs=10, arch="sma
     dro_random_state : int, numpy.random.Generator, torch.Generator or None
         Randomness of Algorithm 2 (D is shared by the whole population); recorded as an int.
     reuse, cluster_size, kmeans :
-        The appendix-D attack reuse (see :func:`build_adversarial_dataset`).
+        The appendix-D attack reuse (see :func:`build_adversarial_dataset`); ``reuse="auto"``
+        keeps it only where a pilot shows it saves gradient steps.
+    storage : {"float16", "uint8"}
+        How D stores the attacks (float16 keeps perturbations finer than 1/255); ``plain``
+        populations store their clean uint8 images as uint8 (exact).
     pretrained : bool
         ResNets start from torchvision weights when available (recorded per checkpoint).
     ray_address : str, optional
@@ -293,6 +297,9 @@ def train_population(data, *, augment="plain", n_models=50, epochs=10, arch="sma
                                        default=0)
     dro_seed = as_seed(dro_random_state, caller=caller, name="dro_random_state")
     check_options("kmeans", kmeans, KMEANS_BACKENDS, caller=caller)
+    check_options("storage", storage, STORAGES, caller=caller)
+    if reuse not in (True, False, "auto") or not isinstance(reuse, (bool, str)):
+        raise InputError(f"The 'reuse' parameter of {caller} must be one of True, False, 'auto'. Got {reuse!r} instead.")
     if samples_per_epoch is not None:
         samples_per_epoch = check_interval("samples_per_epoch", samples_per_epoch, 1, None, caller=caller, integer=True)
     if seeds is None:
@@ -320,8 +327,8 @@ def train_population(data, *, augment="plain", n_models=50, epochs=10, arch="sma
     normalization = {"mean": mean, "std": std}
     dro = None
     if augment != "plain":
-        dro = {"rounds": dro_rounds, "seed": dro_seed, "reuse": bool(reuse), "cluster_size": cluster_size,
-               "kmeans": kmeans}
+        dro = {"rounds": dro_rounds, "seed": dro_seed, "reuse": reuse, "cluster_size": cluster_size,
+               "kmeans": kmeans, "storage": storage}
     settings = {"method": augment, "arch": arch, "epochs": epochs, "batch_size": batch_size, "lr": lr,
                 "momentum": momentum, "weight_decay": weight_decay, "weight_loss": bool(weight_loss),
                 "samples_per_epoch": samples_per_epoch, "pretrained": bool(pretrained),
@@ -408,11 +415,12 @@ def train_population(data, *, augment="plain", n_models=50, epochs=10, arch="sma
         res = build_adversarial_dataset(
             data, attack=attack, out_dir=dfolder, arch=arch, rounds=dro_rounds, batch_size=batch_size, lr=lr,
             momentum=momentum, weight_decay=weight_decay, weight_loss=weight_loss, random_state=dro_seed, reuse=reuse,
-            cluster_size=cluster_size, kmeans=kmeans, device=device, pretrained=pretrained,
+            cluster_size=cluster_size, kmeans=kmeans, storage=storage, device=device, pretrained=pretrained,
             normalization=normalization)
         dstats = res.stats
     dset = WeightedDataset.open(dfolder)
     manifest["weighted_dataset"] = {"folder": DATASET_DIR, "size": dset.size, "bytes": dset.nbytes,
+                                    "storage": dset.storage, "bytes_per_image": dset.bytes_per_image,
                                     "float32_bytes": dset.size * int(dset.images[0].size) * 4,
                                     "algorithm2": dstats}
     manifest["timing"]["dataset_seconds_this_run"] = time.perf_counter() - t0
