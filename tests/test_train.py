@@ -360,6 +360,8 @@ def test_cli_train_resume_and_refusals(tmp_path, data_dir, capsys):
     (["--backend", "spark"], "'--backend' parameter"),
     (["--augment", "pgd", "--cost", "ssim"], "--cost do(es) not apply to --augment pgd"),
     (["--models", "0"], "--models must be at least 1"),
+    (["--storage", "int4"], "'--storage' parameter of geoaudit train must be one of"),
+    (["--reuse", "maybe"], "'--reuse' parameter of geoaudit train must be one of"),
 ])
 def test_cli_bad_arguments(tmp_path, data_dir, capsys, argv, message):
     rc = main(["train", "--data", str(data_dir), "--out", str(tmp_path / "o"), "--epochs", "1", *argv])
@@ -534,3 +536,15 @@ def test_kmeans_reduced_features_in_chunks(monkeypatch):
     chunked = cluster_by_label(x, y, cluster_size=5, backend="torch", feature_size=4)
     assert torch.equal(whole.assignment, chunked.assignment) and torch.equal(whole.centers, chunked.centers)
     assert cluster_by_label(x, y, backend="auto").backend == "torch"
+
+
+def test_cli_storage_and_reuse_recorded(tmp_path, data_dir, capsys):
+    out = tmp_path / "pgd"
+    assert main(["train", "--data", str(data_dir), "--augment", "pgd", "--models", "1", "--epochs", "1",
+                 "--rounds", "1", "--attack-steps", "1", "--batch-size", "16", "--device", "cpu",
+                 "--storage", "uint8", "--reuse", "off", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "uint8" in text and "gradient steps" in text and "reuse off" in text
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["weighted_dataset"]["storage"] == "uint8" and m["weighted_dataset"]["bytes_per_image"] == 3 * 16 * 16
+    assert m["settings"]["dro"]["storage"] == "uint8" and m["settings"]["dro"]["reuse"] is False
