@@ -74,7 +74,7 @@ def main(argv=None):
         t = time.perf_counter()
         st = stacked()
         t_st = time.perf_counter() - t
-        diff = max(float((st[n][k] - seq[k].state_dict()[n]).abs().max()) for k in range(K) for n in st)
+        diff = max(float((st[n][k].detach() - seq[k].state_dict()[n]).abs().max()) for k in range(K) for n in st)
         print(f"K={K} small CNNs, {size} px, batch {batch}, {S} steps each: one after another {t_seq:.2f} s, "
               f"stacked (vmap) {t_st:.2f} s, speed-up {t_seq / t_st:.2f}x; max |weight difference| {diff:.2e}")
     print(subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip())

@@ -297,7 +297,7 @@ def test_ray_backend_matches_local(tmp_path, data_dir):
         ray.shutdown()
     loc = train_population(data_dir, out_dir=tmp_path / "local", **kw)
     assert [m["status"] for m in r.manifest["models"]] == ["done", "done"]
-    assert r.manifest["seeds"] == loc.manifest["seeds"] == [0, 1]
+    assert list(r.manifest["seeds"]) == list(loc.manifest["seeds"]) == [0, 1]
     for a, b in zip(r.checkpoints, loc.checkpoints):
         ma, _ = load_model(a)
         mb, _ = load_model(b)
