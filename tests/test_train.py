@@ -192,7 +192,8 @@ def test_reuse_in_algorithm2_counts(tmp_path, tiny):
     assert 0.0 <= s["reuse_rate"] <= 1.0 and sum(s["attacks_per_round"]) == s["attacks_computed"]
 
 
-def test_algorithm2_resumes_after_interruption(tmp_path, tiny):
+@pytest.mark.parametrize("reuse, fail_at", [(False, 3), ("auto", None)])
+def test_algorithm2_resumes_after_interruption(tmp_path, tiny, reuse, fail_at):
     class Boom(Exception):
         pass
 
@@ -211,15 +212,23 @@ def test_algorithm2_resumes_after_interruption(tmp_path, tiny):
                 raise Boom()
             return self.inner(model, x, y)
 
-    kw = dict(rounds=3, batch_size=6, reuse=False)
-    ref = build_adversarial_dataset(tiny, attack=Flaky(0), out_dir=tmp_path / "ref", **kw)
+    kw = dict(rounds=3, batch_size=6, reuse=reuse, cluster_size=2)
+    ref_attack = Flaky(0)
+    ref = build_adversarial_dataset(tiny, attack=ref_attack, out_dir=tmp_path / "ref", **kw)
+    if fail_at is None:  # the last attack call: a crash in the last round, after the reuse decision
+        fail_at = ref_attack.n
     with pytest.raises(Boom):
-        build_adversarial_dataset(tiny, attack=Flaky(3), out_dir=tmp_path / "D", **kw)
+        build_adversarial_dataset(tiny, attack=Flaky(fail_at), out_dir=tmp_path / "D", **kw)
     assert not WeightedDataset.open(tmp_path / "D").complete
     res = build_adversarial_dataset(tiny, attack=Flaky(0), out_dir=tmp_path / "D", **kw)
     a, b = WeightedDataset.open(ref.folder), WeightedDataset.open(res.folder)
     assert a.size == b.size and np.array_equal(np.asarray(a.images), np.asarray(b.images))
     np.testing.assert_array_equal(a.weights, b.weights)
+    if reuse == "auto":
+        steps_only = ("use_reuse", "pilot_rows", "projected_steps_per_round_with_reuse",
+                      "projected_steps_per_round_without_reuse")    # the rest are timings
+        assert all(res.stats["reuse_decision"][k] == ref.stats["reuse_decision"][k] for k in steps_only)
+        assert res.stats["gradient_steps"] == ref.stats["gradient_steps"]
     sa = torch.load(ref.folder / "theta.pt", weights_only=True)["state_dict"]
     sb = torch.load(res.folder / "theta.pt", weights_only=True)["state_dict"]
     assert _states_equal(sa, sb)
