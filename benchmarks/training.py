@@ -69,8 +69,13 @@ def main(argv=None):
 
     torch.set_num_threads(args.threads)
     from geoaudit.data import geoshapes
-    from geoaudit.train import (WeightedDataset, build_adversarial_dataset, load_training_data, make_attack,
-                                sample_model)
+    from geoaudit.train import (
+        WeightedDataset,
+        build_adversarial_dataset,
+        load_training_data,
+        make_attack,
+        sample_model,
+    )
     from geoaudit.train._kmeans import _kmeans_sklearn, _kmeans_torch, features
     from geoaudit.train._store import decode, encode
 
@@ -98,7 +103,7 @@ def main(argv=None):
         px = int(np.prod(data.images.shape[1:]))
         print(f"\n1. Storage of D ({px} values per image; attacks of the training preset on {len(y)} clean "
               f"images against a small CNN trained 2 epochs)")
-        print(f"   bytes per image: " + ", ".join(f"{k} {v * px}" for k, v in per_value.items()))
+        print("   bytes per image: " + ", ".join(f"{k} {v * px}" for k, v in per_value.items()))
         out["storage"] = {"bytes_per_image": {k: v * px for k, v in per_value.items()}}
         print(f"   {'attack':12s}{'storage':>9s}{'attacks identical to clean':>28s}{'perturbed values kept':>24s}")
         for name, atk in attacks.items():

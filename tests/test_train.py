@@ -473,7 +473,7 @@ def test_damaged_checkpoint_is_retrained_not_counted(tmp_path, data_dir, capsys)
     cfg0 = json.loads((out / "model_000" / "config.json").read_text())
     del cfg0["weights_sha256"]
     (out / "model_000" / "config.json").write_text(json.dumps(cfg0))
-    model, _ = load_model(out / "model_000")
+    load_model(out / "model_000")
     assert main(base) == 0 and "trained 0 this run" in capsys.readouterr().out
     (out / "model_000" / "weights.pt").write_bytes(b"not a torch file")
     with pytest.raises(InputError, match="Corrupt checkpoint weights"):

@@ -73,8 +73,8 @@ def _attack_params(args):
 
 
 def run(args) -> int:
-    from geoaudit._validation import check_options
     from geoaudit._device import resolve_device
+    from geoaudit._validation import check_options
     from geoaudit.train import METHODS, make_attack, train_population
 
     check_options("--augment", args.augment, METHODS, caller="geoaudit train")

@@ -28,22 +28,22 @@ import json
 import logging
 import time
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 import torch
 
 from geoaudit._errors import InputError
 from geoaudit._io import atomic_save, to_json
-from geoaudit.attacks._costs import SSIMCost
 from geoaudit._progress import progress
 from geoaudit._results import Result, frozen_mapping
 from geoaudit._validation import check_interval, check_options
+from geoaudit.attacks._costs import SSIMCost
+from geoaudit.models._zoo import ARCHITECTURES
 from geoaudit.train._data import load_training_data
 from geoaudit.train._kmeans import KMEANS_BACKENDS, cluster_by_label
-from geoaudit.models._zoo import ARCHITECTURES
 from geoaudit.train._sample import load_state, make_model, make_optimizer, weighted_step
 from geoaudit.train._store import META, STORAGES, WeightedDataset, decode, encode
 

@@ -22,24 +22,35 @@ import json
 import logging
 import shutil
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
 
 import torch
 
 import geoaudit.attacks as _attacks
-from geoaudit._results import Result, frozen_mapping
-
 from geoaudit._errors import GeoauditError, InputError
 from geoaudit._io import atomic_write_json, to_json
 from geoaudit._progress import progress
+from geoaudit._results import Result, frozen_mapping
 from geoaudit._validation import check_interval, check_options
-from geoaudit.models._checkpoint import CONFIG, make_config, read_config, save_checkpoint, verify_checkpoint
-from geoaudit.train._data import load_training_data
-from geoaudit.train._dro import _algorithm2_line, as_seed, build_adversarial_dataset, describe_attack, take_deprecated
-from geoaudit.train._kmeans import KMEANS_BACKENDS
+from geoaudit.models._checkpoint import (
+    CONFIG,
+    make_config,
+    read_config,
+    save_checkpoint,
+    verify_checkpoint,
+)
 from geoaudit.models._zoo import ARCHITECTURES
+from geoaudit.train._data import load_training_data
+from geoaudit.train._dro import (
+    _algorithm2_line,
+    as_seed,
+    build_adversarial_dataset,
+    describe_attack,
+    take_deprecated,
+)
+from geoaudit.train._kmeans import KMEANS_BACKENDS
 from geoaudit.train._sample import sample_model
 from geoaudit.train._store import META, STORAGES, WeightedDataset
 
