@@ -544,7 +544,8 @@ def test_kmeans_reduced_features_in_chunks(monkeypatch):
     monkeypatch.setattr(_kmeans, "CHUNK_ROWS", 5)             # distances in chunks of 5 rows: same answer
     chunked = cluster_by_label(x, y, cluster_size=5, backend="torch", feature_size=4)
     assert torch.equal(whole.assignment, chunked.assignment) and torch.equal(whole.centers, chunked.centers)
-    assert cluster_by_label(x, y, backend="auto").backend == "torch"
+    c = cluster_by_label(x, y, backend="auto")
+    assert c.backend == "torch" and "clusters" in c.summary() and c.to_dict()["n_examples"] == 46
 
 
 def test_cli_storage_and_reuse_recorded(tmp_path, data_dir, capsys):

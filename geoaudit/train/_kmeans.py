@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from geoaudit._errors import InputError
+from geoaudit._results import Result
 from geoaudit._validation import check_interval, check_options
 
 log = logging.getLogger(__name__)
@@ -28,7 +29,7 @@ KMEANS_BACKENDS = ("auto", "sklearn", "torch")
 
 
 @dataclass(frozen=True)
-class Clustering:
+class Clustering(Result):
     """Clusters of same-label examples.
 
     Attributes
@@ -53,7 +54,14 @@ class Clustering:
     def n_clusters(self) -> int:
         return int(self.centers.shape[0])
 
+    def summary(self) -> str:
+        """Backend, number of clusters and their sizes, one line."""
+        d = self.to_dict()
+        return (f"k-means ({d['backend']}): {d['n_examples']} examples in {d['n_clusters']} clusters "
+                f"(mean size {d['mean_cluster_size']:.1f}, largest {d['max_cluster_size']})")
+
     def to_dict(self) -> dict:
+        """Backend, cluster count and sizes (JSON-safe; no tensors)."""
         sizes = torch.bincount(self.assignment.cpu(), minlength=self.n_clusters)
         return {"backend": self.backend, "n_clusters": self.n_clusters, "n_examples": int(self.assignment.numel()),
                 "mean_cluster_size": float(sizes.float().mean()), "max_cluster_size": int(sizes.max())}
