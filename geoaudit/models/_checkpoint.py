@@ -212,4 +212,6 @@ def load_model(path, *, device="cpu", arch=None):
         ) from e
     model.eval()
     # the hash describes the file, not the model: the config comes back as it was saved
-    return model.to(device), {k: v for k, v in cfg.items() if k != HASH_KEY}
+    cfg = {k: v for k, v in cfg.items() if k != HASH_KEY}
+    model.geoaudit_config = cfg  # lets audit_model check the input size of a loaded module
+    return model.to(device), cfg
