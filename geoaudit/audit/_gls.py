@@ -47,11 +47,11 @@ MIN_GROUPS = 3
 
 _MSG_FEW_GROUPS = (
     "Only {m} group(s) have at least min_group_size={k} images ({kept}); the GLS test needs at "
-    "least 3 groups (df = m - 2 >= 1). Lower --min-group-size or add data."
+    "least 3 groups (df = m - 2 >= 1). Lower min_group_size or add data."
 )
 _MSG_NONPOSITIVE = (
     "The covariate must be positive to take its logarithm, but it is <= 0 for groups {groups}. "
-    "Pass log_covariate=False (--no-log-covariate) if the covariate is already on its scale."
+    "Pass log_covariate=False if the covariate is already on its scale."
 )
 _MSG_CONSTANT = (
     "The covariate takes the single value {value!r} in every group used ({m} groups); there is "

@@ -185,7 +185,7 @@ class FlickrCache:
             self._db.commit()
         except sqlite3.DatabaseError as e:
             raise InputError(f"The Flickr cache {str(self.path)!r} is not a usable SQLite database ({e}); "
-                             "delete it or pass another --flickr-cache.") from e
+                             "delete it or pass another cache path.") from e
 
     def get_many(self, photo_ids) -> dict:
         """Answers already cached, as ``{photo_id: (status, latitude, longitude)}``."""

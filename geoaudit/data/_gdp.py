@@ -131,7 +131,7 @@ def resolve_gdp(year="latest", *, source="auto", offline=False, timeout_s=30.0):
     except Exception as e:  # any network or API failure
         if source == "wbgapi":
             raise GeoauditError(f"The World Bank API could not be reached ({type(e).__name__}: {e}); "
-                                "use --offline for the snapshot shipped with geoaudit.") from e
+                                "use offline=True for the snapshot shipped with geoaudit.") from e
         log.warning("World Bank API unavailable (%s: %s); using the snapshot shipped with geoaudit "
                     "(NY.GDP.PCAP.CD, last updated 2024-06-28).", type(e).__name__, e)
         return _pick_year(_snapshot_wide(), year), SNAPSHOT_PROVENANCE

@@ -211,7 +211,7 @@ def write_report(report, out_dir, *, predictions=None, title=None) -> dict:
     if out.exists() and not out.is_dir():
         from geoaudit._errors import InputError
 
-        raise InputError(f"--out {str(out)!r} is a file; pass a folder for the report.")
+        raise InputError(f"The report folder {str(out)!r} is a file; pass a folder for the report.")
     json_text = to_json(report.to_dict()) + "\n"
     html, figs = render_audit(report, title=title)
     pq = None

@@ -207,12 +207,12 @@ def _check_existing(out: Path, name: str, seed: int, settings_hash: str, arch: s
     cfg = read_config(folder)  # clear InputError when corrupt
     if cfg["arch"] != arch:
         raise InputError(f"Checkpoint {str(folder)!r} holds a {cfg['arch']!r} model, but this population trains "
-                         f"{arch!r}; use another --out folder.")
+                         f"{arch!r}; use another output folder.")
     tr = cfg.get("training", {})
     pop = tr.get("population", {})
     if pop.get("settings_hash") != settings_hash or tr.get("seed") != seed:
         raise InputError(f"Checkpoint {str(folder)!r} was trained with other settings or seed "
-                         f"(seed {tr.get('seed')!r}, expected {seed}); use another --out folder.")
+                         f"(seed {tr.get('seed')!r}, expected {seed}); use another output folder.")
     problem = verify_checkpoint(folder, cfg)
     if problem is not None:  # a finished model whose weights were damaged later: trained again
         return {"name": name, "seed": seed, "status": "damaged", "problem": problem}
@@ -362,13 +362,13 @@ def train_population(data, *, augment="plain", n_models=50, epochs=10, arch="sma
             diff = _settings_diff(manifest.get("settings", {}), settings)
             raise InputError(
                 f"The population in {str(out)!r} was trained with other settings (differing: {', '.join(diff)}); "
-                "re-run with the same settings to resume, or use another --out folder.")
+                "re-run with the same settings to resume, or use another output folder.")
         for e in manifest.get("models", []):
             entries[e["name"]] = e
         for name, seed in zip(names, seeds):
             if name in entries and entries[name]["seed"] != seed:
                 raise InputError(f"{name} in {str(out)!r} has seed {entries[name]['seed']}, not {seed}; "
-                                 "resume with the same seeds (--seed-start) or use another --out folder.")
+                                 "resume with the same seeds or use another output folder.")
     for i, (name, seed) in enumerate(zip(names, seeds)):
         entries[name] = {"name": name, "index": i, "seed": seed, "status": "pending"}
     retrained = []

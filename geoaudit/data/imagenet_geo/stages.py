@@ -191,7 +191,7 @@ def _stage_flickr(w: _Work, inputs: _Inputs, on_progress):
         raise GeoauditError(
             f"{failed} Flickr look-ups still failed after retries (e.g. photo {stats.failed[0]}); the "
             f"{stats.calls - failed} answers obtained are cached. Re-run the same command to retry them "
-            "(or allow some with max_failed_lookups / --max-failed-lookups)."
+            "(or allow some with max_failed_lookups)."
         )
     w.db.execute("UPDATE images SET status='lookup_failed' WHERE status='pending'")
     if inputs.min_accuracy > 0:
