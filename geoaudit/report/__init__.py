@@ -6,6 +6,12 @@ no pyplot state), embed them with :func:`fig_to_data_uri` and :func:`figure_html
 in :func:`section`, tables with :func:`table_html`, and the whole in :func:`html_page`.
 :func:`write_report` and :func:`write_compare` write the audit and comparison reports.
 """
+from geoaudit.report._attack_figures import (
+    attack_comparison_figure,
+    attack_grid_figure,
+    plot_calibration_heatmaps,
+    save_attack_grid,
+)
 from geoaudit.report._audit import render_audit, render_compare, write_compare, write_report
 from geoaudit.report._html import (
     fig_to_data_uri,
@@ -27,6 +33,10 @@ from geoaudit.report._plots import (
 )
 
 __all__ = [
+    "attack_comparison_figure",
+    "attack_grid_figure",
+    "plot_calibration_heatmaps",
+    "save_attack_grid",
     "fig_to_data_uri",
     "fig_to_png",
     "figure_html",
