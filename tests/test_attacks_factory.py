@@ -20,7 +20,7 @@ def test_make_attack_defaults_are_the_class_defaults(name):
 def test_documented_defaults():
     p = PerceptualDRO("ssim")
     assert (p.steps, p.step_size, p.lam, p.cost_every, p.confidence) == (100, 0.1, 1.0, 5, 0.0)  # section 3.2
-    assert (p.cost_schedule, p.cost_scale) == ("first-step", "curvature")
+    assert (p.cost_schedule, p.cost_scale) == ("first-step", "ssim")
     assert (PGD().eps, PGD().step_size, PGD().steps, PGD().norm) == (1.0, 0.25, 10, "l2")
     assert PGD(norm="linf").eps == pytest.approx(8 / 255)
     assert FGSM().eps == pytest.approx(8 / 255) and SSIMNewton().eps == 1.0

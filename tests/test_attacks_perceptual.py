@@ -152,7 +152,7 @@ def _lam_zero_twin(attack):
     return attack.replace(lam=0.0)
 
 
-@pytest.mark.parametrize("scale", ["curvature", "raw"])
+@pytest.mark.parametrize("scale", ["ssim", "curvature", "raw"])
 def test_cost_acts_from_the_second_step(data, scale):
     x, y = data
     model = trained_model()
@@ -200,6 +200,11 @@ def test_curvature_scale_makes_lam_unit_free(data):
     torch.testing.assert_close(one.images, big.images, atol=1e-4, rtol=0)
     raw = PerceptualDRO(lambda a, b: 1000 * _one_minus_ssim(a, b), cost_scale="raw", **kw)(model, x, y)
     assert float((raw.images - one.images).abs().amax()) > 1e-3
+    # "ssim" units: a rescaled 1 - SSIM acts as 1 - SSIM itself does in the paper's form
+    kw["lam"] = 1.0
+    paper = PerceptualDRO("ssim", cost_scale="raw", **kw)(model, x, y)
+    for c in ("ssim", lambda a, b: 1000 * _one_minus_ssim(a, b)):
+        torch.testing.assert_close(PerceptualDRO(c, **kw)(model, x, y).images, paper.images, atol=1e-4, rtol=0)
 
 
 @pytest.mark.parametrize("kwargs, name", [(dict(cost_schedule="every"), "cost_schedule"),

@@ -5,14 +5,14 @@ import torch
 
 from geoaudit._validation import check_interval, check_options
 from geoaudit.attacks._base import Attack, margins_of
-from geoaudit.attacks._costs import make_cost
+from geoaudit.attacks._costs import SSIMCost, make_cost
 from geoaudit.attacks._pgd import _flat_norm, input_gradient
 
 
 #: When the cost gradient is recomputed (see :class:`PerceptualDRO`).
 COST_SCHEDULES = ("first-step", "paper")
 #: How the cost gradient is weighed against the loss gradient (see :class:`PerceptualDRO`).
-COST_SCALES = ("curvature", "raw")
+COST_SCALES = ("ssim", "curvature", "raw")
 _TINY = 1e-12
 #: RMS pixel change of the probe that measures the cost's curvature (quadratic regime of
 #: 1 - SSIM and PieAPP, far above float32 rounding).
@@ -41,15 +41,21 @@ class PerceptualDRO(Attack):
       Refreshing first at step 1, the first point where the gradient is not zero, costs the same
       number of refreshes and lets the cost act from the second step on.  (No schedule can
       change the very first step for 1 - SSIM: its gradient at ``x`` is 0.)
-    * ``cost_scale="curvature"``: the cost is divided, per sample, by its curvature at ``x``
-      along the first loss gradient, ``h = u.H u`` with ``u = grad loss(x) / ||grad loss(x)||``
-      and ``H`` the cost's Hessian at ``x_adv = x`` (the matrix eq. 5 inverts).  Near ``x`` the
-      scaled cost is ``||Delta||^2 / 2`` along the attack's direction for every cost, so ``lam``
-      is a penalty in squared-L2 pixel units whatever the cost's own units (1 - SSIM and
-      PieAPP differ by orders of magnitude).  ``h`` is measured by one extra cost gradient per
-      sample, a finite difference ``u . grad c0(x + t u) / t`` at an RMS pixel change of 1e-3.
-      ``cost_scale="raw"``: no scaling, the paper's form, where ``lam`` trades loss units
-      against the cost's units.
+    * ``cost_scale="ssim"``: lam means for every cost what it means for 1 - SSIM in the
+      paper's form.  The cost is multiplied, per sample, by ``h_ssim / h_c0``, the ratio of
+      the two costs' curvatures at ``x`` along the first loss gradient ``u`` (``h = u.H u``,
+      ``H`` the Hessian at ``x_adv = x``, the matrix eq. 5 inverts), so near ``x`` both
+      penalize a step along ``u`` equally.  For ``cost="ssim"`` the factor is 1 and this is
+      the paper's form exactly; 1 - SSIM and PieAPP otherwise differ by orders of magnitude.
+      Each curvature is measured by one extra cost gradient per sample at step 0, a finite
+      difference ``u . (grad c(x + t u) - grad c(x)) / t`` at an RMS pixel change of 1e-3.
+      Images under 11 px (no SSIM window fits) keep the factor 1.
+    * ``cost_scale="curvature"``: the cost divided by ``h_c0``: near ``x`` it is
+      ``||Delta||^2 / 2`` along ``u``, so lam is a penalty in squared-L2 pixel units
+      (1 - SSIM has ``h`` of a few hundredths on 32 px images, so lam = 1 here is a far
+      stronger penalty than the paper's lam = 1).
+    * ``cost_scale="raw"``: no scaling, the paper's form: lam trades loss units against the
+      cost's own units.
 
     Parameters
     ----------
@@ -70,8 +76,8 @@ class PerceptualDRO(Attack):
         Recompute the cost gradient every this many steps, >= 1 (paper: 5; 1 = every step).
     cost_schedule : {"first-step", "paper"}
         When the refreshes happen (see above; default "first-step").
-    cost_scale : {"curvature", "raw"}
-        How the cost is weighed (see above; default "curvature"; "raw" is the paper's).
+    cost_scale : {"ssim", "curvature", "raw"}
+        How the cost is weighed (see above; default "ssim"; "raw" is the paper's).
     pieapp_weights : str, Path or None
         Local PieAPP weights file (else ``$GEOAUDIT_PIEAPP_WEIGHTS``, else piq's download).
     memory_budget_mb : float
@@ -99,7 +105,7 @@ class PerceptualDRO(Attack):
     name = "perceptual"
 
     def __init__(self, cost="pieapp", *, lam=1.0, step_size=0.1, steps=100, confidence=0.0, cost_every=5,
-                 cost_schedule="first-step", cost_scale="curvature", pieapp_weights=None, memory_budget_mb=1024,
+                 cost_schedule="first-step", cost_scale="ssim", pieapp_weights=None, memory_budget_mb=1024,
                  cost_chunk_size=None):
         caller = type(self).__name__
         self.lam = check_interval("lam", lam, 0, None, caller=caller, closed="left")
@@ -152,7 +158,7 @@ class PerceptualDRO(Attack):
             return not self.cost.zero_grad_at_reference
         return (k - 1) % self.cost_every == 0
 
-    def curvature(self, x, grad, ref, grad_at_x=None):
+    def curvature(self, x, grad, ref, grad_at_x=None, cost=None):
         """Per sample, the cost's curvature at ``x`` along ``grad``: ``u.H u``, ``u = grad/||grad||``.
 
         Parameters
@@ -166,20 +172,36 @@ class PerceptualDRO(Attack):
         grad_at_x : torch.Tensor, optional
             The cost's gradient at ``x`` when known (else 0 is assumed for a cost whose
             gradient vanishes there, and it is computed otherwise).
+        cost : Cost, optional
+            The cost to measure (default: the attack's).
 
         Returns
         -------
         torch.Tensor
             ``(N,)`` finite-difference curvatures (may be <= 0 for a non-convex cost; the attack uses its absolute value).
         """
+        cost = self.cost if cost is None else cost
         u = grad / _flat_norm(grad)
         t = PROBE_RMS * x[0].numel() ** 0.5
-        _, g1 = self.cost.value_and_grad(x + t * u, ref)
-        if grad_at_x is None and not self.cost.zero_grad_at_reference:
-            _, grad_at_x = self.cost.value_and_grad(x, ref)
+        _, g1 = cost.value_and_grad(x + t * u, ref)
+        if grad_at_x is None and not cost.zero_grad_at_reference:
+            _, grad_at_x = cost.value_and_grad(x, ref)
         if grad_at_x is not None:
             g1 = g1 - grad_at_x
         return (u * g1).flatten(1).sum(1) / t
+
+    def _weight(self, x, grad, ref, grad_at_x):
+        """Per-sample factor on the cost (``cost_scale``), from curvatures at ``x``."""
+        one = torch.ones(x.shape[0], dtype=x.dtype, device=x.device)
+        if self.cost_scale == "raw" or (self.cost_scale == "ssim" and isinstance(self.cost, SSIMCost)):
+            return one
+        h = self.curvature(x, grad, ref, grad_at_x).abs().clamp_min(_TINY)
+        if self.cost_scale == "curvature":
+            return 1.0 / h
+        ssim = SSIMCost()
+        if min(x.shape[-2:]) < ssim.kernel_size:
+            return one
+        return self.curvature(x, grad, ssim.prepare(x), cost=ssim).abs() / h
 
     def _run(self, model, x, y):
         n = x.shape[0]
@@ -189,7 +211,7 @@ class PerceptualDRO(Attack):
         active = torch.arange(n, device=x.device)
         ref = self.cost.prepare(x) if self.lam > 0 else None
         cost_grad = torch.zeros_like(x) if self.lam > 0 else None
-        weight = torch.ones(n, dtype=x.dtype, device=x.device)  # 1 / curvature per sample
+        weight = torch.ones(n, dtype=x.dtype, device=x.device)  # cost_scale's factor per sample
         for k in range(self.steps):
             xa, ya = adv[active], y[active]
             logits, grad = input_gradient(model, xa, ya)
@@ -204,9 +226,8 @@ class PerceptualDRO(Attack):
                 sub = self.cost.select(ref, active)
                 if self._refresh(k):
                     _, cost_grad[active] = self.cost.value_and_grad(xa, sub)
-                if k == 0 and self.cost_scale == "curvature":  # every sample is still at x here
-                    h = self.curvature(xa, grad, sub, cost_grad[active] if self._refresh(0) else None)
-                    weight[active] = 1.0 / h.abs().clamp_min(_TINY).to(weight.dtype)
+                if k == 0:  # every sample is still at x here
+                    weight[active] = self._weight(xa, grad, sub, cost_grad[active] if self._refresh(0) else None)
                 grad = grad - self.lam * weight[active].view(-1, *([1] * (x.dim() - 1))) * cost_grad[active]
             adv[active] = (xa + self.step_size * grad).clamp_(0.0, 1.0)
             steps[active] += 1
