@@ -12,6 +12,8 @@ gets to each target (50 % and 90 %), and the perturbations are measured there:
 * perceptual-curv the same with lambda in squared-L2 units (cost_scale="curvature");
 * perceptual-lit  the same with Algorithm 1 read literally (cost_schedule="paper",
                   cost_scale="raw");
+* perceptual@step, perceptual-curv@step
+                  the same two with lambda = 1 (the paper's value) and the step size as the knob;
 * lambda=0        the same attack without the cost (early-stopped gradient ascent); knob:
                   step size;
 * pgd-l2          PGD, L2 ball, 10 steps of eps/4; knob: eps;
@@ -117,6 +119,9 @@ def methods(steps, cg_iters, step, h):
                                                     cost_scale="curvature"), curv, False),
         "perceptual-lit": (lambda p: PerceptualDRO("ssim", lam=p, step_size=step, steps=steps, cost_schedule="paper",
                                                    cost_scale="raw"), raw, False),
+        "perceptual@step": (lambda p: PerceptualDRO("ssim", step_size=p, steps=steps), (1e-3 * step, 30 * step), True),
+        "perceptual-curv@step": (lambda p: PerceptualDRO("ssim", step_size=p, steps=steps, cost_scale="curvature"),
+                                 (1e-3 * step, 30 * step), True),
         "lambda=0": (lambda p: PerceptualDRO("ssim", lam=0.0, step_size=p, steps=steps), (1e-3 * step, 30 * step),
                      True),
         "pgd-l2": (lambda p: PGD(eps=p, step_size=p / 4, steps=10), (1e-3, 30.0), True),
@@ -195,7 +200,7 @@ def run_dataset(name, tr, te, *, args, out_dir):
         from geoaudit.report import attack_comparison_figure
 
         t = TARGETS[-1]
-        shown = {m: chosen[(t, m)] for m in ("perceptual", "pgd-l2", "lambda=0")}
+        shown = {m: chosen[(t, m)] for m in ("perceptual", "perceptual@step", "pgd-l2", "lambda=0")}
         caps = {r["method"]: f"1-SSIM {r['ssim']:.3f}" for r in rows if r["target"] == t}
         fig = attack_comparison_figure(x, shown, k=6, captions=caps)
         path = out_dir / f"attack_quality_{name}.png"
