@@ -159,7 +159,7 @@ def bench_cost_every(model, x, y, cost, device, args):
         attack = PerceptualDRO(cost, step_size=args.step_size, steps=args.steps, confidence=args.confidence,
                                cost_every=ce)
         t, res = timed(lambda: attack(model, x, y), device)
-        t = min(t, *(timed(lambda: attack(model, x, y), device)[0] for _ in range(args.repeats - 1)))
+        t = min([t] + [timed(lambda: attack(model, x, y), device)[0] for _ in range(args.repeats - 1)])
         rows[ce] = {"seconds": t, "success_rate": res.success_rate, "mean_steps": float(res.steps.float().mean()),
                     "distance": perceptual_distance(attack.cost, res.images, x)}
     rows["time_ratio_1_over_5"] = rows[1]["seconds"] / rows[5]["seconds"]
