@@ -187,8 +187,8 @@ def run_dataset(name, tr, te, *, args, out_dir):
                      mean_steps=float(res.steps.float().mean()), seconds=time.perf_counter() - t0)
             rows.append(m)
             chosen[(target, mname)] = res.images
-    print(f"\n| target | method | knob | success | 1-SSIM | 1-MS-SSIM | L2 | mean steps | "
-          f"perceptual / this (1-SSIM) | perceptual / this (1-MS-SSIM) |")
+    print("\n| target | method | knob | success | 1-SSIM | 1-MS-SSIM | L2 | mean steps | "
+          "perceptual / this (1-SSIM) | perceptual / this (1-MS-SSIM) |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         ours = next(o for o in rows if o["target"] == r["target"] and o["method"] == "perceptual")

@@ -6,7 +6,15 @@ import pytest
 import torch
 
 from geoaudit._errors import InputError
-from geoaudit.attacks import ATTACKS, FGSM, PGD, AttackResult, PerceptualDRO, SSIMNewton, make_attack
+from geoaudit.attacks import (
+    ATTACKS,
+    FGSM,
+    PGD,
+    AttackResult,
+    PerceptualDRO,
+    SSIMNewton,
+    make_attack,
+)
 from geoaudit.commands import attack as attack_cmd
 
 

@@ -6,7 +6,11 @@ import pytest
 import torch
 
 from geoaudit.attacks import calibrate_epsilon
-from geoaudit.report import attack_comparison_figure, plot_calibration_heatmaps, save_attack_grid
+from geoaudit.report import (
+    attack_comparison_figure,
+    plot_calibration_heatmaps,
+    save_attack_grid,
+)
 
 
 def test_attack_grid_and_comparison(tmp_path):

@@ -15,8 +15,8 @@ from __future__ import annotations
 import contextlib
 import numbers
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 import torch
 from torch import nn

@@ -8,7 +8,6 @@ from geoaudit.attacks._base import Attack, margins_of
 from geoaudit.attacks._costs import SSIMCost, make_cost
 from geoaudit.attacks._pgd import _flat_norm, input_gradient
 
-
 #: When the cost gradient is recomputed (see :class:`PerceptualDRO`).
 COST_SCHEDULES = ("first-step", "paper")
 #: How the cost gradient is weighed against the loss gradient (see :class:`PerceptualDRO`).

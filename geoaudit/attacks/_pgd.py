@@ -1,6 +1,8 @@
 """Baselines: projected gradient descent (L2 and Linf) and the fast gradient sign method."""
 from __future__ import annotations
 
+from types import MappingProxyType
+
 import torch
 import torch.nn.functional as F
 
@@ -66,7 +68,7 @@ class PGD(Attack):
 
     name = "pgd"
     #: Ball radius per norm when ``eps`` is None.
-    DEFAULT_EPS = {"l2": 1.0, "linf": 8 / 255}
+    DEFAULT_EPS = MappingProxyType({"l2": 1.0, "linf": 8 / 255})
 
     def __init__(self, eps=None, step_size=None, steps=10, *, norm="l2", random_start=False,
                  random_state=None):

@@ -145,11 +145,11 @@ def run(args) -> int:
 
     import torch
 
+    from geoaudit._device import resolve_device
     from geoaudit._errors import InputError
     from geoaudit._io import atomic_save, atomic_write_json
     from geoaudit._progress import progress
     from geoaudit.attacks import AttackResult, evaluate
-    from geoaudit._device import resolve_device
     from geoaudit.data import load_geo_dataset, split_to_tensors
     from geoaudit.defenses import JPEG, BitDepth
 
