@@ -125,7 +125,7 @@ class PerceptualDRO(Attack):
         self._cost_arg = cost
         self.min_size = self.cost.min_size
         # PieAPP cuts images into 64x64 patches; say what works on smaller images
-        self.size_hint = ("Use cost='ssim' (CLI: --cost ssim) for smaller images."
+        self.size_hint = ("Use cost='ssim' for smaller images."
                           if self.cost.min_size > 11 else None)
 
     def _params(self):

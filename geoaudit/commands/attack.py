@@ -171,8 +171,11 @@ def run(args) -> int:
     images, labels = split_to_tensors(ds, image_size=args.image_size or size, channels=channels, limit=args.limit)
 
     results = []
-    for i in progress(range(0, images.shape[0], args.batch_size), desc=f"attack ({attack.name})"):
-        results.append(attack(model, images[i:i + args.batch_size], labels[i:i + args.batch_size]))
+    try:
+        for i in progress(range(0, images.shape[0], args.batch_size), desc=f"attack ({attack.name})"):
+            results.append(attack(model, images[i:i + args.batch_size], labels[i:i + args.batch_size]))
+    except InputError as e:  # name the flag behind the library's parameter
+        raise InputError(str(e).replace("cost='ssim'", "--cost ssim")) from e
     adv = torch.cat([r.images for r in results])
     total = AttackResult(images=adv, success=torch.cat([r.success for r in results]),
                          steps=torch.cat([r.steps for r in results]), margins=torch.cat([r.margins for r in results]),
