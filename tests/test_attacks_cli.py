@@ -67,6 +67,8 @@ def test_attack_cli_arch_and_state_dict(setup, tmp_path, capsys):
     (["--method", "pgd", "--eps", "-1"], "The 'eps' parameter of PGD must be a float in (0, inf)"),
     (["--method", "perceptual", "--steps", "0", "--cost", "ssim"], "The 'steps' parameter of PerceptualDRO"),
     (["--method", "perceptual", "--cost", "pieapp", "--steps", "1"], "at least 64x64 pixels, got 32x32"),
+    (["--method", "perceptual", "--cost", "pieapp", "--steps", "1"], "Use --cost ssim for smaller images"),
+    (["--method", "perceptual", "--cost", "ssim", "--cost-scale", "loss"], "The 'cost_scale' parameter"),
 ])
 def test_attack_cli_bad_input(setup, tmp_path, capsys, args, msg):
     rc = main(["attack", "--model", str(setup / "ckpt"), "--data", str(setup / "data"), "--limit", "2",

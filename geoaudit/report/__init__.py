@@ -13,6 +13,12 @@ from geoaudit.report._defense_figures import plot_centroid_curve, plot_centroid_
 from geoaudit.report._demo import comparison_verdict, plot_attack_grid, render_demo
 from geoaudit.report._audit import render_audit, write_report
 from geoaudit.report._compare import render_compare, write_compare
+from geoaudit.report._attack_figures import (
+    attack_comparison_figure,
+    attack_grid_figure,
+    plot_calibration_heatmaps,
+    save_attack_grid,
+)
 from geoaudit.report._html import (
     fig_to_data_uri,
     fig_to_png,
@@ -35,6 +41,10 @@ from geoaudit.report._plots import (
 
 __all__ = [
     "comparison_verdict",
+    "attack_comparison_figure",
+    "attack_grid_figure",
+    "plot_calibration_heatmaps",
+    "save_attack_grid",
     "fig_to_data_uri",
     "fig_to_png",
     "figure_html",
