@@ -251,13 +251,13 @@ def test_export_is_atomic_and_replaces(tmp_path, monkeypatch):
     out = tmp_path / "gs"
     build_geoshapes(out, **SMALL)
     before = (out / "README.md").read_text()
-    import geoaudit.data._geoshapes as G
+    import geoaudit.data._geoshapes.builder as G
 
     def boom(*a, **k):
         raise RuntimeError("killed")
         yield
 
-    monkeypatch.setattr(G, "_iter_split_batches", boom)
+    monkeypatch.setattr(G, "iter_split_batches", boom)
     with pytest.raises(RuntimeError, match="killed"):
         build_geoshapes(out, **{**SMALL, "seed": 9})
     assert (out / "README.md").read_text() == before  # the old folder is intact

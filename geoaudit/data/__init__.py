@@ -7,7 +7,10 @@ gdp_year, log_gdp_per_capita.
 from geoaudit.data._countries import country_table, load_boundaries
 from geoaudit.data._gdp import gdp_per_capita
 from geoaudit.data._geoshapes import (
+    GeoShapes,
+    GeoShapesConfig,
     build_geoshapes,
+    capture_corruption,
     geoshapes,
     geoshapes_country_plan,
     geoshapes_grid,
@@ -19,6 +22,9 @@ from geoaudit.data._load import iter_image_batches, load_geo_dataset, split_to_t
 from geoaudit.data._schema import REQUIRED_COLUMNS, geo_features, imagenet_classes
 
 __all__ = [
+    "GeoShapes",
+    "GeoShapesConfig",
+    "capture_corruption",
     "ImageNetGeo",
     "ImageNetGeoConfig",
     "build_imagenet_geo",
