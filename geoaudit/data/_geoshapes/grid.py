@@ -94,7 +94,8 @@ def _config_of(ds):
     return None
 
 
-def geoshapes_grid(dd, path=None, *, split="test", per_group=8, random_state=0, cue_countries=None, seed=None):
+def geoshapes_grid(dd, path=None, *, split="test", per_group=8, random_state=0, cue_countries=None, config=None,
+                   seed=None):
     """Sample images of GeoShapes (or any dataset in the shared schema), one row per income group.
 
     Parameters
@@ -114,6 +115,9 @@ def geoshapes_grid(dd, path=None, *, split="test", per_group=8, random_state=0, 
         Which images are drawn.
     cue_countries : list of str, optional
         ISO3 codes of the cue countries, when the data does not say.
+    config : GeoShapesConfig or dict, optional
+        The configuration the data was drawn with, when its description does not hold it
+        (e.g. a folder written by ``build_geoshapes``: ``config=build_result.config``).
     seed : int, optional
         Deprecated alias of ``random_state``.
 
@@ -131,7 +135,10 @@ def geoshapes_grid(dd, path=None, *, split="test", per_group=8, random_state=0, 
         random_state = seed
     per_group = check_interval("per_group", per_group, 1, 32, caller="geoshapes_grid", integer=True)
     ds = dd[split] if hasattr(dd, "keys") else dd
-    cfg = _config_of(ds)
+    cfg = _config_of(ds) if config is None else config
+    if cfg is not None and hasattr(cfg, "to_dict"):  # a GeoShapesConfig
+        cfg = cfg.to_dict()
+    cfg = None if cfg is None else dict(cfg)
     truth = None
     if cfg is not None:
         from geoaudit.data._geoshapes.plan import geoshapes_latents
