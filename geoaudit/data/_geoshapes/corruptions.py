@@ -17,9 +17,9 @@ from geoaudit._errors import InputError
 #: At severity 1: Gaussian blur sd in pixels per 32 pixels of image side, the fraction of the
 #: light lost, the sensor noise sd (on [0, 1] intensities), and the JPEG quality.
 MAX_BLUR_PER_32PX = 1.0
-MAX_DARKENING = 0.6
-MAX_SENSOR_NOISE = 0.12
-JPEG_QUALITY_RANGE = (90, 10)  # quality at severity -> 0 and at severity 1
+MAX_DARKENING = 0.5
+MAX_SENSOR_NOISE = 0.08
+JPEG_QUALITY_RANGE = (90, 20)  # quality at severity -> 0 and at severity 1
 
 _CALLER = "capture_corruption"
 
@@ -54,9 +54,9 @@ def capture_parameters(severity, image_size):
     -------
     dict of numpy.ndarray
         ``blur_sigma_px`` (Gaussian blur sd in pixels, ``severity * image_size / 32``),
-        ``exposure`` (intensity multiplier, ``1 - 0.6 severity``), ``sensor_noise_sd``
-        (Gaussian sd on [0, 1] intensities, ``0.12 severity``) and ``jpeg_quality``
-        (``round(90 - 80 severity)``, 0 meaning no compression at severity 0).
+        ``exposure`` (intensity multiplier, ``1 - 0.5 severity``), ``sensor_noise_sd``
+        (Gaussian sd on [0, 1] intensities, ``0.08 severity``) and ``jpeg_quality``
+        (``round(90 - 70 severity)``, 0 meaning no compression at severity 0).
     """
     s = np.asarray(severity, dtype=np.float64)
     q0, q1 = JPEG_QUALITY_RANGE
@@ -178,9 +178,9 @@ def capture_corruption(images, severity, *, random_state=None):
         channels-first, (N, C, H, W) or (C, H, W) (geoaudit's model input).  C is 1 or 3.
     severity : float or array_like of shape (N,)
         In [0, 1], one for all images or one per image.  At severity ``s`` the image is
-        blurred by a Gaussian of sd ``s * H / 32`` pixels, multiplied by ``1 - 0.6 s``, given
-        Gaussian noise of sd ``0.12 s``, clipped, and passed through JPEG's lossy step
-        (8x8 DCT in YCbCr quantized with the IJG tables at quality ``round(90 - 80 s)``, no
+        blurred by a Gaussian of sd ``s * H / 32`` pixels, multiplied by ``1 - 0.5 s``, given
+        Gaussian noise of sd ``0.08 s``, clipped, and passed through JPEG's lossy step
+        (8x8 DCT in YCbCr quantized with the IJG tables at quality ``round(90 - 70 s)``, no
         chroma subsampling).  0 returns the image unchanged.  See ``capture_parameters``.
     random_state : int, numpy.random.Generator, torch.Generator or None
         Source of the sensor noise (the only random step): the same value gives the same output.
