@@ -26,7 +26,7 @@ from geoaudit.data import (
 from geoaudit.data._export import ParquetShardWriter, render_dataset_card, write_dataset_card
 from geoaudit.data._geoshapes import CLASS_NAMES
 
-SMALL = dict(n_images=400, image_size=24, seed=3)
+SMALL = dict(n_images=400, image_size=24, random_state=3)
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +48,7 @@ def test_same_arguments_give_byte_identical_data(small):
     again = geoshapes(**SMALL)
     for split in ("train", "validation", "test"):
         assert _table_bytes(small[split]) == _table_bytes(again[split])
-    other = geoshapes(**{**SMALL, "seed": 4})
+    other = geoshapes(**{**SMALL, "random_state": 4})
     assert _table_bytes(other["test"]) != _table_bytes(small["test"])
 
 
@@ -122,7 +122,7 @@ def test_default_plan_is_skewed_like_imagenet_and_has_30_audit_countries():
 
 
 def test_generated_counts_follow_the_plan():
-    args = dict(n_images=2400, image_size=24, seed=0, n_audit_countries=5)
+    args = dict(n_images=2400, image_size=24, random_state=0, n_audit_countries=5)
     plan = geoshapes_country_plan(**args)
     lat = geoshapes_latents(**args)
     got = lat[lat["split"] == "test"]["iso3"].value_counts()
@@ -152,7 +152,7 @@ def test_cue_predicts_the_label_as_asked_in_and_out_of_cue_countries(strength):
 def test_rendered_colour_carries_the_palette():
     from matplotlib.colors import rgb_to_hsv
 
-    args = dict(n_images=300, image_size=32, seed=5, spurious_strength=0.9)
+    args = dict(n_images=300, image_size=32, random_state=5, spurious_strength=0.9)
     dd = geoshapes(**args)
     lat = geoshapes_latents(**args).set_index("image_id")
     ds = dd["train"]
@@ -259,7 +259,7 @@ def test_export_is_atomic_and_replaces(tmp_path, monkeypatch):
 
     monkeypatch.setattr(G, "iter_split_batches", boom)
     with pytest.raises(RuntimeError, match="killed"):
-        build_geoshapes(out, **{**SMALL, "seed": 9})
+        build_geoshapes(out, **{**SMALL, "random_state": 9})
     assert (out / "README.md").read_text() == before  # the old folder is intact
     assert sorted(p.name for p in tmp_path.iterdir()) == ["gs"]  # no partial folder left
     monkeypatch.undo()
@@ -336,7 +336,7 @@ def _train_and_audit(strength, seed=0):
     from geoaudit.train import build_model
 
     k = 6
-    dd = geoshapes(n_images=4000, image_size=24, n_classes=k, seed=seed, spurious_strength=strength)
+    dd = geoshapes(n_images=4000, image_size=24, n_classes=k, random_state=seed, spurious_strength=strength)
     xtr, ytr = split_to_tensors(dd["train"])
     xte, yte = split_to_tensors(dd["test"])
     torch.manual_seed(seed)
