@@ -140,26 +140,27 @@ def _jpeg(x, quality):
     return out[:, :, :h, :w].astype(np.float32, copy=False)
 
 
-def corrupt_nchw(x, severity, rng):
+def corrupt_nchw(x, severity, rng, chunk=64):
     """Apply the capture corruption in place to float32 (n, c, h, w) images in [0, 1] whose
-    severity is > 0 (others untouched); returns ``x``."""
+    severity is > 0 (others untouched), ``chunk`` images at a time so the working arrays stay
+    in cache; returns ``x``."""
     sev = np.asarray(severity, dtype=np.float64)
-    idx = np.flatnonzero(sev > 0)
-    if len(idx) == 0:
-        return x
-    s = sev[idx]
-    p = capture_parameters(s, x.shape[-2])
-    y = _blur(x[idx], p["blur_sigma_px"])
-    y *= p["exposure"].astype(np.float32)[:, None, None, None]
-    y += rng.standard_normal(y.shape, dtype=np.float32) * p["sensor_noise_sd"].astype(np.float32)[:, None, None, None]
-    np.clip(y, 0.0, 1.0, out=y)
-    if y.shape[1] == 3:
-        y = _jpeg(y, p["jpeg_quality"])
-    else:  # grey images: the luminance table on each channel
-        y = np.concatenate([_jpeg(np.repeat(y[:, i:i + 1], 3, axis=1), p["jpeg_quality"])[:, :1]
-                            for i in range(y.shape[1])], axis=1)
-    np.clip(y, 0.0, 1.0, out=y)
-    x[idx] = y
+    idx_all = np.flatnonzero(sev > 0)
+    for start in range(0, len(idx_all), chunk):
+        idx = idx_all[start:start + chunk]
+        p = capture_parameters(sev[idx], x.shape[-2])
+        y = _blur(x[idx], p["blur_sigma_px"])
+        y *= p["exposure"].astype(np.float32)[:, None, None, None]
+        y += (rng.standard_normal(y.shape, dtype=np.float32)
+              * p["sensor_noise_sd"].astype(np.float32)[:, None, None, None])
+        np.clip(y, 0.0, 1.0, out=y)
+        if y.shape[1] == 3:
+            y = _jpeg(y, p["jpeg_quality"])
+        else:  # grey images: the luminance table on each channel
+            y = np.concatenate([_jpeg(np.repeat(y[:, i:i + 1], 3, axis=1), p["jpeg_quality"])[:, :1]
+                                for i in range(y.shape[1])], axis=1)
+        np.clip(y, 0.0, 1.0, out=y)
+        x[idx] = y
     return x
 
 
