@@ -12,7 +12,10 @@ from geoaudit.data._country_names import closest_countries, country_codes, count
 from geoaudit.data._indicators import COMMON_INDICATORS, SHIPPED_INDICATORS, covariate_column, indicator
 from geoaudit.data._gdp import gdp_per_capita
 from geoaudit.data._geoshapes import (
+    GeoShapes,
+    GeoShapesConfig,
     build_geoshapes,
+    capture_corruption,
     geoshapes,
     geoshapes_country_plan,
     geoshapes_grid,
@@ -41,6 +44,9 @@ __all__ = [
     "indicator",
     "load_country_dataset",
     "preset",
+    "GeoShapes",
+    "GeoShapesConfig",
+    "capture_corruption",
     "ImageNetGeo",
     "ImageNetGeoConfig",
     "build_imagenet_geo",
