@@ -271,7 +271,7 @@ def test_gdp_api_failure_falls_back_or_raises(monkeypatch, caplog):
     with caplog.at_level(logging.WARNING, logger="geoaudit.data._gdp"):
         df, src = resolve_gdp(2020, source="auto")
     assert "snapshot" in src and "World Bank API unavailable" in caplog.text
-    with pytest.raises(GeoauditError, match="World Bank API could not be reached.*--offline"):
+    with pytest.raises(GeoauditError, match="World Bank API could not be reached.*offline=True"):
         resolve_gdp(2020, source="wbgapi")
     with pytest.raises(InputError, match="'source' parameter"):
         resolve_gdp(2020, source="internet")
