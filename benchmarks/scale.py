@@ -37,18 +37,21 @@ GIB = 2**30
 
 
 def rss_bytes():
+    """(resident set, its anonymous part) in bytes: RssAnon is the process's own heap; the rest
+    is mapped file pages (the memmap) that the kernel may drop at any time."""
+    got = {}
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
+            if line.startswith(("VmRSS:", "RssAnon:")):
+                got[line.split(":")[0]] = int(line.split()[1]) * 1024
+    return got.get("VmRSS", 0), got.get("RssAnon", 0)
 
 
 class PeakRSS:
-    """Samples the resident set every 5 ms while a stage runs; ``peak`` in bytes."""
+    """Samples the resident set every 5 ms while a stage runs: ``peak`` and ``anon`` in bytes."""
 
     def __enter__(self):
-        self.peak, self._stop = rss_bytes(), threading.Event()
+        (self.peak, self.anon), self._stop = rss_bytes(), threading.Event()
         self._t = threading.Thread(target=self._run, daemon=True)
         self._t.start()
         self.t0 = time.perf_counter()
@@ -56,17 +59,21 @@ class PeakRSS:
 
     def _run(self):
         while not self._stop.wait(0.005):
-            self.peak = max(self.peak, rss_bytes())
+            self._sample()
+
+    def _sample(self):
+        rss, anon = rss_bytes()
+        self.peak, self.anon = max(self.peak, rss), max(self.anon, anon)
 
     def __exit__(self, *exc):
         self.seconds = time.perf_counter() - self.t0
         self._stop.set()
         self._t.join()
-        self.peak = max(self.peak, rss_bytes())
+        self._sample()
 
 
 def make_images(path, n, seed=0, chunk=512):
-    """uint8 (n, 3, 224, 224) memmap of random low-frequency images, and int64 labels."""
+    """Write a uint8 (n, 3, 224, 224) memmap of random low-frequency images to ``path``."""
     rng = np.random.default_rng(seed)
     mm = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(n, 3, SIZE, SIZE))
     for lo in range(0, n, chunk):
@@ -75,7 +82,6 @@ def make_images(path, n, seed=0, chunk=512):
         mm[lo:lo + m] = small.repeat(32, axis=2).repeat(32, axis=3)
     mm.flush()
     del mm
-    return rng.integers(0, 10, size=n).astype(np.int64)
 
 
 def old_channel_stats(images):
@@ -99,37 +105,41 @@ def host_stages(args, rows):
     from geoaudit.train._kmeans import features
 
     folder = Path(args.dir or tempfile.mkdtemp(prefix="geoaudit_scale_"))
+    folder.mkdir(parents=True, exist_ok=True)
     path = folder / "train_images.npy"
+    made = not (path.exists() and np.load(path, mmap_mode="r").shape == (args.images, 3, SIZE, SIZE))
     with PeakRSS() as p:
-        labels = make_images(path, args.images)
-    rows.append(("generate (memmap write)", p.seconds, p.peak, ""))
+        if made:
+            make_images(path, args.images)
+    labels = np.random.default_rng(1).integers(0, 10, size=args.images).astype(np.int64)
+    rows.append(("generate (memmap write)" if made else "reuse the memmap of --dir", p.seconds, p.peak, p.anon, ""))
     images = torch.from_numpy(np.load(path, mmap_mode="r+"))
     names = [str(i) for i in range(10)]
     nbytes = images.numel()
     print(f"synthetic split: {args.images} x 3 x {SIZE} x {SIZE} uint8 = {nbytes / GIB:.2f} GiB at {path}")
     with PeakRSS() as p:
         fp = fingerprint(images, torch.from_numpy(labels), names)
-    rows.append(("fingerprint, streamed", p.seconds, p.peak, ""))
+    rows.append(("fingerprint, streamed", p.seconds, p.peak, p.anon, ""))
     with PeakRSS() as p:
         stats = channel_stats(images)
-    rows.append(("channel_stats, streamed", p.seconds, p.peak, ""))
+    rows.append(("channel_stats, streamed", p.seconds, p.peak, p.anon, ""))
     old_need = nbytes * 8 + nbytes
     if old_need < args.old_limit_gib * GIB:
         with PeakRSS() as p:
             fp_old = old_fingerprint(images, torch.from_numpy(labels), names)
-        rows.append(("fingerprint, former (tobytes copy)", p.seconds, p.peak, f"same digest: {fp_old == fp}"))
+        rows.append(("fingerprint, former (tobytes copy)", p.seconds, p.peak, p.anon, f"same digest: {fp_old == fp}"))
         with PeakRSS() as p:
             old = old_channel_stats(images)
-        rows.append(("channel_stats, former (float64 copy)", p.seconds, p.peak, f"same values: {old == stats}"))
+        rows.append(("channel_stats, former (float64 copy)", p.seconds, p.peak, p.anon, f"same values: {old == stats}"))
     else:
-        rows.append(("channel_stats, former (float64 copy)", float("nan"), old_need,
+        rows.append(("channel_stats, former (float64 copy)", float("nan"), old_need, old_need,
                      "not run: needs this much (8x the split + the split)"))
     k = min(args.kmeans_images, args.images)
     with PeakRSS() as p:
         feats = features(images[:k], feature_size=16, device="cpu")
-    rows.append((f"k-means features, pooled to 16 px ({k} images)", p.seconds, p.peak,
-                 f"{tuple(feats.shape)} float32 = {feats.numel() * 4 / 2**20:.0f} MiB; "
-                 f"all {args.images}: {args.images * 768 * 4 / 2**20:.0f} MiB"))
+    rows.append((f"k-means features, pooled to 16 px ({k} images)", p.seconds, p.peak, p.anon,
+                 (f"{tuple(feats.shape)} float32 = {feats.numel() * 4 / 2**20:.0f} MiB; "
+                  f"all {args.images}: {args.images * 768 * 4 / 2**20:.0f} MiB")))
     del feats
     # D as Algorithm 3 reads it: random rows of a float16 memmap, in batches
     dpath = folder / "d_images.npy"
@@ -142,7 +152,7 @@ def host_stages(args, rows):
         for _ in range(args.steps * 4):
             idx = np.sort(rng.integers(0, d.shape[0], args.batch * 8))
             torch.from_numpy(d[idx]).float()
-    rows.append((f"D read in batches of {args.batch * 8} (float16 memmap)", p.seconds, p.peak, ""))
+    rows.append((f"D read in batches of {args.batch * 8} (float16 memmap)", p.seconds, p.peak, p.anon, ""))
     del images, d
     if not args.keep:
         path.unlink()
@@ -304,6 +314,7 @@ def main():
     ap.add_argument("--dir", default=None, help="folder of the synthetic memmap (default: a temp folder)")
     ap.add_argument("--keep", action="store_true")
     ap.add_argument("--skip-host", action="store_true", help="skip the synthetic-data stages")
+    ap.add_argument("--host-only", action="store_true", help="only the synthetic-data stages")
     args = ap.parse_args()
     torch.manual_seed(0)
     print("uptime:", os.popen("uptime").read().strip())
@@ -312,11 +323,13 @@ def main():
     if not args.skip_host:
         rows = []
         host_stages(args, rows)
-        print("\n## Host stages (peak RSS sampled every 5 ms during the stage)")
-        print(f"{'stage':58s} {'seconds':>8s} {'peak RSS GiB':>12s}  note")
-        for name, s, peak, note in rows:
-            print(f"{name:58s} {s:8.2f} {peak / GIB:12.2f}  {note}")
+        print("\n## Host stages (peak RSS and its anonymous part, sampled every 5 ms during the stage)")
+        print(f"{'stage':52s} {'seconds':>8s} {'RSS GiB':>8s} {'anon GiB':>8s}  note")
+        for name, s, peak, anon, note in rows:
+            print(f"{name:52s} {s:8.2f} {peak / GIB:8.2f} {anon / GIB:8.2f}  {note}")
         print(f"ru_maxrss of the whole run: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB")
+        if args.host_only:
+            return
 
     dec = decoding(args)
     print(f"\n## Decoding {args.decode_images} PNG images to 224 px, iter_image_batches (same tensors)")

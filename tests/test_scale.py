@@ -15,12 +15,17 @@ from geoaudit._errors import InputError
 from geoaudit.audit import predict_many
 from geoaudit.cli import main
 from geoaudit.data import iter_image_batches
-from geoaudit.train import WeightedDataset, from_tensors, performance_settings, sample_model
+from geoaudit.train import (
+    WeightedDataset,
+    from_tensors,
+    performance_settings,
+    sample_model,
+)
 from geoaudit.train._data import channel_stats, fingerprint
 from geoaudit.train._sample import weighted_step
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _train_data import make_dataset_dir, make_images  # noqa: E402
+from _train_data import make_dataset_dir, make_images
 
 
 @pytest.fixture(autouse=True)
@@ -135,7 +140,7 @@ def test_training_with_switches_off_matches_the_per_step_loop(tmp_path, tiny):
 
 def test_training_switches_on_cpu(tmp_path, tiny):
     d = _dataset(tmp_path, tiny)
-    kw = dict(class_names=tiny.class_names, seed=1, epochs=2, batch_size=6, lr=0.02)
+    kw = {"class_names": tiny.class_names, "seed": 1, "epochs": 2, "batch_size": 6, "lr": 0.02}
     base, info0 = sample_model(d, **kw)
     cl, info1 = sample_model(d, channels_last=True, **kw)
     assert info1["performance"]["channels_last"] is True
@@ -171,8 +176,8 @@ def test_prediction_moves_labels_to_the_host_once(monkeypatch):
     for bs in (2, 16):
         n = [0]
 
-        def counting(t, *a, **k):
-            n[0] += 1
+        def counting(t, *a, _n=n, **k):
+            _n[0] += 1
             return orig(t, *a, **k)
         monkeypatch.setattr(torch.Tensor, "cpu", counting)
         out = predict_many(models, x, batch_size=bs)

@@ -68,7 +68,7 @@ class _DecodedBatches:
         self.ds, self.batch_size, self.mode, self.image_size, self.label_col = ds, batch_size, mode, image_size, label_col
 
     def __len__(self):
-        return -(-len(self.ds) // self.batch_size)
+        return (len(self.ds) + self.batch_size - 1) // self.batch_size
 
     def __getitem__(self, i):
         import torch

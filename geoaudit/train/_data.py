@@ -53,16 +53,16 @@ class TrainingData:
     def image_size(self) -> int:
         return int(self.images.shape[-1])
 
-    def channel_stats(self, chunk_size=128):
+    def channel_stats(self, chunk_size=512):
         """Per-channel mean and std of the pixels in [0, 1] (for the model's Normalize layer).
 
-        Streams over ``chunk_size`` images at a time with exact integer sums of the uint8
-        values and of their squares, so memory stays at one chunk whatever the split's size
-        (128 images at 224 px: 77 MB of int32).
+        Streams over ``chunk_size`` images at a time, counting each channel's uint8 values in a
+        histogram (exact integer sums), so memory stays at one channel of one chunk whatever the
+        split's size (512 images at 224 px: 26 MB).
 
         Parameters
         ----------
-        chunk_size : int, default 128
+        chunk_size : int, default 512
             Images per chunk.
 
         Returns
@@ -78,17 +78,17 @@ class TrainingData:
                 "fingerprint": self.fingerprint}
 
 
-def channel_stats(images_u8: torch.Tensor, *, chunk_size=128):
+def channel_stats(images_u8: torch.Tensor, *, chunk_size=512):
     """Per-channel mean and std in [0, 1] of uint8 images ``(N, C, H, W)``, streamed by chunks.
 
-    Sums of ``v`` and ``v**2`` are exact (int32 elements, int64 sums) per chunk and Python integers across chunks, so
-    the result does not depend on ``chunk_size``.
+    The sums of ``v`` and ``v**2`` come exactly from a 256-bin histogram per channel, so the
+    result does not depend on ``chunk_size``.
 
     Parameters
     ----------
     images_u8 : torch.Tensor
         uint8 ``(N, C, H, W)`` (a tensor over a numpy memmap works and is read chunk by chunk).
-    chunk_size : int, default 128
+    chunk_size : int, default 512
 
     Returns
     -------
@@ -96,13 +96,14 @@ def channel_stats(images_u8: torch.Tensor, *, chunk_size=128):
     """
     chunk_size = check_interval("chunk_size", chunk_size, 1, None, caller="channel_stats", integer=True)
     n, c = int(images_u8.shape[0]), int(images_u8.shape[1])
-    s1, s2 = [0] * c, [0] * c
+    hist = torch.zeros(c, 256, dtype=torch.int64)  # per-channel histogram of the uint8 values
     for lo in range(0, n, chunk_size):
-        x = images_u8[lo:lo + chunk_size].to(torch.int32)  # v*v < 2**16; sums come back int64
-        a = x.sum(dim=(0, 2, 3)).tolist()
-        b = x.mul_(x).sum(dim=(0, 2, 3)).tolist()
-        s1 = [p + q for p, q in zip(s1, a)]
-        s2 = [p + q for p, q in zip(s2, b)]
+        x = images_u8[lo:lo + chunk_size]
+        for ch in range(c):
+            hist[ch] += torch.bincount(x[:, ch].reshape(-1), minlength=256)
+    v = list(range(256))
+    s1 = [sum(k * cnt for k, cnt in zip(v, row)) for row in hist.tolist()]
+    s2 = [sum(k * k * cnt for k, cnt in zip(v, row)) for row in hist.tolist()]
     count = n * int(images_u8[0, 0].numel()) if n else 0
     if count == 0:
         raise InputError("channel_stats needs at least one image.")
@@ -114,7 +115,7 @@ def channel_stats(images_u8: torch.Tensor, *, chunk_size=128):
     return means, stds
 
 
-def fingerprint(images_u8: torch.Tensor, labels: torch.Tensor, class_names, *, chunk_size=128) -> str:
+def fingerprint(images_u8: torch.Tensor, labels: torch.Tensor, class_names, *, chunk_size=512) -> str:
     """sha256 of the images' shape and bytes, the labels and the class names.
 
     The image bytes are hashed ``chunk_size`` images at a time from the tensor's own memory (no
@@ -126,7 +127,7 @@ def fingerprint(images_u8: torch.Tensor, labels: torch.Tensor, class_names, *, c
         uint8 ``(N, C, H, W)`` on the CPU.
     labels : torch.Tensor
     class_names : sequence of str
-    chunk_size : int, default 128
+    chunk_size : int, default 512
 
     Returns
     -------
