@@ -293,6 +293,25 @@ def decoding(args):
     return out
 
 
+def switches(args):
+    """sample_model (small_cnn, 32 px) with each switch, side by side; seconds of one epoch."""
+    from geoaudit.train import WeightedDataset, sample_model
+
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (args.switch_images, 3, 32, 32), dtype=torch.uint8, generator=g)
+    labels = torch.randint(0, 10, (args.switch_images,), generator=g)
+    d = WeightedDataset.create(Path(tempfile.mkdtemp(prefix="geoaudit_switch_")) / "D", images, labels,
+                               capacity=len(labels), meta={})
+    kw = {"class_names": [str(i) for i in range(10)], "seed": 0, "epochs": 1, "batch_size": 64, "lr": 0.01}
+    sample_model(d, **kw)  # warm-up
+    out = {}
+    for name, extra in (("off", {}), ("channels_last", {"channels_last": True}), ("bf16 autocast", {"amp": "bf16"})):
+        t = time.perf_counter()
+        _, info = sample_model(d, **kw, **extra)
+        out[name] = (time.perf_counter() - t, info["history"][-1]["loss"])
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--images", type=int, default=62000, help="training images (the paper: 62,000)")
@@ -303,6 +322,7 @@ def main():
     ap.add_argument("--steps", type=int, default=2, help="timed steps per stage (default 2)")
     ap.add_argument("--kmeans-images", type=int, default=4096, help="images pooled in the k-means stage")
     ap.add_argument("--decode-images", type=int, default=256, help="images of the decoding comparison")
+    ap.add_argument("--switch-images", type=int, default=2048, help="images of the training-switch comparison")
     ap.add_argument("--old-limit-gib", type=float, default=6.0,
                     help="run the former float64 channel_stats only when it needs less than this")
     ap.add_argument("--tflops", type=float, default=80.0, help="realistic GPU rate for the projection")
@@ -330,6 +350,11 @@ def main():
         print(f"ru_maxrss of the whole run: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB")
         if args.host_only:
             return
+
+    sw = switches(args)
+    print(f"\n## Training switches on this CPU: small_cnn, {args.switch_images} images at 32 px, 1 epoch, batch 64")
+    for name, (secs, loss) in sw.items():
+        print(f"{name:14s} {secs:6.2f} s  ratio to off {sw['off'][0] / secs:5.2f}x  loss {loss:.4f}")
 
     dec = decoding(args)
     print(f"\n## Decoding {args.decode_images} PNG images to 224 px, iter_image_batches (same tensors)")
