@@ -215,3 +215,24 @@ def test_cli_train_records_switches_and_refuses_bad_amp(tmp_path, capsys):
     rc = main(["audit", "--models", str(tmp_path / "p"), "--data", str(data), "--split", "test",
                "--min-group-size", "2", "--out", str(tmp_path / "r"), "--num-workers", "-1"])
     assert rc == 2 and "--num-workers" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (torch's sync debug mode)")
+def test_training_step_never_syncs_on_cuda(tmp_path, tiny):
+    from geoaudit.train._sample import make_model, make_optimizer
+
+    model, _, _ = make_model("small_cnn", seed=0, num_classes=3, in_channels=3, image_size=16)
+    model.cuda()
+    opt = make_optimizer(model, lr=0.01, momentum=0.9, weight_decay=5e-4)
+    x = tiny.images[:8].cuda().float().div_(255.0)
+    y, w = tiny.labels[:8].cuda(), torch.ones(8, device="cuda")
+    weighted_step(model, opt, x, y, w, mean_weight=1.0)  # warm-up (allocations, cuDNN choice)
+    tot = torch.zeros((), dtype=torch.float64, device="cuda")
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for _ in range(3):
+            loss, _ = weighted_step(model, opt, x, y, w, mean_weight=1.0)
+            tot.add_(loss, alpha=8)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert torch.isfinite(tot).item()
