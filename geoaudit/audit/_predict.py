@@ -43,8 +43,23 @@ def _to_labels(out, n, *, name):
     return arr
 
 
-def _image_batches(data, batch_size, image_size, channels, device):
-    """Yield float image batches (on ``device``) from a datasets split or an (N, C, H, W) array."""
+def _device_labels(out, n, *, name):
+    """Predicted classes of a batch left where they are (a tensor on the model's device, no
+    host sync), or None when the output needs the host path of :func:`_to_labels`."""
+    import torch
+
+    if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
+        out = out[0]
+    if isinstance(out, torch.Tensor) and out.dim() == 2 and out.shape[0] == n:
+        return out.detach().argmax(dim=1)
+    return None
+
+
+def _image_batches(data, batch_size, image_size, channels, device, num_workers=0):
+    """Yield float image batches (on ``device``) from a datasets split or an (N, C, H, W) array.
+
+    A split is decoded to uint8 (by ``num_workers`` processes when > 0, into pinned memory on
+    CUDA), copied to the device without blocking and converted there."""
     import torch
 
     if isinstance(data, (torch.Tensor, np.ndarray)):
@@ -63,12 +78,14 @@ def _image_batches(data, batch_size, image_size, channels, device):
         )
     from geoaudit.data import iter_image_batches
 
+    cuda = torch.device(device).type == "cuda" if device is not None else False
     for images, _, _ in iter_image_batches(data, batch_size, image_size=image_size, channels=channels,
-                                           label_col=None):
-        yield images.to(device)
+                                           label_col=None, num_workers=num_workers, pin_memory=cuda, uint8=True):
+        yield images.to(device, non_blocking=cuda).float().div_(255.0)
 
 
-def predict_many(models: dict, data, *, batch_size=256, device=None, image_size=None, channels=3, desc="predict"):
+def predict_many(models: dict, data, *, batch_size=256, device=None, image_size=None, channels=3, desc="predict",
+                 num_workers=0, amp="off", channels_last=False):
     """Predictions of several classifiers on the same images, each image decoded once.
 
     Parameters
@@ -85,14 +102,28 @@ def predict_many(models: dict, data, *, batch_size=256, device=None, image_size=
     image_size : int, optional
         Resize images of a datasets split to this square size.
     channels : {1, 3}, default 3
+    num_workers : int, default 0
+        Processes decoding a split's images ahead of the models (0: in this thread).
+    amp : {"off", "bf16"}, default "off"
+        bfloat16 autocast of the models' forward passes (predictions may differ where two
+        logits are within bf16 rounding).
+    channels_last : bool, default False
+        Batches in NHWC memory format (faster convolutions on CUDA).
 
     Returns
     -------
     dict of str -> numpy.ndarray of int64, shape (N,)
+        Logits' argmax stay on the device until all batches are done and come back in one
+        transfer per model.
     """
+    import contextlib
+
     import torch
 
+    from geoaudit._validation import check_options
+
     batch_size = check_interval("batch_size", batch_size, 1, None, caller="predict", integer=True)
+    check_options("amp", amp, ("off", "bf16"), caller="predict")
     if not models:
         raise InputError("predict got no models.")
     first = next(iter(models.values()))
@@ -108,16 +139,35 @@ def predict_many(models: dict, data, *, batch_size=256, device=None, image_size=
             m.eval()
     n = len(data)
     out = {name: [] for name in models}
+    autocast = (torch.autocast(device_type=torch.device(dev).type, dtype=torch.bfloat16) if amp == "bf16"
+                else contextlib.nullcontext())
     try:
-        with torch.inference_mode():
-            batches = _image_batches(data, batch_size, image_size, channels, dev)
+        with torch.inference_mode(), autocast:
+            batches = _image_batches(data, batch_size, image_size, channels, dev, num_workers)
             for images in progress(batches, total=-(-n // batch_size), desc=desc, unit="batch"):
+                if channels_last:
+                    images = images.contiguous(memory_format=torch.channels_last)
                 for name, m in models.items():
-                    out[name].append(_to_labels(m(images), len(images), name=f"Model {name!r}"))
+                    res = m(images)
+                    labels = _device_labels(res, len(images), name=f"Model {name!r}")
+                    out[name].append(labels if labels is not None else
+                                     _to_labels(res, len(images), name=f"Model {name!r}"))
     finally:
         for name, was_training in states.items():
             models[name].train(was_training)
-    return {name: (np.concatenate(v) if v else np.zeros(0, np.int64)) for name, v in out.items()}
+    return {name: _gather(v) for name, v in out.items()}
+
+
+def _gather(parts):
+    """One int64 array from per-batch labels: device tensors concatenated there and copied once."""
+    import torch
+
+    if not parts:
+        return np.zeros(0, np.int64)
+    host = [p for p in parts if not isinstance(p, torch.Tensor)]
+    if not host:
+        return torch.cat(parts).cpu().numpy().astype(np.int64)
+    return np.concatenate([p.cpu().numpy().astype(np.int64) if isinstance(p, torch.Tensor) else p for p in parts])
 
 
 def predict(model, data, *, batch_size=256, device=None, image_size=None, channels=3):
@@ -157,7 +207,7 @@ def _class_map(model_names, data_names, *, model):
 
 def predictions_frame(models, dataset, *, group="country_iso3", covariate="gdp_per_capita_usd",
                       label_col="label", batch_size=256, device=None, image_size=None, channels=3,
-                      class_names=None):
+                      class_names=None, num_workers=0, amp="off", channels_last=False):
     """Predict with each model on a datasets split; one row per (image, model).
 
     Parameters
@@ -168,6 +218,8 @@ def predictions_frame(models, dataset, *, group="country_iso3", covariate="gdp_p
     class_names : dict of str -> list of str, optional
         Each model's class names; predictions are mapped onto the dataset's label order when it
         differs (and an error is raised when the class sets differ).
+    num_workers, amp, channels_last
+        Decoding workers and inference switches, see :func:`predict_many`.
 
     Returns
     -------
@@ -184,7 +236,7 @@ def predictions_frame(models, dataset, *, group="country_iso3", covariate="gdp_p
     meta_cols = [c for c in ("image_id",) if c in dataset.column_names] + [label_col, group, covariate]
     meta = dataset.select_columns(list(dict.fromkeys(meta_cols))).to_pandas()
     preds = predict_many(models, dataset, batch_size=batch_size, device=device, image_size=image_size,
-                         channels=channels)
+                         channels=channels, num_workers=num_workers, amp=amp, channels_last=channels_last)
     data_names = _dataset_class_names(dataset, label_col)
     frames = []
     for name, p in preds.items():
@@ -202,7 +254,8 @@ def predictions_frame(models, dataset, *, group="country_iso3", covariate="gdp_p
 def audit_model(models, dataset, *, group="country_iso3", covariate="gdp_per_capita_usd", label_col="label",
                 batch_size=256, device=None, image_size=None, channels=3, min_group_size=50,
                 variance="random-effects", log_covariate=True, alpha=0.05, class_names=None, model_info=None,
-                source=None, drop_missing_covariate=False, tau2_method="REML", adjust_classes=False):
+                source=None, drop_missing_covariate=False, tau2_method="REML", adjust_classes=False,
+                num_workers=0, amp="off", channels_last=False):
     """Audit one model (or a population, as a dict name -> model) on a datasets split.
 
     A model may be a torch module or callable, a geoaudit checkpoint folder, or a name
@@ -211,7 +264,8 @@ def audit_model(models, dataset, *, group="country_iso3", covariate="gdp_per_cap
     config: images are resized to the size the model was trained at, and an ``image_size``
     that disagrees is refused.  Predicts with :func:`predictions_frame` then audits with
     :func:`audit_predictions`.  Returns ``(report, predictions)``: the :class:`AuditReport` and
-    the predictions table.
+    the predictions table.  ``num_workers``, ``amp`` and ``channels_last`` are the prediction
+    switches of :func:`predict_many`.
     """
     from geoaudit.audit._population import audit_predictions
 
@@ -220,7 +274,8 @@ def audit_model(models, dataset, *, group="country_iso3", covariate="gdp_per_cap
         device=device)
     frame = predictions_frame(models, dataset, group=group, covariate=covariate, label_col=label_col,
                               batch_size=batch_size, device=device, image_size=image_size,
-                              channels=channels, class_names=class_names)
+                              channels=channels, class_names=class_names, num_workers=num_workers, amp=amp,
+                              channels_last=channels_last)
     report = audit_predictions(frame, group=group, covariate=covariate, label_col="label",
                                pred_col="prediction", model_col="model", min_group_size=min_group_size,
                                variance=variance, log_covariate=log_covariate, alpha=alpha,
@@ -300,12 +355,13 @@ def _unique_names(paths):
 def audit_checkpoints(checkpoints, dataset, *, group="country_iso3", covariate="gdp_per_capita_usd",
                       batch_size=256, device="auto", min_group_size=50, variance="random-effects",
                       log_covariate=True, alpha=0.05, source=None, drop_missing_covariate=False,
-                      tau2_method="REML", adjust_classes=False):
+                      tau2_method="REML", adjust_classes=False, num_workers=0, amp="off", channels_last=False):
     """Audit geoaudit checkpoint folders on a datasets split.
 
     Each model is named by its folder name (or its path relative to the checkpoints' common
     folder when names repeat); checkpoints with the same image size and channels share one
-    pass over the images.  Returns ``(report, predictions)``.
+    pass over the images.  ``num_workers``, ``amp`` and ``channels_last`` are the prediction
+    switches of :func:`predict_many`.  Returns ``(report, predictions)``.
     """
     import torch
 
@@ -335,7 +391,8 @@ def audit_checkpoints(checkpoints, dataset, *, group="country_iso3", covariate="
                  len(part), key[0], key[1], len(dataset))
         frames.append(predictions_frame(part, dataset, group=group, covariate=covariate,
                                         batch_size=batch_size, device=dev, image_size=key[0],
-                                        channels=key[1], class_names=cnames))
+                                        channels=key[1], class_names=cnames, num_workers=num_workers,
+                                        amp=amp, channels_last=channels_last))
     frame = pd.concat(frames, ignore_index=True)
     # keep model order = checkpoint order
     frame["model"] = pd.Categorical(frame["model"], categories=names, ordered=True)

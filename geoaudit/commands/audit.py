@@ -71,6 +71,9 @@ def register(sub):
     m.add_argument("--data", metavar="DIR", help="dataset folder (geoaudit dataset build ...)")
     m.add_argument("--split", default="test", help="dataset split to predict on (default: test)")
     m.add_argument("--batch-size", type=int, default=256, help="inference batch size (default: 256)")
+    m.add_argument("--num-workers", type=int, default=0, help="processes decoding images (default: 0)")
+    m.add_argument("--amp", default="off", help="off or bf16: bfloat16 autocast of inference (default: off)")
+    m.add_argument("--channels-last", action="store_true", help="NHWC memory format (faster on CUDA)")
     add_device_arg(m)
     x = p.add_argument_group("any model, any geo-labelled dataset")
     x.add_argument("--weights", metavar="FILE", help="weights file (state dict) for --model timm:/torchvision:/hf:")
@@ -239,6 +242,8 @@ def _run(args) -> int:
         if not args.data:
             raise InputError("--data DIR (the dataset folder to predict on) is required with --models/--model.")
         check_interval("--batch-size", args.batch_size, 1, None, caller=caller, integer=True)
+        check_interval("--num-workers", args.num_workers, 0, None, caller=caller, integer=True)
+        check_options("--amp", args.amp, ("off", "bf16"), caller=caller)
         group = args.group or DEFAULT_GROUP
         covariate = args.covariate or DEFAULT_COVARIATE
         device = resolve_device(args.device)
@@ -252,7 +257,8 @@ def _run(args) -> int:
             min_group_size=args.min_group_size, variance=args.variance, log_covariate=args.log_covariate,
             alpha=args.alpha, source=f"{args.models or args.model} on {args.data} (split {args.split})",
             drop_missing_covariate=args.drop_missing_covariate, tau2_method=args.tau2_method,
-            adjust_classes=args.adjust_classes,
+            adjust_classes=args.adjust_classes, num_workers=args.num_workers, amp=args.amp,
+            channels_last=args.channels_last,
         )
     written = write_report(report, out, predictions=predictions, title=args.title)
     print(report.summary())

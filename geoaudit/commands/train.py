@@ -52,6 +52,9 @@ def register(sub):
     a.add_argument("--lam", type=float, default=None, help="perceptual: weight of the perceptual cost")
     a.add_argument("--confidence", type=float, default=None, help="perceptual: margin to stop at")
     add_device_arg(p)
+    p.add_argument("--amp", default="off", help="off or bf16: bfloat16 autocast of the training step (default: off)")
+    p.add_argument("--channels-last", action="store_true", help="NHWC memory format (faster on CUDA)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model (pays on a GPU)")
     p.add_argument("--out", required=True, help="output folder of the population")
     p.set_defaults(func=run)
 
@@ -86,6 +89,7 @@ def run(args) -> int:
         raise InputError(f"--models must be at least 1. Got {args.models} instead.")
     check_options("--reuse", args.reuse, ("auto", "on", "off"), caller="geoaudit train")
     check_options("--storage", args.storage, ("float16", "uint8"), caller="geoaudit train")
+    check_options("--amp", args.amp, ("off", "bf16"), caller="geoaudit train")
     reuse = False if args.no_reuse else {"auto": "auto", "on": True, "off": False}[args.reuse]
     device = resolve_device(args.device)
     attack = make_attack(args.augment, **_attack_params(args)) if args.augment != "plain" else None
@@ -96,7 +100,8 @@ def run(args) -> int:
         image_size=args.image_size, channels=args.channels, batch_size=args.batch_size, lr=args.lr,
         momentum=args.momentum, weight_decay=args.weight_decay, dro_rounds=args.rounds, dro_random_state=args.dro_seed,
         reuse=reuse, storage=args.storage, cluster_size=args.cluster_size, kmeans=args.kmeans, pretrained=args.pretrained,
-        ray_address=args.ray_address, ray_gpus_per_model=args.ray_gpus_per_model)
+        ray_address=args.ray_address, ray_gpus_per_model=args.ray_gpus_per_model, amp=args.amp,
+        channels_last=args.channels_last, compile=args.compile)
     m = res.manifest
     for r in m.get("retrained_damaged", ()):
         print(f"{r['name']}: trained again, its finished checkpoint was damaged ({r['reason']})")

@@ -35,7 +35,7 @@ from geoaudit.train._population import (
     make_attack,
     train_population,
 )
-from geoaudit.train._sample import sample_model
+from geoaudit.train._sample import performance_settings, sample_model
 from geoaudit.train._store import WeightedDataset
 
 __all__ = [
@@ -65,6 +65,7 @@ __all__ = [
     "make_config",
     "read_config",
     "sample_model",
+    "performance_settings",
     "save_checkpoint",
     "train_population",
 ]

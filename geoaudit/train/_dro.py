@@ -443,7 +443,9 @@ def build_adversarial_dataset(data, *, attack, out_dir, arch="small_cnn", rounds
                       initial=start_round, total=rounds):
         t_round = time.perf_counter()
         attacks_before, steps_before = stats["attacks_computed"], stats["gradient_steps"]
-        succ_before, loss_sum = stats["successes"], 0.0
+        succ_before = stats["successes"]
+        # per-round sums kept on the device, read once at the round's end (no sync per batch)
+        acc = torch.zeros(4, dtype=torch.float32 if device.type == "mps" else torch.float64, device=device)
         if reuse == "auto" and k == 1:
             stats["reuse_used"], stats["reuse_decision"] = None, None
             pilot = {"rows": 0, "fresh_steps": 0, "fail_steps": 0, "center_steps": 0, "centers": 0,
@@ -458,7 +460,7 @@ def build_adversarial_dataset(data, *, attack, out_dir, arch="small_cnn", rounds
             loss, _ = weighted_step(model, opt, x, y, w, mean_weight=mean_w, weight_loss=weight_loss)  # line 5
             stats["sgd_seconds"] += time.perf_counter() - t0
             stats["sgd_rows"] += len(idx)
-            loss_sum += loss * len(idx)
+            acc[0].add_(loss, alpha=len(idx))
             model.eval()
             x_enc = encode(x, storage)
             src = torch.from_numpy(d.source[idx]).to(device)
@@ -515,14 +517,18 @@ def build_adversarial_dataset(data, *, attack, out_dir, arch="small_cnn", rounds
                 stats["fresh_steps"] += int(last["steps"].sum())
             adv_f = decode(adv)
             with torch.no_grad():
-                stats["successes"] += int((model(adv_f).argmax(1) != y).sum())
-            stats["unchanged"] += int((adv == x_enc).flatten(1).all(1).sum())
+                acc[1].add_((model(adv_f).argmax(1) != y).sum())
+            acc[2].add_((adv == x_enc).flatten(1).all(1).sum())
             if ssim is not None:
-                stats["one_minus_ssim_sum"] += float(one_minus_ssim(adv_f, decode(x_enc)).sum())
+                acc[3].add_(one_minus_ssim(adv_f, decode(x_enc)).sum())
                 stats["one_minus_ssim_n"] += len(idx)
             positions = np.arange(lo, lo + len(idx)) + 1
             d.append(adv, y.cpu().numpy(), (k - 1) * n + positions, d.source[idx], k)  # line 7
             stats["appended"] += len(idx)
+        loss_sum, successes, unchanged, ssim_sum = acc.tolist()
+        stats["successes"] += int(successes)
+        stats["unchanged"] += int(unchanged)
+        stats["one_minus_ssim_sum"] += ssim_sum
         stats["rounds_done"] = k
         stats["attacks_per_round"].append(stats["attacks_computed"] - attacks_before)
         stats["steps_per_round"].append(stats["gradient_steps"] - steps_before)

@@ -51,7 +51,7 @@ from geoaudit.train._dro import (
     take_deprecated,
 )
 from geoaudit.train._kmeans import KMEANS_BACKENDS
-from geoaudit.train._sample import sample_model
+from geoaudit.train._sample import performance_settings, sample_model
 from geoaudit.train._store import META, STORAGES, WeightedDataset
 
 log = logging.getLogger(__name__)
@@ -173,7 +173,7 @@ def train_member(spec: dict) -> dict:
         batch_size=st["batch_size"], lr=st["lr"], momentum=st["momentum"], weight_decay=st["weight_decay"],
         weight_loss=st["weight_loss"], samples_per_epoch=st["samples_per_epoch"], normalization=st["normalization"],
         pretrained=st["pretrained"], device=spec["device"], state_path=state_path,
-        on_epoch_end=spec.get("on_epoch_end"), desc=name)
+        on_epoch_end=spec.get("on_epoch_end"), desc=name, **spec.get("performance", {}))
     hist = info["history"]
     training = {
         "method": st["method"], "algorithm": 3, "seed": seed, "epochs": st["epochs"],
@@ -185,6 +185,7 @@ def train_member(spec: dict) -> dict:
         "history": hist, "final_loss": hist[-1]["loss"], "train_accuracy": hist[-1]["train_accuracy"],
         "timing": {"train_seconds": info["train_seconds"], "started": started, "finished": _now(),
                    "resumed_from_epoch": info["resumed_from_epoch"], "device": str(spec["device"])},
+        "performance": info["performance"],
         "population": {"name": name, "index": spec["index"], "settings_hash": spec["settings_hash"]},
     }
     cfg = make_config(arch=st["arch"], class_names=spec["class_names"], in_channels=st["channels"],
@@ -233,7 +234,8 @@ def train_population(data, *, augment="plain", n_models=50, epochs=10, arch="sma
                      batch_size=64, lr=0.05, momentum=0.9, weight_decay=5e-4, weight_loss=True,
                      samples_per_epoch=None, dro_rounds=3, dro_random_state=0, reuse="auto", cluster_size=5,
                      kmeans="auto", storage="float16", pretrained=False, ray_address=None, ray_gpus_per_model=0.0,
-                     on_epoch_end=None, on_model_end=None, dro_seed=None) -> PopulationResult:
+                     on_epoch_end=None, on_model_end=None, dro_seed=None, amp="off", channels_last=False,
+                     compile=False) -> PopulationResult:
     """Train a population of K models alike but for their seeds.
 
     ``plain`` runs Algorithm 3 on the clean data with uniform weights.  ``pgd`` and
@@ -279,6 +281,10 @@ def train_population(data, *, augment="plain", n_models=50, epochs=10, arch="sma
         populations store their clean uint8 images as uint8 (exact).
     pretrained : bool
         ResNets start from torchvision weights when available (recorded per checkpoint).
+    amp, channels_last, compile
+        Switches of Algorithm 3's training step (:func:`geoaudit.train.performance_settings`),
+        recorded in each checkpoint's ``training.performance``; they do not change the
+        population's identity, so a resumed population may use others.
     ray_address : str, optional
     ray_gpus_per_model : float
         GPUs reserved per Ray task (0: CPU tasks).
@@ -441,7 +447,8 @@ def train_population(data, *, augment="plain", n_models=50, epochs=10, arch="sma
     pending = [entries[n_] for n_ in names if entries[n_]["status"] != "done"]
     data_info = data.to_dict()
     common = {"out_dir": str(out), "settings": settings, "settings_hash": settings_hash,
-              "class_names": list(data.class_names), "data": data_info}
+              "class_names": list(data.class_names), "data": data_info,
+              "performance": performance_settings(amp, channels_last, compile, caller="train_population")}
 
     def finished(entry):
         entries[entry["name"]] = entry

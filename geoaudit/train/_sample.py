@@ -60,18 +60,83 @@ def make_optimizer(model, *, lr, momentum, weight_decay):
     return torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
 
 
-def weighted_step(model, optimizer, x, y, w, *, mean_weight, weight_loss=True):
+PERFORMANCE_DEFAULTS = {"amp": "off", "channels_last": False, "compile": False}
+
+
+def performance_settings(amp="off", channels_last=False, compile=False, *, caller="sample_model") -> dict:
+    """The hot loop's switches, checked, as recorded in a checkpoint's config.
+
+    Parameters
+    ----------
+    amp : {"off", "bf16"}, default "off"
+        bfloat16 autocast of the forward pass and loss (weights and optimizer stay float32).
+    channels_last : bool, default False
+        Model and batches in NHWC memory format (faster convolutions on CUDA tensor cores).
+    compile : bool, default False
+        ``torch.compile`` the model (pays on a GPU over many steps; costs a compile first).
+
+    Returns
+    -------
+    dict
+        ``{"amp": ..., "channels_last": ..., "compile": ...}``.
+    """
+    from geoaudit._validation import check_options
+
+    check_options("amp", amp, ("off", "bf16"), caller=caller)
+    for name, v in (("channels_last", channels_last), ("compile", compile)):
+        if not isinstance(v, bool):
+            raise InputError(f"The '{name}' parameter of {caller} must be True or False. Got {v!r} instead.")
+    return {"amp": amp, "channels_last": channels_last, "compile": compile}
+
+
+def prepare_model(model, perf, device):
+    """``model`` on ``device`` with the switches of ``perf`` applied; returns the module to call."""
+    model.to(device)
+    if perf.get("channels_last"):
+        model.to(memory_format=torch.channels_last)
+    return torch.compile(model) if perf.get("compile") else model
+
+
+def _autocast(perf, device):
+    import contextlib
+
+    if perf.get("amp") == "bf16":
+        return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def weighted_step(model, optimizer, x, y, w, *, mean_weight, weight_loss=True, perf=None):
     """One SGD step on a minibatch of drawn examples (the mapping in the module docstring).
 
-    Returns the step's (loss, number correct) as Python numbers."""
+    Parameters
+    ----------
+    model, optimizer : the module and its optimizer
+    x, y, w : images, labels and row weights on the model's device
+    mean_weight : float
+        E[P], the loss-weight normalizer.
+    weight_loss : bool
+    perf : dict, optional
+        Switches from :func:`performance_settings` (autocast, channels_last).
+
+    Returns
+    -------
+    (torch.Tensor, torch.Tensor)
+        The step's mean loss (float32 scalar) and number correct (int64 scalar), on the device and
+        detached: reading them is left to the caller, once per epoch, so the step never waits
+        for the device.
+    """
+    perf = perf or PERFORMANCE_DEFAULTS
+    if perf.get("channels_last"):
+        x = x.contiguous(memory_format=torch.channels_last)
     model.train()
-    logits = model(x)
-    losses = F.cross_entropy(logits, y, reduction="none")
-    loss = (losses * (w / mean_weight)).mean() if weight_loss else losses.mean()
+    with _autocast(perf, x.device):
+        logits = model(x)
+        losses = F.cross_entropy(logits.float(), y, reduction="none")
+        loss = (losses * (w / mean_weight)).mean() if weight_loss else losses.mean()
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
-    return float(loss.detach()), int((logits.detach().argmax(1) == y).sum())
+    return loss.detach().float(), (logits.detach().argmax(1) == y).sum()
 
 
 def _save_state(path, state):
@@ -93,7 +158,7 @@ def load_state(path):
 def sample_model(dataset, *, arch="small_cnn", class_names, seed=0, epochs=10, batch_size=64, lr=0.05,
                  momentum=0.9, weight_decay=5e-4, weight_loss=True, samples_per_epoch=None,
                  normalization=None, pretrained=False, device="cpu", state_path=None,
-                 on_epoch_end=None, desc=None):
+                 on_epoch_end=None, desc=None, amp="off", channels_last=False, compile=False):
     """Algorithm 3: train one model on the weighted dataset ``dataset`` (D).
 
     Parameters
@@ -120,19 +185,23 @@ def sample_model(dataset, *, arch="small_cnn", class_names, seed=0, epochs=10, b
         Resume file, written atomically after every epoch; training resumes from it.
     on_epoch_end : callable, optional
         Called as ``on_epoch_end(epoch, stats)`` after each epoch's state is saved.
+    amp, channels_last, compile
+        Switches of the training step, see :func:`performance_settings` (all off: the exact
+        float32 step).  Loss and accuracy stay on the device and are read once per epoch.
 
     Returns
     -------
     (model, info)
         The model in eval mode on ``device``; ``info`` holds ``weights_source``,
-        ``normalization``, ``history`` (per-epoch loss, accuracy, seconds), ``train_seconds``
-        and ``resumed_from_epoch``.
+        ``normalization``, ``history`` (per-epoch loss, accuracy, seconds), ``train_seconds``,
+        ``resumed_from_epoch`` and ``performance`` (the switches used).
     """
     caller = "sample_model"
     seed = check_interval("seed", seed, 0, None, caller=caller, integer=True)
     epochs = check_interval("epochs", epochs, 1, None, caller=caller, integer=True)
     batch_size = check_interval("batch_size", batch_size, 1, None, caller=caller, integer=True)
     lr = check_interval("lr", lr, 0, None, caller=caller, closed="neither")
+    perf = performance_settings(amp, channels_last, compile, caller=caller)
     if dataset.size == 0:
         raise InputError("The weighted dataset is empty.")
     m = int(samples_per_epoch or dataset.size)
@@ -140,7 +209,7 @@ def sample_model(dataset, *, arch="small_cnn", class_names, seed=0, epochs=10, b
     device = torch.device(device)
     model, source, normalization = make_model(arch, seed=seed, num_classes=len(class_names), in_channels=c,
                                               image_size=h, pretrained=pretrained, normalization=normalization)
-    model.to(device)
+    step_model = prepare_model(model, perf, device)
     opt = make_optimizer(model, lr=lr, momentum=momentum, weight_decay=weight_decay)
     rng = np.random.default_rng([seed, 3])
     mean_w = dataset.mean_sampled_weight()
@@ -157,15 +226,20 @@ def sample_model(dataset, *, arch="small_cnn", class_names, seed=0, epochs=10, b
                           initial=start_epoch, total=epochs):
         t0 = time.perf_counter()
         draws = dataset.draw(m, rng)
-        tot_loss, correct = 0.0, 0
+        # summed on the device, read once per epoch: no host sync inside the loop
+        tot_loss = torch.zeros((), dtype=torch.float32 if device.type == "mps" else torch.float64, device=device)
+        correct = torch.zeros((), dtype=torch.int64, device=device)
         for lo in range(0, m, batch_size):
             idx = draws[lo:lo + batch_size]
             x, y, w = dataset.batch(idx, device)
-            loss, corr = weighted_step(model, opt, x, y, w, mean_weight=mean_w, weight_loss=weight_loss)
-            if not math.isfinite(loss):
-                raise InputError(f"Training diverged (loss {loss}) at epoch {epoch + 1}; lower the learning rate (lr={lr}).")
-            tot_loss += loss * len(idx)
-            correct += corr
+            loss, corr = weighted_step(step_model, opt, x, y, w, mean_weight=mean_w, weight_loss=weight_loss,
+                                       perf=perf)
+            tot_loss.add_(loss, alpha=len(idx))
+            correct.add_(corr)
+        tot_loss, correct = float(tot_loss), int(correct)
+        if not math.isfinite(tot_loss):
+            raise InputError(f"Training diverged (loss {tot_loss / m}) in epoch {epoch + 1}; lower the learning "
+                             f"rate (lr={lr}).")
         secs = time.perf_counter() - t0
         elapsed += secs
         stats = {"epoch": epoch + 1, "loss": tot_loss / m, "train_accuracy": correct / m, "seconds": secs}
@@ -177,4 +251,4 @@ def sample_model(dataset, *, arch="small_cnn", class_names, seed=0, epochs=10, b
             on_epoch_end(epoch + 1, stats)
     model.eval()
     return model, {"weights_source": source, "normalization": normalization, "history": history,
-                   "train_seconds": elapsed, "resumed_from_epoch": resumed_from}
+                   "train_seconds": elapsed, "resumed_from_epoch": resumed_from, "performance": perf}
