@@ -19,6 +19,7 @@ from geoaudit.report._attack_figures import (
     plot_calibration_heatmaps,
     save_attack_grid,
 )
+from geoaudit.report._geoshapes_figures import geoshapes_grid_figure
 from geoaudit.report._html import (
     fig_to_data_uri,
     fig_to_png,
@@ -48,6 +49,7 @@ __all__ = [
     "fig_to_data_uri",
     "fig_to_png",
     "figure_html",
+    "geoshapes_grid_figure",
     "html_page",
     "looks_like_iso3",
     "paragraph",
