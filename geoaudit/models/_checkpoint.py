@@ -66,6 +66,18 @@ def verify_checkpoint(folder, cfg) -> str | None:
     """Why the checkpoint's weights cannot be used (missing, unreadable, hash mismatch), or None.
 
     Checkpoints without a recorded hash are checked by loading their weights.
+
+    Parameters
+    ----------
+    folder : str or Path
+        The checkpoint folder.
+    cfg : dict
+        Its config (from :func:`read_config`).
+
+    Returns
+    -------
+    str or None
+        A one-line reason, or None when the weights are intact.
     """
     try:
         data = read_weights_bytes(folder, cfg)
@@ -82,8 +94,28 @@ def make_config(*, arch, class_names, in_channels, image_size, normalization=Non
                 weights_source="scratch", training=None, extra=None) -> dict:
     """The JSON config of a checkpoint.
 
-    ``normalization`` is None (the model takes [0, 1] pixels) or {"mean": [...], "std": [...]},
-    applied by a Normalize layer in front of the architecture.
+    Parameters
+    ----------
+    arch : str
+        One of :data:`geoaudit.models.ARCHITECTURES`.
+    class_names : sequence of str
+        The classes, in logit order.
+    in_channels, image_size : int
+        The input the model was trained on (square images).
+    normalization : dict, optional
+        None (the model takes [0, 1] pixels) or ``{"mean": [...], "std": [...]}``, applied by a
+        Normalize layer in front of the architecture.
+    weights_source : str
+        Where the initial weights came from ("scratch", "imagenet", a checkpoint path).
+    training : dict, optional
+        How the model was trained (method, seed, epochs, ...).
+    extra : dict, optional
+        More keys to record.
+
+    Returns
+    -------
+    dict
+        JSON-safe config, as written to ``config.json``.
     """
     cfg = {
         "format": FORMAT,
@@ -103,7 +135,19 @@ def make_config(*, arch, class_names, in_channels, image_size, normalization=Non
 
 
 def model_from_config(cfg: dict):
-    """An untrained model with the checkpoint's architecture (and normalization layer)."""
+    """An untrained model with the checkpoint's architecture (and normalization layer).
+
+    Parameters
+    ----------
+    cfg : dict
+        A checkpoint config (:func:`make_config`, :func:`read_config`).
+
+    Returns
+    -------
+    torch.nn.Module
+        The architecture with random weights, wrapped in :class:`NormalizedModel` when the
+        config names a normalization.
+    """
     model, _ = build_model(cfg["arch"], num_classes=cfg["num_classes"], in_channels=cfg["in_channels"],
                            image_size=cfg["image_size"], pretrained=False)
     norm = cfg.get("normalization")
@@ -153,7 +197,23 @@ def save_checkpoint(path, model, config: dict):
 
 
 def read_config(path) -> dict:
-    """The config of the checkpoint folder (or its config.json) at ``path``, validated."""
+    """The config of the checkpoint folder (or its config.json) at ``path``, validated.
+
+    Parameters
+    ----------
+    path : str or Path
+        A checkpoint folder or its ``config.json``.
+
+    Returns
+    -------
+    dict
+        The config as saved.
+
+    Raises
+    ------
+    InputError
+        When there is no checkpoint there or its config is not a geoaudit checkpoint config.
+    """
     path = Path(path)
     cfg_path = path / CONFIG if path.is_dir() else path
     if not cfg_path.exists():
