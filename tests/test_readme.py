@@ -116,3 +116,23 @@ def test_readme_names_no_missing_file():
         for path in re.findall(r"(examples/[\w./-]+)", block):
             assert (ROOT / path).exists(), path
     assert "[--model-col" not in text and 'load_dataset("imagenet-geo"' not in text
+
+
+def test_every_cli_option_has_help():
+    """`geoaudit ... --help` explains every option (hidden test hooks excepted)."""
+    import argparse
+
+    from geoaudit.cli import build_parser
+
+    missing = []
+
+    def walk(parser, path):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    walk(sub, path + [name])
+            elif not isinstance(action, argparse._HelpAction) and not action.help:
+                missing.append(" ".join(path + [action.option_strings[0] if action.option_strings else action.dest]))
+
+    walk(build_parser(), ["geoaudit"])
+    assert not missing, f"options without help: {missing}"
