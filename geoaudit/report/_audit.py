@@ -147,6 +147,25 @@ def _group_years(report, predictions):
     return out
 
 
+def _snapshot_years(groups, settings):
+    """Group -> year for ISO3 groups whose GDP per capita is the shipped World Bank snapshot's value
+    (to 1e-4): the year is then known even when the input did not carry it."""
+    if not str(settings["covariate"]).startswith("gdp") or not looks_like_iso3(groups["group"]):
+        return {}
+    import numpy as np
+
+    from geoaudit.data import gdp_per_capita
+
+    wb = gdp_per_capita()
+    out = {}
+    for g, c in zip(groups["group"].astype(str), groups["covariate"].astype(float)):
+        if g in wb.index:
+            v, y = wb.at[g, "gdp_per_capita_usd"], wb.at[g, "gdp_year"]
+            if v == v and y == y and np.isclose(c, float(v), rtol=1e-4, atol=0.01):
+                out[g] = f"{int(y)} (World Bank)"
+    return out
+
+
 def _covariate_years(report):
     """The covariate's year(s) for the whole report when it says so (model_info, source), else None."""
     import re
@@ -194,6 +213,8 @@ def country_table(report, predictions=None):
     out["dropped"] = out["group"].isin(dropped)
     years = _group_years(report, predictions)
     whole = _covariate_years(report)
+    if not years and not whole:
+        years = _snapshot_years(long.drop_duplicates("group"), report.settings)
     out["year"] = out["group"].map(years) if years else (whole or "")
     out["year"] = out["year"].fillna(whole or "")
     return out.sort_values("covariate", kind="stable").reset_index(drop=True)
@@ -315,11 +336,11 @@ def render_audit(report, *, title=None, predictions=None, base=None):
                     f"The {n_drop} countries with fewer than {k} images are painted one neutral 'too few images' "
                     "colour, not by their accuracy; light grey: no images."), anchor="map"))
     models = report.to_dict()["models"]
-    cols = ["model", "beta", "bse", "ci_low", "ci_high", "intercept", "fvalue", "df_num", "df_denom",
+    cols = ["model", "beta", "bse", "ci_low", "ci_high", "intercept", "fvalue", "df_denom",
             "pvalue", "significant", "tau2", "i2", "n_groups", "n_images"]
     extra = [c for c in ("seed", "method", "arch") if any(c in m for m in models)]
     body = paragraph(f"beta and its confidence interval (ci_low, ci_high) in accuracy per unit of {reg}; bse its "
-                     "standard error; fvalue the F statistic on (df_num, df_denom) degrees of freedom; n_images "
+                     "standard error; fvalue the F statistic on (1, df_denom) degrees of freedom; n_images "
                      "the model's test images in the groups it used.")
     body += '<div class="scroll">' + table_html(models, columns=cols + extra) + "</div>"
     if many:

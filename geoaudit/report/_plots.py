@@ -126,7 +126,8 @@ def plot_accuracy_vs_covariate(groups, fits=None, *, log_covariate=True, covaria
 
         cb = fig.colorbar(sc, ax=ax, label="images per group (n)")
         nice = [v * 10 ** e for e in range(0, 8) for v in (1, 2, 5)]
-        ticks = [v for v in nice if norm.vmin <= v <= norm.vmax] or [norm.vmin, norm.vmax]
+        inner = [v for v in nice if norm.vmin * 1.25 <= v <= norm.vmax / 1.25]
+        ticks = sorted({round(norm.vmin), *inner, round(norm.vmax)})  # the ends name the range
         cb.set_ticks(ticks)
         cb.ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
         cb.ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
@@ -300,7 +301,7 @@ def plot_beta_distributions(populations, *, reference=None, reference_label="ref
     if reference is not None:
         ax.axhline(reference, color="C0", ls="--", lw=1.3, label=f"{reference_label} = {reference:.3g}")
         ax.legend(fontsize=8)
-    ax.set_ylabel((ylabel or beta_axis_label()).replace(" (", "\n(", 1), fontsize=9)
+    ax.set_ylabel((ylabel or beta_axis_label()).replace(" (", "\n(", 1).replace(" of ", " of\n", 1), fontsize=8.5)
     ax.set_title(title or "Distribution of beta per population")
     fig.text(0.01, -0.02, "dots: one model each; box: middle half (25th-75th percentile); red line: median; "
              "dotted: mean; whiskers: furthest beta within 1.5 box lengths", fontsize=7, color="0.3", va="top")
