@@ -432,12 +432,20 @@ def report_dict(report, *, predictions=None, base=None) -> dict:
     data["groups_note"] = ("'groups' pools every model's predictions (n summed over models); 'model_groups' "
                            "holds each model's own n and accuracy.")
     data["software"] = software_versions()
-    src = report.source
-    if src and base is not None and Path(str(src)).exists():
+    def relative(value):
+        """A path that exists, relative to the report's folder; anything else as it was."""
+        if not value or base is None or not isinstance(value, str) or not Path(value).exists():
+            return value
         try:
-            data["source"] = os.path.relpath(Path(str(src)).resolve(), Path(base).resolve()).replace(os.sep, "/")
-        except ValueError:
-            pass
+            return os.path.relpath(Path(value).resolve(), Path(base).resolve()).replace(os.sep, "/")
+        except ValueError:  # another drive on Windows
+            return value
+
+    data["source"] = relative(report.source)
+    for m in data["models"]:
+        if "checkpoint" in m:
+            m["checkpoint"] = relative(m["checkpoint"])
+    data["paths_relative_to"] = "the folder holding this report.json"
     return data
 
 
