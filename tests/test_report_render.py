@@ -17,10 +17,14 @@ from geoaudit.audit import audit_predictions, compare_populations
 from geoaudit.report import write_compare, write_report
 from geoaudit.report._audit import country_table, software_versions
 from geoaudit.report._html import format_number, link_html
-from geoaudit.report._plots import TOO_FEW_COLOUR, plot_accuracy_vs_covariate, plot_world_map
+from geoaudit.report._plots import (
+    TOO_FEW_COLOUR,
+    plot_accuracy_vs_covariate,
+    plot_world_map,
+)
 
 # src= or href= pointing outside the page (http(s), protocol-relative or file URLs)
-EXTERNAL_ATTR = re.compile(r"""(?:src|href)\s*=\s*["']?\s*(?:https?:|//|file:)""", re.I)
+EXTERNAL_ATTR = re.compile(r"""(?:src|href)\s*=\s*["']?\s*(?:https?:|//|file:)""", re.IGNORECASE)
 COUNTRIES = {"USA": 65000.0, "DEU": 48000.0, "FRA": 41000.0, "BRA": 9500.0, "MEX": 10040.0, "IND": 2400.0,
              "NGA": 2100.0, "KEN": 1800.0, "ETH": 950.0, "RUS": 12000.0, "CAN": 52000.0}
 SMALL = {"RUS": 3, "CAN": 5}  # too few images: dropped, as the demo's 1-5 image countries
@@ -55,7 +59,7 @@ SECTIONS = ("Result", "Accuracy against the covariate", "World map", "Models", "
 
 
 def test_page_holds_every_section_and_no_external_resource(written):
-    rep, _, w = written
+    _, _, w = written
     html = w["html"].read_text()
     for title in SECTIONS:
         assert f"<h2>{title}" in html, title
@@ -92,7 +96,7 @@ def test_counts_are_per_model_and_the_dropped_list_agrees(written):
 
 
 def test_report_json_has_every_model_groups_and_relative_paths(written):
-    rep, _, w = written
+    _, _, w = written
     data = json.loads(w["json"].read_text())
     assert data["format_version"] >= 2
     assert set(data["model_groups"]) == {"seed0", "seed1", "seed2"}

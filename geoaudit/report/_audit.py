@@ -11,10 +11,10 @@ from pathlib import Path
 
 from geoaudit._io import atomic_write_bytes, atomic_write_text, to_json
 from geoaudit.report._html import (
-    figure_html,
-    link_html,
     fig_to_png,
+    figure_html,
     html_page,
+    link_html,
     paragraph,
     png_to_data_uri,
     pre,
@@ -161,7 +161,7 @@ def _snapshot_years(groups, settings):
     for g, c in zip(groups["group"].astype(str), groups["covariate"].astype(float)):
         if g in wb.index:
             v, y = wb.at[g, "gdp_per_capita_usd"], wb.at[g, "gdp_year"]
-            if v == v and y == y and np.isclose(c, float(v), rtol=1e-4, atol=0.01):
+            if np.isfinite(v) and np.isfinite(y) and np.isclose(c, float(v), rtol=1e-4, atol=0.01):
                 out[g] = f"{int(y)} (World Bank)"
     return out
 

@@ -5,7 +5,15 @@ from html import escape
 from pathlib import Path
 
 from geoaudit._io import atomic_write_bytes, atomic_write_text, to_json
-from geoaudit.report._html import fig_to_png, figure_html, html_page, png_to_data_uri, pre, section, table_html
+from geoaudit.report._html import (
+    fig_to_png,
+    figure_html,
+    html_page,
+    png_to_data_uri,
+    pre,
+    section,
+    table_html,
+)
 from geoaudit.report._plots import plot_beta_distributions
 
 _ROWS = ("test", "requested_test", "pairing", "alternative", "h0", "h1", "statistic", "df", "pvalue", "difference",

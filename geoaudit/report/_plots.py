@@ -125,7 +125,7 @@ def plot_accuracy_vs_covariate(groups, fits=None, *, log_covariate=True, covaria
         from matplotlib.ticker import FuncFormatter
 
         cb = fig.colorbar(sc, ax=ax, label="images per group (n)")
-        nice = [v * 10 ** e for e in range(0, 8) for v in (1, 2, 5)]
+        nice = [v * 10 ** e for e in range(8) for v in (1, 2, 5)]
         inner = [v for v in nice if norm.vmin * 1.25 <= v <= norm.vmax / 1.25]
         ticks = sorted({round(norm.vmin), *inner, round(norm.vmax)})  # the ends name the range
         cb.set_ticks(ticks)
@@ -140,13 +140,13 @@ def plot_accuracy_vs_covariate(groups, fits=None, *, log_covariate=True, covaria
         lo, hi = g["covariate"].min(), g["covariate"].max()
         xs = np.geomspace(lo, hi, 200) if log_covariate and lo > 0 else np.linspace(lo, hi, 200)
         if len(fits) == 1:
-            name, fit = next(iter(fits.items()))
+            fit = next(iter(fits.values()))
             kept_cov = kept["covariate"] if len(kept) else g["covariate"]
             xs = (np.geomspace(kept_cov.min(), kept_cov.max(), 200) if log_covariate
                   else np.linspace(kept_cov.min(), kept_cov.max(), 200))  # the line spans the fitted groups only
             band = fit.confidence_band(xs)
             ax.fill_between(xs, band[0], band[1], color="C3", alpha=0.15, lw=0,
-                            label=f"{int(round((1 - fit.alpha) * 100))}% confidence band")
+                            label=f"{round((1 - fit.alpha) * 100)}% confidence band")
             ax.plot(xs, fit.predict(xs), color="C3", lw=2, zorder=4,
                     label=f"{fit.variance}: beta = {fit.beta:.3g}, F(1,{fit.df_denom}) = {fit.fvalue:.3g}, "
                           f"p = {fit.pvalue:.3g}")
