@@ -164,3 +164,14 @@ def test_page_renders_in_headless_chromium(written, tmp_path):
     im = np.asarray(Image.open(shot).convert("L"), dtype=float)
     assert im.shape == (3000, 1200)
     assert im.std() > 10  # text and figures, not a blank page
+
+
+def test_compare_page_links_the_audit_reports(written, tmp_path):
+    _, _, w = written
+    res = compare_populations({"a0": 0.01, "a1": 0.02, "a2": 0.0}, {"b0": 0.03, "b1": 0.05, "b2": 0.04})
+    out = tmp_path / "cmp" / "compare.json"
+    out.parent.mkdir()
+    html = write_compare(res, out, sources={"A": w["json"], "B": w["json"].parent})["html"].read_text()
+    hrefs = re.findall(r'<a href="([^"]+)"', html)
+    assert len(hrefs) == 2 and all(h.endswith("report.html") and not h.startswith("/") for h in hrefs)
+    assert all((out.parent / h).resolve() == w["html"].resolve() for h in hrefs)

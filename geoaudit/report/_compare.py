@@ -9,6 +9,7 @@ from geoaudit.report._html import (
     fig_to_png,
     figure_html,
     html_page,
+    link_html,
     png_to_data_uri,
     pre,
     section,
@@ -38,7 +39,18 @@ def _populations(result):
     return out
 
 
-def render_compare(result, *, title=None, reference=None):
+def _sources_section(sources, base):
+    """Each population's audit report, linked relative to the comparison page."""
+    rows = []
+    for label, path in sources.items():
+        p = Path(path)
+        html = p / "report.html" if p.is_dir() else p.with_name("report.html")
+        target = html if html.exists() else p
+        rows.append(f"<li>{escape(str(label))}: {link_html(target, base)}</li>")
+    return section("Audit reports compared", "<ul>" + "".join(rows) + "</ul>", anchor="sources")
+
+
+def render_compare(result, *, title=None, reference=None, sources=None, base=None):
     """Render a comparison: ``(html, png)`` with the beta distributions figure.
 
     Parameters
@@ -47,6 +59,10 @@ def render_compare(result, *, title=None, reference=None):
     title : str, optional
     reference : float, optional
         A reference beta drawn as a horizontal line (e.g. one model's).
+    sources : dict of str -> str or Path, optional
+        Population label -> its audit report (report.json or its folder), listed as links.
+    base : str or Path, optional
+        The folder of the page, for relative links.
 
     Returns
     -------
@@ -80,6 +96,8 @@ def render_compare(result, *, title=None, reference=None):
         png_to_data_uri(png), alt="beta distributions",
         caption="Each dot is one model's beta. Box: the middle half of the betas (25th to 75th percentile); red "
                 "line: median; dotted line: mean; whiskers: the furthest beta within 1.5 box lengths of the box.")))
+    if sources:
+        secs.append(_sources_section(sources, base))
     if not many and result.pairs:
         secs.append(section("Pairs", table_html([{"A": a, "B": b} for a, b in result.pairs])))
     subtitle = (f"{len(_populations(result))} populations, primary {main.label_a} vs {main.label_b}" if many
@@ -87,7 +105,7 @@ def render_compare(result, *, title=None, reference=None):
     return html_page(title or "geoaudit: comparison of model populations", secs, subtitle=subtitle), png
 
 
-def write_compare(result, path, *, reference=None) -> dict:
+def write_compare(result, path, *, reference=None, sources=None) -> dict:
     """Write the comparison as JSON at ``path``, with ``<stem>.html`` and ``<stem>_betas.png`` beside it.
 
     Parameters
@@ -95,7 +113,7 @@ def write_compare(result, path, *, reference=None) -> dict:
     result : CompareResult or MultiCompareResult
     path : str or Path
         The JSON file (``compare.json`` inside it when it is a folder).
-    reference : float, optional
+    reference, sources : optional
         As in :func:`render_compare`.
 
     Returns
@@ -107,7 +125,7 @@ def write_compare(result, path, *, reference=None) -> dict:
     if path.is_dir():
         path = path / "compare.json"
     json_text = to_json(result.to_dict()) + "\n"
-    html, png = render_compare(result, reference=reference)
+    html, png = render_compare(result, reference=reference, sources=sources, base=path.parent)
     stem = path.with_suffix("") if path.suffix else path
     html_path, png_path = Path(f"{stem}.html"), Path(f"{stem}_betas.png")
     if html_path == path:
