@@ -175,3 +175,11 @@ def test_compare_page_links_the_audit_reports(written, tmp_path):
     hrefs = re.findall(r'<a href="([^"]+)"', html)
     assert len(hrefs) == 2 and all(h.endswith("report.html") and not h.startswith("/") for h in hrefs)
     assert all((out.parent / h).resolve() == w["html"].resolve() for h in hrefs)
+
+
+def test_many_models_keep_every_accuracy_in_the_page(tmp_path):
+    df = _frame(n_models=13, random_state=1)
+    rep = audit_predictions(df, group="country_iso3", covariate="gdp_per_capita_usd", influence=False)
+    html = write_report(rep, tmp_path / "r", predictions=df)["html"].read_text()
+    assert "lowest accuracy" in html and "highest accuracy" in html
+    assert "accuracy of every model" in html and ">seed12<" in html
