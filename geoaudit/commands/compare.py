@@ -126,7 +126,7 @@ def run(args) -> int:
     if args.out:
         from geoaudit.report import write_compare
 
-        written = write_compare(result, args.out)
+        written = write_compare(result, args.out, sources=dict(zip(labels, args.reports)))
     print(result.summary())
     if args.out:
         print(f"wrote {written['json']} and {written['html']}")

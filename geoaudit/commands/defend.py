@@ -47,8 +47,9 @@ def register(sub):
     c.add_argument("--limit", type=int, default=None, help="evaluate on a seeded random subset of N images")
     c.add_argument("--calib-limit", type=int, default=None,
                    help="use a seeded random subset of N images of the centroid split")
-    c.add_argument("--batch-size", type=int, default=256)
-    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--batch-size", type=int, default=256, help="images per forward pass (default: 256)")
+    c.add_argument("--seed", type=int, default=0,
+                   help="random state of the centroid choice and the --limit subsets (default: 0)")
     c.add_argument("--data-root", default=None, help="where torchvision keeps MNIST / Fashion-MNIST")
     add_device_arg(c)
     c.add_argument("--out", required=True, help="output folder")

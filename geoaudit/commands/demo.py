@@ -16,7 +16,7 @@ def register(sub):
         ),
     )
     p.add_argument("--out", default="geoaudit-demo", help="output folder (default: geoaudit-demo)")
-    p.add_argument("--quick", action="store_true", help="smoke run (3 models per method, ~3 min); marked as such")
+    p.add_argument("--quick", action="store_true", help="smoke run (3 models per method, about 2 min on 2 idle CPU cores); marked as such")
     p.add_argument("--models", type=int, help="models per training method (default 10; the paper: 50)")
     p.add_argument("--epochs", type=int, help="epochs per model (Algorithm 3)")
     p.add_argument("--n-images", type=int, help="GeoShapes images (default 8000)")

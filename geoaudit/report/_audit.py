@@ -11,9 +11,10 @@ from pathlib import Path
 
 from geoaudit._io import atomic_write_bytes, atomic_write_text, to_json
 from geoaudit.report._html import (
-    figure_html,
     fig_to_png,
+    figure_html,
     html_page,
+    link_html,
     paragraph,
     png_to_data_uri,
     pre,
@@ -21,11 +22,14 @@ from geoaudit.report._html import (
     table_html,
 )
 from geoaudit.report._plots import (
+    beta_axis_label,
+    covariate_label,
     looks_like_iso3,
     plot_accuracy_vs_covariate,
     plot_beta_distributions,
     plot_model_betas,
     plot_world_map,
+    regressor_label,
 )
 
 log = logging.getLogger(__name__)
@@ -99,60 +103,256 @@ def _influence_section(report):
     return section("Influence and sensitivity", body)
 
 
-def render_audit(report, *, title=None):
-    """Render an :class:`AuditReport`: ``(html, figures)`` with figures a dict file name -> PNG bytes."""
+SOFTWARE = ("geoaudit", "torch", "datasets", "statsmodels", "scipy", "numpy", "pandas", "matplotlib")
+
+
+def software_versions() -> dict:
+    """Versions of geoaudit, Python and the libraries behind a report (None when not installed).
+
+    Returns
+    -------
+    dict of str -> str or None
+    """
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for name in SOFTWARE:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    if out["geoaudit"] is None:
+        import geoaudit
+
+        out["geoaudit"] = getattr(geoaudit, "__version__", None)
+    return out
+
+
+def _group_years(report, predictions):
+    """Group -> year of its covariate (a range "2019-2022" when images disagree), from a per-image table."""
+    if predictions is None or not hasattr(predictions, "columns"):
+        return {}
+    s = report.settings
+    cov = str(s["covariate"])
+    cands = ["gdp_year"] if cov.startswith("gdp") else []
+    cands += [f"{cov}_year", cov.rsplit("_", 1)[0] + "_year"]
+    col = next((c for c in cands if c in predictions.columns), None)
+    if col is None or s["group"] not in predictions.columns:
+        return {}
+    out = {}
+    for g, years in predictions[[s["group"], col]].dropna().groupby(s["group"])[col]:
+        lo, hi = int(years.min()), int(years.max())
+        out[str(g)] = str(lo) if lo == hi else f"{lo}-{hi}"
+    return out
+
+
+def _snapshot_years(groups, settings):
+    """Group -> year for ISO3 groups whose GDP per capita is the shipped World Bank snapshot's value
+    (to 1e-4): the year is then known even when the input did not carry it."""
+    if not str(settings["covariate"]).startswith("gdp") or not looks_like_iso3(groups["group"]):
+        return {}
+    import numpy as np
+
+    from geoaudit.data import gdp_per_capita
+
+    wb = gdp_per_capita()
+    out = {}
+    for g, c in zip(groups["group"].astype(str), groups["covariate"].astype(float)):
+        if g in wb.index:
+            v, y = wb.at[g, "gdp_per_capita_usd"], wb.at[g, "gdp_year"]
+            if np.isfinite(v) and np.isfinite(y) and np.isclose(c, float(v), rtol=1e-4, atol=0.01):
+                out[g] = f"{int(y)} (World Bank)"
+    return out
+
+
+def _covariate_years(report):
+    """The covariate's year(s) for the whole report when it says so (model_info, source), else None."""
+    import re
+
+    for info in report.model_info.values():
+        y = info.get("covariate_years") if hasattr(info, "get") else None
+        if y:
+            return str(y)
+    m = re.search(r"years? (\d{4}(?:-\d{4})?)", str(report.source or ""))
+    return m.group(1) if m else None
+
+
+def country_table(report, predictions=None):
+    """One row per group: covariate (and its year), images per model, each model's accuracy.
+
+    ``n`` counts one model's images (never summed over models); a group is dropped when any
+    model has fewer than ``min_group_size`` images in it, as in the fit.
+
+    Parameters
+    ----------
+    report : AuditReport
+    predictions : pandas.DataFrame, optional
+        The per-image table; a ``gdp_year`` (or ``<covariate>_year``) column gives each group's year.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns group, covariate, year, n (images per model; the smallest when models differ),
+        n_max, accuracy (mean over models), dropped, and one ``accuracy: <model>`` column per model.
+    """
+    import pandas as pd
+
+    tables = report.model_groups
+    frames = []
+    for name, t in tables.items():
+        frames.append(t[["group", "n", "accuracy", "covariate"]].assign(model=str(name)))
+    long = pd.concat(frames, ignore_index=True)
+    long["group"] = long["group"].astype(str)
+    out = long.groupby("group", sort=False).agg(covariate=("covariate", "first"), n=("n", "min"),
+                                                n_max=("n", "max"), accuracy=("accuracy", "mean")).reset_index()
+    wide = long.pivot_table(index="group", columns="model", values="accuracy", aggfunc="first")
+    for name in tables:
+        out[f"accuracy: {name}"] = out["group"].map(wide[str(name)]) if str(name) in wide else float("nan")
+    dropped = {str(g) for g in report.dropped_groups}
+    out["dropped"] = out["group"].isin(dropped)
+    years = _group_years(report, predictions)
+    whole = _covariate_years(report)
+    if not years and not whole:
+        years = _snapshot_years(long.drop_duplicates("group"), report.settings)
+    out["year"] = out["group"].map(years) if years else (whole or "")
+    out["year"] = out["year"].fillna(whole or "")
+    return out.sort_values("covariate", kind="stable").reset_index(drop=True)
+
+
+def _country_section(report, table, k, base=None):
+    s = report.settings
+    cov = covariate_label(s["covariate"])
+    many = len(report.fits) > 1
+    show_models = len(report.fits) <= 12
+    has_year = bool(table["year"].astype(bool).any())
+    rows = []
+    for r in table.to_dict("records"):
+        row = {s["group"]: r["group"], cov: r["covariate"]}
+        if has_year:
+            row[f"{cov}: year"] = r["year"] or "not given"
+        row.update({
+               "images" + (" per model" if many else ""): int(r["n"]) if r["n"] == r["n_max"]
+               else f"{int(r['n'])}-{int(r['n_max'])}"})
+        if many:
+            row["mean accuracy"] = r["accuracy"]
+        if show_models or not many:
+            for name in report.fits:
+                row[f"accuracy: {name}" if many else "accuracy"] = r[f"accuracy: {name}"]
+        else:
+            accs = [r[f"accuracy: {name}"] for name in report.fits]
+            row["lowest accuracy"], row["highest accuracy"] = min(accs), max(accs)
+        row["in the fit"] = not r["dropped"]
+        rows.append(row)
+    n_drop = int(table["dropped"].sum())
+    head = paragraph(
+        f"{len(table)} groups: {len(table) - n_drop} in the fit, {n_drop} dropped for having fewer than {k} "
+        f"images{' for a model' if many else ''} (greyed). 'images' counts the test images of the group"
+        + (", once per model, not summed over models" if many else "")
+        + f"; {cov} as given to the audit" + ("" if has_year else " (the input gave no year for it)") + ".")
+    body = head + '<div class="scroll">' + table_html(rows, muted=lambda r: not r["in the fit"]) + "</div>"
+    if many and not show_models:
+        import pandas as pd
+
+        per_model = pd.DataFrame({"group": table["group"],
+                                  **{str(n): table[f"accuracy: {n}"] for n in report.fits}})
+        body += ("<details><summary>accuracy of every model</summary><div class=\"scroll\">"
+                 + table_html(per_model) + "</div></details>")
+    what = "country" if looks_like_iso3(table["group"]) else "group"
+    return section(f"Per-{what} results ({len(table)}; {n_drop} dropped)", body, anchor="groups")
+
+
+def render_audit(report, *, title=None, predictions=None, base=None):
+    """Render an :class:`AuditReport`: ``(html, figures)`` with figures a dict file name -> PNG bytes.
+
+    Parameters
+    ----------
+    report : AuditReport
+    title : str, optional
+    predictions : pandas.DataFrame, optional
+        The per-image table, for each group's covariate year.
+    base : str or Path, optional
+        The folder the page will be written to: file paths in it become links relative to it.
+
+    Returns
+    -------
+    (str, dict of str -> bytes)
+    """
     from geoaudit.audit._results import ASSUMPTIONS, WHY_NOT_PAPER
     from geoaudit.report._plots import plot_dispersion
 
     s = report.settings
-    groups = report.groups
+    k = s["min_group_size"]
     model_groups = report.model_groups
+    many = len(report.fits) > 1
+    table = country_table(report, predictions)
+    shown = table[["group", "n", "accuracy", "covariate", "dropped"]]
+    n_drop = int(table["dropped"].sum())
+    reg = regressor_label(s["covariate"], s["log_covariate"])
+    unit = beta_axis_label(s["covariate"], s["log_covariate"])
     figs = {}
     fig = plot_accuracy_vs_covariate(
-        groups if len(report.fits) > 1 else next(iter(model_groups.values())).assign(
-            dropped=lambda t: t["group"].isin(report.dropped_groups)),
-        dict(report.fits), log_covariate=s["log_covariate"], covariate_label=s["covariate"],
-        title=f"Accuracy per {s['group']} against {s['covariate']}")
+        shown, dict(report.fits), log_covariate=s["log_covariate"], covariate_label=s["covariate"],
+        title=f"{'Mean accuracy' if many else 'Accuracy'} per {s['group']} against {covariate_label(s['covariate'])}")
     figs["accuracy_vs_covariate.png"] = fig_to_png(fig)
     figs["dispersion.png"] = fig_to_png(plot_dispersion(model_groups, dict(report.fits)))
-    iso = looks_like_iso3(groups["group"])
+    iso = looks_like_iso3(table["group"])
     if iso:
         figs["world_map.png"] = fig_to_png(plot_world_map(
-            groups, value="accuracy", label="accuracy",
-            title="Accuracy by country" + (" (pooled over models)" if len(report.fits) > 1 else "")))
-    if len(report.fits) > 1:
-        figs["model_betas.png"] = fig_to_png(plot_model_betas(dict(report.fits)))
-        figs["betas.png"] = fig_to_png(plot_beta_distributions({"this population": list(report.betas.values())}))
+            shown, value="accuracy", label="accuracy" + (" (mean)" if many else ""),
+            min_group_size=k, title="Accuracy by country" + (" (mean over models)" if many else "")))
+    if many:
+        figs["model_betas.png"] = fig_to_png(plot_model_betas(dict(report.fits), xlabel=unit))
+        figs["betas.png"] = fig_to_png(plot_beta_distributions({"this population": list(report.betas.values())},
+                                                               ylabel=unit))
 
     cls, verdict = _verdict(report)
-    reg = f"ln({s['covariate']})" if s["log_covariate"] else s["covariate"]
     method_note = paragraph(f"Method: {report.method_description}.") + (
         paragraph(WHY_NOT_PAPER) if s["variance"] != "paper" else
         paragraph("This is the paper's method. It ignores between-country heterogeneity and is miscalibrated "
                   "when countries scatter around the line (docs/audit.md, Calibration); the default "
                   "variance='random-effects' is not."))
-    secs = [section("Result", f'<p class="verdict {cls}">{verdict}</p>' + method_note + pre(report.summary()))]
-    uri = {k: png_to_data_uri(v) for k, v in figs.items()}
+    secs = [section("Result", f'<p class="verdict {cls}">{verdict}</p>'
+                    + paragraph(f"beta is in accuracy (a fraction, 0 to 1) per unit of {reg}"
+                                + (f": by the fit, each e-fold (2.7 times) higher {covariate_label(s['covariate'])} "
+                                   "goes with beta more accuracy." if s["log_covariate"] else "."))
+                    + method_note + pre(report.summary()), anchor="result")]
+    uri = {name: png_to_data_uri(v) for name, v in figs.items()}
     secs.append(section("Accuracy against the covariate", figure_html(
         uri["accuracy_vs_covariate.png"], alt="accuracy against covariate",
-        caption="Each dot is a group, sized and coloured by its number of images; the line is the fit"
-                + (" (thin lines: one per model; bold: the mean line)." if len(report.fits) > 1 else
-                   " with its pointwise confidence band."))))
+        caption=f"Each filled dot is one of the {len(table) - n_drop} {s['group']} groups in the fit, sized and "
+                f"coloured by its number of test images{' (per model)' if many else ''}"
+                + (f"; mean accuracy over the {len(report.fits)} models" if many else "")
+                + f". The {n_drop} hollow grey dots are groups with fewer than {k} images: shown, not fitted "
+                  "(their accuracy rests on too few images). "
+                + ("Thin grey lines: one fit per model; bold: the mean line." if many else
+                   "The line is the fit over the groups it used, with its pointwise confidence band.")
+                + " The accuracy axis follows the points within [0, 1]; the line is clipped to it."),
+        anchor="scatter"))
     if iso:
-        secs.append(section("World map", figure_html(uri["world_map.png"], alt="world map of accuracy",
-                                                     caption="Accuracy per country (Natural Earth 1:110m).")))
+        secs.append(section("World map", figure_html(
+            uri["world_map.png"], alt="world map of accuracy",
+            caption=f"Accuracy per country for the {len(table) - n_drop} countries in the fit (Natural Earth 1:110m). "
+                    f"The {n_drop} countries with fewer than {k} images are painted one neutral 'too few images' "
+                    "colour, not by their accuracy; light grey: no images."), anchor="map"))
     models = report.to_dict()["models"]
-    cols = ["model", "beta", "bse", "ci_low", "ci_high", "intercept", "fvalue", "df_num", "df_denom",
+    cols = ["model", "beta", "bse", "ci_low", "ci_high", "intercept", "fvalue", "df_denom",
             "pvalue", "significant", "tau2", "i2", "n_groups", "n_images"]
     extra = [c for c in ("seed", "method", "arch") if any(c in m for m in models)]
-    body = table_html(models, columns=cols + extra)
-    if len(report.fits) > 1:
+    body = paragraph(f"beta and its confidence interval (ci_low, ci_high) in accuracy per unit of {reg}; bse its "
+                     "standard error; fvalue the F statistic on (1, df_denom) degrees of freedom; n_images "
+                     "the model's test images in the groups it used.")
+    body += '<div class="scroll">' + table_html(models, columns=cols + extra) + "</div>"
+    if many:
         body += paragraph(report.population.summary())
         body += figure_html(uri["model_betas.png"], alt="beta per model",
-                            caption="Each model's beta with its confidence interval.")
+                            caption="Each model's beta with its confidence interval; red: the model's own test "
+                                    "rejects beta = 0.")
         body += figure_html(uri["betas.png"], alt="beta distribution",
-                            caption="Distribution of beta over the population (box: quartiles; dotted: mean).")
-    secs.append(section("Models" if len(report.fits) > 1 else "Regression", body))
+                            caption="Distribution of beta over the population. Dots: one model each; box: the "
+                                    "middle half of the betas (25th to 75th percentile); red line: median; dotted "
+                                    "line: mean; whiskers: the furthest beta within 1.5 box lengths of the box.")
+    secs.append(section("Models" if many else "Regression", body, anchor="models"))
     infl = _influence_section(report)
     if infl is not None:
         secs.append(infl)
@@ -164,29 +364,89 @@ def render_audit(report, *, title=None):
         "sqrt(v_i + tau^2)) should scatter within about +-2 at every n; a funnel or a trend shows misfit.")
         + table_html(het_rows, max_rows=40)
         + figure_html(uri["dispersion.png"], alt="standardized residuals against n",
-                      caption="Standardized residuals against images per group.")))
-    gcols = ["group", "n", "correct", "accuracy", "covariate", "n_models", "dropped"]
-    secs.append(section(
-        f"Groups ({len(groups)}; {len(report.dropped_groups)} dropped)",
-        "<details open><summary>per-group accuracy, pooled over models (dropped groups greyed)</summary>"
-        + table_html(groups.sort_values("covariate").to_dict("records"), columns=gcols,
-                     muted=lambda r: bool(r.get("dropped")))
-        + "</details>"))
-    settings_rows = [{"setting": k, "value": "" if v is None else str(v)} for k, v in s.items()]
+                      caption="Standardized residuals against images per group (dashed: +-2)."), anchor="dispersion"))
+    secs.append(_country_section(report, table, k, base))
+    settings_rows = [{"setting": key, "value": "" if v is None else str(v)} for key, v in s.items()]
+    src = ""
     if report.source:
-        settings_rows.insert(0, {"setting": "source", "value": str(report.source)})
+        src_path = Path(str(report.source))
+        if base is not None and src_path.exists():
+            src = f"<p>Predictions: {link_html(src_path, base)}</p>"
+        else:
+            settings_rows.insert(0, {"setting": "source", "value": str(report.source)})
     assumptions = "<ul>" + "".join(f"<li>{escape(a)}</li>" for a in ASSUMPTIONS) + (
         f"<li>Between-group variance tau^2 estimated by {s.get('tau2_method', 'REML')} "
         f"({'used in the weights' if s['variance'] == 'random-effects' else 'reported only; the method ignores it'}).</li>"
-        "</ul>")
+        f"<li>Groups with fewer than {k} images are left out of every test; the influence section shows what "
+        "other cuts give.</li></ul>")
+    tests = ("<ul><li><b>Per model</b>: " + escape(_METHOD.format(reg=reg, method=report.method_description, k=k))
+             + "</li><li><b>Heterogeneity</b>: Cochran's Q on m - 2 degrees of freedom tests tau^2 = 0; I^2 = "
+             "(Q - df) / Q.</li><li><b>Influence</b>: each group left out in turn and the fit redone; the same "
+             "test at other min_group_size cuts.</li>"
+             + ("<li><b>Population</b>: the same test on each group's accuracy averaged over the models "
+                "(groups every model kept); the per-model count of rejections is shown, not used as a verdict.</li>"
+                if many else "") + "</ul>")
     secs.append(section("Method, assumptions and settings",
-                        paragraph(_METHOD.format(reg=reg, method=report.method_description, k=s["min_group_size"]))
-                        + paragraph("Assumptions:") + assumptions
-                        + table_html(settings_rows)))
+                        paragraph("Tests:") + tests + paragraph("Assumptions:") + assumptions
+                        + src + table_html(settings_rows), anchor="method"))
+    versions = software_versions()
+    secs.append(section("Software", paragraph("The versions that produced this report.")
+                        + table_html([{"package": name, "version": v or "not installed"}
+                                      for name, v in versions.items()]), anchor="software"))
     html = html_page(title or "geoaudit: geographic fairness audit", secs,
                      subtitle=f"accuracy by {s['group']} against {reg}, {len(report.fits)} model(s), "
                               f"method {s['variance']}")
     return html, figs
+
+
+def report_dict(report, *, predictions=None, base=None) -> dict:
+    """What ``report.json`` holds: :meth:`AuditReport.to_dict` with per-model group tables, the
+    software versions, and the source path relative to the report's folder.
+
+    Parameters
+    ----------
+    report : AuditReport
+    predictions : pandas.DataFrame, optional
+        For each group's covariate year.
+    base : str or Path, optional
+        The report's folder.
+
+    Returns
+    -------
+    dict
+    """
+    import os
+
+    from geoaudit._results import json_safe
+
+    data = report.to_dict()
+    table = country_table(report, predictions)
+    years = dict(zip(table["group"], table["year"]))
+    data["model_groups"] = {}
+    for name, t in report.model_groups.items():
+        recs = json_safe(t[["group", "n", "correct", "accuracy", "covariate"]])
+        for r in recs:
+            r["covariate_year"] = years.get(str(r["group"])) or None
+            r["dropped"] = str(r["group"]) in set(map(str, report.dropped_groups))
+        data["model_groups"][str(name)] = recs
+    data["groups_note"] = ("'groups' pools every model's predictions (n summed over models); 'model_groups' "
+                           "holds each model's own n and accuracy.")
+    data["software"] = software_versions()
+    def relative(value):
+        """A path that exists, relative to the report's folder; anything else as it was."""
+        if not value or base is None or not isinstance(value, str) or not Path(value).exists():
+            return value
+        try:
+            return os.path.relpath(Path(value).resolve(), Path(base).resolve()).replace(os.sep, "/")
+        except ValueError:  # another drive on Windows
+            return value
+
+    data["source"] = relative(report.source)
+    for m in data["models"]:
+        if "checkpoint" in m:
+            m["checkpoint"] = relative(m["checkpoint"])
+    data["paths_relative_to"] = "the folder holding this report.json"
+    return data
 
 
 def write_report(report, out_dir, *, predictions=None, title=None) -> dict:
@@ -212,8 +472,8 @@ def write_report(report, out_dir, *, predictions=None, title=None) -> dict:
         from geoaudit._errors import InputError
 
         raise InputError(f"The report folder {str(out)!r} is a file; pass a folder for the report.")
-    json_text = to_json(report.to_dict()) + "\n"
-    html, figs = render_audit(report, title=title)
+    json_text = to_json(report_dict(report, predictions=predictions, base=out)) + "\n"
+    html, figs = render_audit(report, title=title, predictions=predictions, base=out)
     pq = None
     if predictions is not None:
         buf = io.BytesIO()

@@ -14,6 +14,7 @@ h1{font-size:1.6em;margin-bottom:.2em}h2{font-size:1.25em;margin-top:1.8em;borde
 table{border-collapse:collapse;margin:.6em 0;font-size:.9em}
 th,td{border:1px solid #ddd;padding:.25em .6em;text-align:right}th{background:#f4f4f4}
 td.text,th.text{text-align:left}tr.muted td{color:#999}
+.scroll{overflow-x:auto;max-width:100%}
 figure{margin:1em 0}figure img{max-width:100%;height:auto}figcaption{color:#555;font-size:.9em}
 pre{background:#f7f7f7;padding:.8em;overflow-x:auto;font-size:.85em}
 .verdict{padding:.6em .9em;border-left:4px solid #888;background:#fafafa}
@@ -121,6 +122,61 @@ def pre(text: str) -> str:
     return f"<pre>{escape(text)}</pre>"
 
 
+def format_number(v, floatfmt=".4g") -> str:
+    """A number as a reader wants it: thousands separated and no exponent from 1,000 up
+    (``9,500`` and ``10,040``, never ``1.004e+04``), ``floatfmt`` below.
+
+    Parameters
+    ----------
+    v : int or float
+    floatfmt : str
+        Format of numbers below 1,000 in magnitude.
+
+    Returns
+    -------
+    str
+    """
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, int):
+        return f"{v:,}" if abs(v) >= 10_000 else str(v)
+    if not math.isfinite(v):
+        return ""
+    if 1000 <= abs(v) < 1e15:
+        return f"{v:,.0f}"
+    return format(v, floatfmt)
+
+
+def link_html(path, base=None, *, text=None) -> str:
+    """A link to a file, relative to ``base`` (the folder of the page) when it lies below it.
+
+    Parameters
+    ----------
+    path : str or Path
+    base : str or Path, optional
+        The folder holding the page; the link is relative to it when possible.
+    text : str, optional
+        The link text (default: the relative path).
+
+    Returns
+    -------
+    str
+        HTML.
+    """
+    import os
+    from pathlib import Path
+
+    p = Path(path)
+    href = str(p)
+    if base is not None:
+        try:
+            href = os.path.relpath(p.resolve(), Path(base).resolve())
+        except ValueError:  # another drive on Windows
+            href = p.resolve().as_uri()
+    href = href.replace(os.sep, "/")
+    return f'<a href="{escape(href, quote=True)}">{escape(text or href)}</a>'
+
+
 def _cell(v, floatfmt):
     if v is None:
         return "", False
@@ -129,14 +185,14 @@ def _cell(v, floatfmt):
     if isinstance(v, float):
         if not math.isfinite(v):
             return "", False
-        return format(v, floatfmt), False
+        return format_number(v, floatfmt), False
     if isinstance(v, int):
-        return str(v), False
+        return format_number(v, floatfmt), False
     try:  # numpy scalars
         import numpy as np
 
         if isinstance(v, np.integer):
-            return str(int(v)), False
+            return format_number(int(v), floatfmt), False
         if isinstance(v, np.floating):
             return _cell(float(v), floatfmt)
     except ImportError:  # pragma: no cover

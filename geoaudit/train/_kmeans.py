@@ -200,6 +200,9 @@ def cluster_by_label(images, labels, *, cluster_size=5, backend="auto", random_s
     assignment = torch.empty(n, dtype=torch.long, device=x.device)
     centers, cluster_labels = [], []
     offset = 0
+    from geoaudit._progress import progress
+
+    bar = progress(total=n, desc=f"k-means ({backend})", unit="image")  # ETA in images: labels differ in size
     for lab in torch.unique(labels).tolist():
         idx = (labels == lab).nonzero().squeeze(1)
         xl = x[idx]
@@ -227,6 +230,8 @@ def cluster_by_label(images, labels, *, cluster_size=5, backend="auto", random_s
         assignment[idx] = assign + offset
         cluster_labels += [int(lab)] * kk
         offset += kk
+        bar.update(len(idx))
+    bar.close()
     log.debug("k-means (%s): %d examples in %d clusters", backend, n, offset)
     dev = images.device if device is None else torch.device(device)
     return Clustering(assignment.to(dev), torch.cat(centers).to(dev),
