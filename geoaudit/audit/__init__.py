@@ -1,15 +1,22 @@
-"""The fairness audit: per-group accuracy, the GLS F-test, model populations and their comparison.
+"""The fairness audit: per-group accuracy, a calibrated test of accuracy on log GDP, model
+populations and their comparison.
 
 The question (section 4 of the paper): does a classifier's accuracy in a group (a country)
 depend on the group's covariate (GDP per capita)?  For m groups with n_i images, accuracy p_i
-and covariate g_i, GLS fits ``p_i = intercept + beta * ln(g_i)`` with error covariance
-Sigma = diag(1/sqrt(n_i)) and F-tests H0: beta = 0 on (1, m - 2) degrees of freedom.  A
-population of models trained alike gives one beta per model; two populations are compared
-with a (one-sided by default) t-test on their betas.
+and covariate g_i, :func:`gls_test` fits ``p_i = intercept + beta * ln(g_i)`` and tests
+H0: beta = 0 on (1, m - 2) degrees of freedom.  The default method is a random-effects
+meta-regression (binomial sampling variance plus between-country heterogeneity tau^2 by REML,
+Knapp-Hartung test), whose size is measured to hold on realistic data; the paper's GLS with
+Sigma = diag(1/sqrt(n_i)) stays available as ``variance="paper"``, with ``"hc3"`` and
+``"binomial"``.  A population of models trained alike gets one verdict of its own
+(:func:`population_verdict`, on the models' mean accuracy per country), and two populations
+are compared on their betas (:func:`compare_populations`: paired when they share seeds, Welch
+otherwise; :func:`compare_many` names a primary comparison and Holm-adjusts the rest).
 
 Predictions can come from arrays (:func:`group_accuracy`), a table or CSV/Parquet file
 (:func:`audit_predictions`), a torch module or any callable over a ``datasets`` split
-(:func:`predict`, :func:`audit_model`) or geoaudit checkpoints (:func:`audit_checkpoints`).
+(:func:`predict`, :func:`audit_model`), geoaudit checkpoints (:func:`audit_checkpoints`) or
+models by name on any dataset with a country column (:func:`audit_classifier`).
 """
 from geoaudit.audit._compare import (
     ALTERNATIVES,
