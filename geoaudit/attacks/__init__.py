@@ -5,6 +5,7 @@ Every attack is an object holding validated hyperparameters, called as
 any input normalization belongs inside the model (:class:`Normalized`).
 """
 from geoaudit.attacks._base import Attack, AttackResult, margins_of
+from geoaudit.attacks._adaptive import BPDA, Defended
 from geoaudit.attacks._calibrate import CalibrationResult, NormCalibration, calibrate_epsilon
 from geoaudit.attacks._costs import (
     PIEAPP_ENV,
@@ -15,6 +16,7 @@ from geoaudit.attacks._costs import (
     load_pieapp_network,
     make_cost,
 )
+from geoaudit.attacks._ddn import DDN
 from geoaudit.attacks._evaluate import EvaluationResult, evaluate
 from geoaudit.attacks._factory import ATTACKS, attack_parameters, make_attack
 from geoaudit.attacks._newton import SSIMNewton
@@ -26,6 +28,9 @@ from geoaudit.models import Normalize, NormalizedModel
 Normalized = NormalizedModel
 
 __all__ = [
+    "BPDA",
+    "DDN",
+    "Defended",
     "CalibrationResult",
     "NormCalibration",
     "calibrate_epsilon",
