@@ -29,10 +29,10 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from geoaudit.attacks import DDN, PGD, SSIMNewton, evaluate  # noqa: E402
-from geoaudit.attacks._newton import border_energy_share, damping_cosines  # noqa: E402
-from geoaudit.defenses import JPEG, BitDepth  # noqa: E402
-from geoaudit.models import build_model  # noqa: E402
+from geoaudit.attacks import DDN, PGD, SSIMNewton, evaluate
+from geoaudit.attacks._newton import border_energy_share, damping_cosines
+from geoaudit.defenses import JPEG, BitDepth
+from geoaudit.models import build_model
 
 
 def geoshapes_model(n_train=3000, epochs=8, size=32, seed=0):
@@ -71,7 +71,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     n = args.n or (64 if args.quick else 200)
     torch.set_num_threads(1)
-    up = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    up = subprocess.run(["uptime"], check=False, capture_output=True, text=True).stdout.strip()
     print(f"# benchmarks/adaptive.py ({'quick' if args.quick else 'full'}); "
           f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}; uptime: {up}")
     t0 = time.perf_counter()

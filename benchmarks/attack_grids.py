@@ -24,10 +24,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from adaptive import geoshapes_model  # noqa: E402
+from adaptive import geoshapes_model
 
-from geoaudit.attacks import DDN, FGSM, PGD, SSIMNewton  # noqa: E402
-from geoaudit.attacks._newton import border_energy_share  # noqa: E402
+from geoaudit.attacks import DDN, FGSM, PGD, SSIMNewton
+from geoaudit.attacks._newton import border_energy_share
 
 
 def tune(build, lo, hi, model, x, y, target, rounds):
@@ -52,7 +52,7 @@ def main(argv=None):
     ap.add_argument("--target", type=float, default=0.5)
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
-    up = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    up = subprocess.run(["uptime"], check=False, capture_output=True, text=True).stdout.strip()
     print(f"# benchmarks/attack_grids.py; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}; uptime: {up}")
     model, xte, yte, acc = geoshapes_model(epochs=5 if args.quick else 8)
     with torch.no_grad():

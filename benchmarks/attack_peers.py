@@ -24,9 +24,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from adaptive import geoshapes_model  # noqa: E402
+from adaptive import geoshapes_model
 
-from geoaudit.attacks import DDN, FGSM, PGD  # noqa: E402
+from geoaudit.attacks import DDN, FGSM, PGD
 
 
 def stats(model, x, y, adv):
@@ -53,7 +53,7 @@ def main(argv=None):
     import torchattacks
 
     torch.set_num_threads(1)
-    up = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    up = subprocess.run(["uptime"], check=False, capture_output=True, text=True).stdout.strip()
     print(f"# benchmarks/attack_peers.py ({'quick' if args.quick else 'full'}); torchattacks "
           f"{torchattacks.__version__}; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}; uptime: {up}")
     model, xte, yte, acc = geoshapes_model(epochs=5 if args.quick else 8)

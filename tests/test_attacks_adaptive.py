@@ -3,11 +3,20 @@ import math
 
 import pytest
 import torch
+from _attack_models import striped_images, trained_model
 from scipy import stats
 
-from _attack_models import striped_images, trained_model
 from geoaudit._errors import InputError
-from geoaudit.attacks import BPDA, DDN, FGSM, PGD, Defended, SSIMNewton, evaluate, make_attack
+from geoaudit.attacks import (
+    BPDA,
+    DDN,
+    FGSM,
+    PGD,
+    Defended,
+    SSIMNewton,
+    evaluate,
+    make_attack,
+)
 from geoaudit.attacks._newton import border_energy_share, damping_cosines
 from geoaudit.defenses import JPEG, BitDepth
 
