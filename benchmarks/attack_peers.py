@@ -59,7 +59,7 @@ def main(argv=None):
     model, xte, yte, acc = geoshapes_model(epochs=5 if args.quick else 8)
     with torch.no_grad():
         keep = torch.nonzero(model(xte).argmax(1) == yte).flatten()[:64 if args.quick else 200]
-    x, y = xte[keep], yte[keep]
+    x, y = xte[keep].contiguous(), yte[keep]  # torchattacks' PGDL2 needs contiguous images
     print(f"# GeoShapes 32 px, small_cnn test accuracy {acc:.3f}; {len(y)} correctly classified test images")
 
     pairs = {
