@@ -50,6 +50,25 @@ def test_attack_cli_writes_outputs(setup, tmp_path, method, extra, capsys):
     assert len(list((out / "adversarial").glob("*.png"))) == 4
 
 
+@pytest.mark.parametrize("method, extra", [
+    ("pgd", ["--eps", "0.5", "--steps", "3", "--restarts", "2", "--loss", "margin"]),
+    ("ddn", ["--steps", "5"]),
+])
+def test_attack_cli_adaptive(setup, tmp_path, method, extra, capsys):
+    out = tmp_path / "out"
+    rc = main(["attack", "--model", str(setup / "ckpt"), "--data", str(setup / "data"), "--method", method,
+               "--limit", "4", "--device", "cpu", "--out", str(out), "--adaptive", "--lpips", "no", "--dists", "no",
+               *extra])
+    assert rc == 0, capsys.readouterr().err
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["attack"]["method"] == method
+    for d in m["evaluation"]["defenses"].values():
+        assert {"oblivious_success_rate", "oblivious_success_rate_undefended_base", "adaptive_success_rate",
+                "adaptive_success_rate_undefended_base", "adaptive_robust_accuracy"} <= set(d)
+        assert d["eot_samples"] == 1
+    assert "adaptive (BPDA)" in capsys.readouterr().out
+
+
 def test_attack_cli_arch_and_state_dict(setup, tmp_path, capsys):
     import torchvision
 

@@ -25,7 +25,7 @@ def _pair(shape, seed=0, dtype=torch.float64):
 @pytest.mark.parametrize("shape", [(3, 3, 16, 16), (2, 1, 28, 28), (2, 3, 40, 150), (1, 1, 384, 390)])
 def test_fused_ssim_equals_piq(shape):
     x_adv, x = _pair(shape)
-    cost = SSIMCost()
+    cost = SSIMCost(padding="valid")
     value, grad = cost.value_and_grad(x_adv, cost.prepare(x))
     leaf = x_adv.clone().requires_grad_(True)
     ref = 1 - piq.ssim(leaf, x, data_range=1.0, reduction="none")
@@ -34,6 +34,36 @@ def test_fused_ssim_equals_piq(shape):
     torch.testing.assert_close(grad, ref_grad, atol=1e-12, rtol=1e-9)
     torch.testing.assert_close(cost.autograd_value(x_adv, x), ref.detach(), atol=1e-12, rtol=0)
     torch.testing.assert_close(cost(x_adv, x), ref.detach())
+
+
+@pytest.mark.parametrize("shape", [(3, 3, 16, 16), (2, 1, 28, 28), (1, 3, 40, 150), (1, 1, 384, 390)])
+def test_reflect_ssim_fast_path_equals_padded_autograd(shape):
+    x_adv, x = _pair(shape)
+    cost = SSIMCost(padding="reflect")
+    value, grad = cost.value_and_grad(x_adv, cost.prepare(x))
+    leaf = x_adv.clone().requires_grad_(True)
+    f = cost._factor(x)
+    a, b = (torch.nn.functional.avg_pool2d(t, f) if f > 1 else t for t in (leaf, x))
+    # Independent reference: pad explicitly, then piq's valid-window SSIM.
+    ref = 1 - piq.ssim(torch.nn.functional.pad(a, (5,) * 4, mode="reflect"),
+                       torch.nn.functional.pad(b, (5,) * 4, mode="reflect"), data_range=1.0, reduction="none",
+                       downsample=False)
+    (ref_grad,) = torch.autograd.grad(ref.sum(), [leaf])
+    torch.testing.assert_close(value, ref.detach(), atol=1e-12, rtol=0)
+    torch.testing.assert_close(grad, ref_grad, atol=1e-12, rtol=1e-9)
+    torch.testing.assert_close(cost(x_adv, x), ref.detach(), atol=1e-12, rtol=0)
+
+
+def test_reflect_ssim_sees_the_border_as_much_as_the_centre():
+    # The same perturbation in a 2-pixel corner patch and in a central patch: valid-window
+    # SSIM barely sees the corner, reflect-padded SSIM sees it nearly as much as the centre.
+    x = torch.full((1, 1, 32, 32), 0.5, dtype=torch.float64)
+    corner, centre = x.clone(), x.clone()
+    corner[..., :2, :2] += 0.3
+    centre[..., 15:17, 15:17] += 0.3
+    valid, reflect = SSIMCost(), SSIMCost(padding="reflect")
+    assert float(valid(corner, x)) < 0.05 * float(valid(centre, x))
+    assert float(reflect(corner, x)) > 0.3 * float(reflect(centre, x))
 
 
 def test_ssim_select_rows():

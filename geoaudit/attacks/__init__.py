@@ -4,8 +4,13 @@ Every attack is an object holding validated hyperparameters, called as
 ``attack(model, images, labels) -> AttackResult`` with float images (N, C, H, W) in [0, 1];
 any input normalization belongs inside the model (:class:`Normalized`).
 """
+from geoaudit.attacks._adaptive import BPDA, Defended
 from geoaudit.attacks._base import Attack, AttackResult, margins_of
-from geoaudit.attacks._calibrate import CalibrationResult, NormCalibration, calibrate_epsilon
+from geoaudit.attacks._calibrate import (
+    CalibrationResult,
+    NormCalibration,
+    calibrate_epsilon,
+)
 from geoaudit.attacks._costs import (
     PIEAPP_ENV,
     CallableCost,
@@ -15,6 +20,7 @@ from geoaudit.attacks._costs import (
     load_pieapp_network,
     make_cost,
 )
+from geoaudit.attacks._ddn import DDN
 from geoaudit.attacks._evaluate import EvaluationResult, evaluate
 from geoaudit.attacks._factory import ATTACKS, attack_parameters, make_attack
 from geoaudit.attacks._newton import SSIMNewton
@@ -26,29 +32,32 @@ from geoaudit.models import Normalize, NormalizedModel
 Normalized = NormalizedModel
 
 __all__ = [
-    "CalibrationResult",
-    "NormCalibration",
-    "calibrate_epsilon",
     "ATTACKS",
-    "attack_parameters",
-    "make_attack",
-    "PIEAPP_ENV",
-    "EvaluationResult",
-    "evaluate",
-    "CallableCost",
-    "Cost",
-    "PerceptualDRO",
-    "PieAPPCost",
-    "SSIMNewton",
-    "SSIMCost",
-    "load_pieapp_network",
-    "make_cost",
+    "BPDA",
+    "DDN",
     "FGSM",
     "PGD",
+    "PIEAPP_ENV",
     "Attack",
     "AttackResult",
+    "CalibrationResult",
+    "CallableCost",
+    "Cost",
+    "Defended",
+    "EvaluationResult",
+    "NormCalibration",
     "Normalize",
     "Normalized",
     "NormalizedModel",
+    "PerceptualDRO",
+    "PieAPPCost",
+    "SSIMCost",
+    "SSIMNewton",
+    "attack_parameters",
+    "calibrate_epsilon",
+    "evaluate",
+    "load_pieapp_network",
+    "make_attack",
+    "make_cost",
     "margins_of",
 ]

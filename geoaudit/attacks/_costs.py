@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from geoaudit._errors import DependencyError, InputError
-from geoaudit._validation import check_interval
+from geoaudit._validation import check_interval, check_options
 
 log = logging.getLogger(__name__)
 
@@ -115,11 +115,28 @@ def band_matrix(n, g):
     return torch.zeros(m, n, dtype=g.dtype, device=g.device).scatter_(1, rows, g.expand(m, k).contiguous())
 
 
-class SSIMCost(Cost):
-    """``1 - SSIM(x_adv, x)`` exactly as ``piq.ssim`` computes it (data range 1).
+def reflect_matrix(n, pad, device=None, dtype=torch.float32):
+    """``(n + 2 pad, n)`` 0/1 matrix of reflect padding (``F.pad(..., mode="reflect")``)."""
+    if pad >= n:
+        raise InputError(f"Reflect padding of {pad} pixels needs images wider than {pad} pixels, got {n}.")
+    i = torch.arange(-pad, n + pad, device=device)
+    i = torch.where(i < 0, -i, torch.where(i >= n, 2 * (n - 1) - i, i))
+    return F.one_hot(i, n).to(dtype)
 
-    11x11 Gaussian window (sigma 1.5), k1 = 0.01, k2 = 0.03, "valid" windows, mean over
-    windows and channels, piq's average-pool downsampling for images of 384 px and more.
+
+class SSIMCost(Cost):
+    """``1 - SSIM(x_adv, x)`` (data range 1), as ``piq.ssim`` (default) or over every pixel.
+
+    11x11 Gaussian window (sigma 1.5), k1 = 0.01, k2 = 0.03, mean over windows and channels,
+    piq's average-pool downsampling for images of 384 px and more.
+
+    With piq's "valid" windows, a pixel ``k // 2`` from the border is seen by one window column
+    where a central pixel is seen by ``k``: an attack that minimizes valid-window SSIM moves its
+    perturbation into the border ring, where SSIM barely sees it (a visible frame).
+    ``padding="reflect"`` pads the images by reflection first, so every pixel is the centre
+    of one window and the border ring is seen about as much as the rest (:class:`SSIMNewton`
+    uses it by default; ``"valid"`` stays the default here so that ``cost="ssim"`` equals
+    piq's SSIM, the metric the paper reports).
 
     Parameters
     ----------
@@ -127,12 +144,16 @@ class SSIMCost(Cost):
         Odd window side (11).
     kernel_sigma : float
         Window standard deviation (1.5).
+    padding : {"valid", "reflect"}
+        "valid" (default): windows wholly inside the image, exactly ``piq.ssim`` (value and
+        gradient); "reflect": one window per pixel on reflect-padded images.
     """
 
     name = "ssim"
     zero_grad_at_reference = True
 
-    def __init__(self, *, kernel_size=11, kernel_sigma=1.5, k1=0.01, k2=0.03):
+    def __init__(self, *, kernel_size=11, kernel_sigma=1.5, k1=0.01, k2=0.03, padding="valid"):
+        self.padding = check_options("padding", padding, ("valid", "reflect"), caller="SSIMCost")
         self.kernel_size = check_interval("kernel_size", kernel_size, 1, None, caller="SSIMCost", integer=True)
         if self.kernel_size % 2 == 0:
             raise InputError(f"The 'kernel_size' parameter of SSIMCost must be an odd int. Got {kernel_size!r} instead.")
@@ -142,9 +163,12 @@ class SSIMCost(Cost):
         self.min_size = self.kernel_size
 
     def __repr__(self):
-        return f"SSIMCost(kernel_size={self.kernel_size}, kernel_sigma={self.kernel_sigma})"
+        return (f"SSIMCost(kernel_size={self.kernel_size}, kernel_sigma={self.kernel_sigma}, "
+                f"padding={self.padding!r})")
 
     def __call__(self, x_adv, x):
+        if self.padding == "reflect":
+            return self.autograd_value(x_adv, x)
         import piq
 
         s = piq.ssim(x_adv, x, kernel_size=self.kernel_size, kernel_sigma=self.kernel_sigma, data_range=1.0,
@@ -161,13 +185,21 @@ class SSIMCost(Cost):
     MATMUL_MAX_SIDE = 128
 
     def _band(self, n, device, dtype):
-        """(n - k + 1, n) matrix of the 1-D window's 'valid' correlation."""
-        return band_matrix(n, gaussian_window_1d(self.kernel_size, self.kernel_sigma, device, dtype))
+        """(n - k + 1, n) matrix of the 1-D window's 'valid' correlation; with reflect
+        padding, (n, n): the valid correlation of the padded signal."""
+        g = gaussian_window_1d(self.kernel_size, self.kernel_sigma, device, dtype)
+        if self.padding == "reflect":
+            pad = self.kernel_size // 2
+            return band_matrix(n + 2 * pad, g) @ reflect_matrix(n, pad, device, dtype)
+        return band_matrix(n, g)
 
     def _window(self, t, transpose=False):
         """Separable Gaussian window over every channel of ``t`` ('valid', or its adjoint)."""
         k = self.kernel_size
         h, w = t.shape[-2:]
+        if self.padding == "reflect":  # square (n, n) operators: always the matrix path
+            bh, bw = self._band(h, t.device, t.dtype), self._band(w, t.device, t.dtype)
+            return bh.T @ t @ bw if transpose else bh @ t @ bw.T
         if transpose:
             h, w = h + k - 1, w + k - 1
         if max(h, w) <= self.MATMUL_MAX_SIDE:

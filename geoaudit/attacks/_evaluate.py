@@ -49,7 +49,14 @@ class EvaluationResult(Result):
     defenses : dict
         Defense name -> {"clean_accuracy", "robust_accuracy", "success_rate"} after applying
         the defense to both clean and adversarial images; success counts images the defended
-        model gets right on the clean image and wrong on the adversarial one.
+        model gets right on the clean image and wrong on the adversarial one.  Also, named:
+        ``oblivious_success_rate`` (= ``success_rate``: images attacked against the undefended
+        model, over the clean images the defended model gets right) and
+        ``oblivious_success_rate_undefended_base`` (over those the undefended model gets
+        right); with ``adaptive=True``, ``adaptive_robust_accuracy``,
+        ``adaptive_success_rate`` (images attacked through the defense, BPDA / EOT, over the
+        images the defended model gets right), ``adaptive_success_rate_undefended_base`` and
+        ``eot_samples``.
     seconds_per_image : float or None
         Attack time per image, when known.
     per_image : dict
@@ -96,10 +103,19 @@ class EvaluationResult(Result):
         ]
         if self.unavailable:
             lines.append("unavailable: " + "; ".join(f"{k} ({v})" for k, v in self.unavailable.items()))
+        def fmt(v):
+            return "n/a" if v is None else f"{v:.3f}"
+
         for name, d in self.defenses.items():
-            s = "n/a" if d["success_rate"] is None else f"{d['success_rate']:.3f}"
             lines.append(f"after {name}: clean accuracy {d['clean_accuracy']:.3f}, robust accuracy "
-                         f"{d['robust_accuracy']:.3f}, success rate {s}")
+                         f"{d['robust_accuracy']:.3f}, success rate {fmt(d['success_rate'])} (oblivious; "
+                         f"{fmt(d.get('oblivious_success_rate_undefended_base'))} of the images the "
+                         f"undefended model gets right)")
+            if "adaptive_success_rate" in d:
+                lines.append(f"  adaptive (BPDA{', EOT' if (d.get('eot_samples') or 1) > 1 else ''}): robust "
+                             f"accuracy {d['adaptive_robust_accuracy']:.3f}, success rate "
+                             f"{fmt(d['adaptive_success_rate'])} ({fmt(d['adaptive_success_rate_undefended_base'])} "
+                             f"of the images the undefended model gets right)")
         if self.seconds_per_image is not None:
             lines.append(f"attack time: {self.seconds_per_image * 1000:.1f} ms per image")
         return "\n".join(lines)
@@ -151,8 +167,33 @@ def _rate(correct_before, correct_after):
     return float((correct_before & ~correct_after).sum()) / denom
 
 
+def _attack_for(attack, adv_result):
+    """The attack to rerun through each defense: ``attack``, or rebuilt from the result."""
+    if attack is not None:
+        return attack
+    if adv_result is None:
+        raise InputError("evaluate(adaptive=True) needs the attack: pass attack=..., or adv_images as the "
+                         "AttackResult of a geoaudit attack.")
+    from geoaudit.attacks._factory import make_attack
+
+    try:
+        return make_attack(adv_result.method, **dict(adv_result.params))
+    except (InputError, TypeError) as e:
+        raise InputError(f"evaluate(adaptive=True) could not rebuild the {adv_result.method!r} attack from its "
+                         f"result ({e}); pass attack=...") from None
+
+
+def _adaptive_images(attack, model, defense, images, labels, batch_size, eot_samples):
+    from geoaudit.attacks._adaptive import Defended
+
+    wrapped = Defended(model, defense, adaptive=True, eot_samples=eot_samples)
+    out = [attack(wrapped, images[i:i + batch_size], labels[i:i + batch_size]).images
+           for i in range(0, images.shape[0], batch_size)]
+    return torch.cat(out), wrapped.eot_samples
+
+
 def evaluate(model, images, adv_images, labels, *, defenses=(), lpips="auto", dists="auto", seconds=None,
-             batch_size=128) -> EvaluationResult:
+             batch_size=128, adaptive=False, attack=None, eot_samples=None) -> EvaluationResult:
     """Evaluate adversarial images against ``model``.
 
     Parameters
@@ -174,7 +215,17 @@ def evaluate(model, images, adv_images, labels, *, defenses=(), lpips="auto", di
     seconds : float or None
         Total attack time, when ``adv_images`` is a tensor.
     batch_size : int
-        Images per forward pass.
+        Images per forward pass (and per adaptive attack call).
+    adaptive : bool
+        Also attack each defended model adaptively: ``attack`` is run again against
+        ``Defended(model, defense)`` (BPDA through the defense, EOT over ``eot_samples``
+        draws for a randomised defense) and its success is reported next to the oblivious
+        one.  A defense evaluated only obliviously is not evaluated.
+    attack : Attack or None
+        The attack for ``adaptive``; default: rebuilt from ``adv_images`` when it is an
+        :class:`AttackResult` (``make_attack(result.method, **result.params)``).
+    eot_samples : int or None
+        Draws per gradient for randomised defenses (default 8; 1 for deterministic ones).
 
     Returns
     -------
@@ -182,6 +233,10 @@ def evaluate(model, images, adv_images, labels, *, defenses=(), lpips="auto", di
     """
     check_model(model)
     seconds_per_image = None
+    adv_result = adv_images if isinstance(adv_images, AttackResult) else None
+    check_options("adaptive", adaptive, (False, True), caller="evaluate")
+    if adaptive:
+        attack = _attack_for(attack, adv_result)
     if isinstance(adv_images, AttackResult):
         seconds = adv_images.seconds if seconds is None else seconds
         adv_images = adv_images.images
@@ -213,7 +268,16 @@ def evaluate(model, images, adv_images, labels, *, defenses=(), lpips="auto", di
             cb = _predict(model, d(images), device, batch_size) == labels
             ca = _predict(model, d(adv_images), device, batch_size) == labels
             defended[name] = {"clean_accuracy": float(cb.float().mean()), "robust_accuracy": float(ca.float().mean()),
-                              "success_rate": _rate(cb, ca)}
+                              "success_rate": _rate(cb, ca), "oblivious_success_rate": _rate(cb, ca),
+                              "oblivious_success_rate_undefended_base": _rate(correct_before, ca)}
+            if adaptive:
+                with torch.enable_grad():
+                    adv_d, k = _adaptive_images(attack, model, d, images, labels, batch_size, eot_samples)
+                cad = _predict(model, d(adv_d), device, batch_size) == labels
+                defended[name].update({"adaptive_robust_accuracy": float(cad.float().mean()),
+                                       "adaptive_success_rate": _rate(cb, cad),
+                                       "adaptive_success_rate_undefended_base": _rate(correct_before, cad),
+                                       "eot_samples": k})
 
     per_image["correct_before"], per_image["correct_after"] = correct_before, correct_after
     diff = (adv_images - images).flatten(1).to(torch.float64).cpu()

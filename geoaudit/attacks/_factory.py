@@ -9,12 +9,14 @@ import inspect
 
 from geoaudit._errors import InputError
 from geoaudit._validation import check_options
+from geoaudit.attacks._ddn import DDN
 from geoaudit.attacks._newton import SSIMNewton
 from geoaudit.attacks._perceptual import PerceptualDRO
 from geoaudit.attacks._pgd import FGSM, PGD
 
-#: Attack name -> class.  "perceptual" is Algorithm 1, "ssim-newton" the one-step attack of eq. 5.
-ATTACKS = {"pgd": PGD, "fgsm": FGSM, "perceptual": PerceptualDRO, "ssim-newton": SSIMNewton}
+#: Attack name -> class.  "perceptual" is Algorithm 1, "ssim-newton" the one-step attack of eq. 5,
+#: "ddn" the minimal-L2 baseline.
+ATTACKS = {"pgd": PGD, "fgsm": FGSM, "perceptual": PerceptualDRO, "ssim-newton": SSIMNewton, "ddn": DDN}
 
 
 def attack_parameters(name: str) -> dict:
@@ -22,7 +24,7 @@ def attack_parameters(name: str) -> dict:
 
     Parameters
     ----------
-    name : {"pgd", "fgsm", "perceptual", "ssim-newton"}
+    name : {"pgd", "fgsm", "perceptual", "ssim-newton", "ddn"}
 
     Returns
     -------
@@ -40,7 +42,7 @@ def make_attack(name: str, **params):
 
     Parameters
     ----------
-    name : {"pgd", "fgsm", "perceptual", "ssim-newton"}
+    name : {"pgd", "fgsm", "perceptual", "ssim-newton", "ddn"}
         The attack.
     **params
         Hyperparameters of that attack's class; ``None`` values mean "the default".

@@ -41,7 +41,13 @@ class SSIMNewton(Attack):
     cg_tol : float
         CG stops when ``||r|| <= cg_tol * ||b||`` for every image, > 0.
     damping : float
-        Relative damping, >= 0 (default 1e-2; 0 is eq. 5 undamped).
+        Relative damping, >= 0 (default 1e-2; 0 is eq. 5 undamped).  The damping changes
+        the direction a lot: :func:`damping_cosines` measures it (docs/attacks.md quotes the
+        median cosine to the undamped direction).
+    padding : {"reflect", "valid"}
+        Windows of the SSIM in ``H``: "reflect" (default) covers every pixel equally;
+        "valid" is piq's SSIM, whose Hessian barely sees the outer ``kernel_size // 2``
+        pixels, so the solve puts most of the perturbation there (a frame SSIM cannot see).
 
     References
     ----------
@@ -51,7 +57,8 @@ class SSIMNewton(Attack):
 
     name = "ssim-newton"
 
-    def __init__(self, eps=1.0, *, lam=1.0, solver="cg", cg_iters=300, cg_tol=1e-4, damping=1e-2):
+    def __init__(self, eps=1.0, *, lam=1.0, solver="cg", cg_iters=300, cg_tol=1e-4, damping=1e-2,
+                 padding="reflect"):
         caller = type(self).__name__
         self.eps = check_interval("eps", eps, 0, None, caller=caller, closed="neither")
         self.lam = check_interval("lam", lam, 0, None, caller=caller, closed="neither")
@@ -59,12 +66,13 @@ class SSIMNewton(Attack):
         self.cg_iters = check_interval("cg_iters", cg_iters, 1, None, caller=caller, integer=True)
         self.cg_tol = check_interval("cg_tol", cg_tol, 0, None, caller=caller, closed="neither")
         self.damping = check_interval("damping", damping, 0, None, caller=caller)
-        self._ssim = SSIMCost()
+        self.padding = check_options("padding", padding, ("reflect", "valid"), caller=caller)
+        self._ssim = SSIMCost(padding=self.padding)
         self.min_size = self._ssim.kernel_size
 
     def _params(self):
         return {"eps": self.eps, "lam": self.lam, "solver": self.solver, "cg_iters": self.cg_iters,
-                "cg_tol": self.cg_tol, "damping": self.damping}
+                "cg_tol": self.cg_tol, "damping": self.damping, "padding": self.padding}
 
     def direction(self, x, grad):
         """``Delta*`` of eq. 5 for clean images ``x`` and loss gradients ``grad`` (same shape)."""
@@ -148,3 +156,55 @@ class SSIMNewton(Attack):
             margins = margins_of(model(adv), y)
         steps = torch.ones(x.shape[0], dtype=torch.long, device=x.device)
         return adv, margins > 0, steps, margins
+
+
+def border_energy_share(delta, ring=2):
+    """Share of each perturbation's energy (sum of squares) in the outer ``ring`` pixels.
+
+    Parameters
+    ----------
+    delta : torch.Tensor
+        Perturbations ``(N, C, H, W)``.
+    ring : int
+        Width of the border ring in pixels (2).
+
+    Returns
+    -------
+    tuple of (torch.Tensor, float)
+        Per-image share (N,) and the share of pixels in the ring (what an attack that
+        ignores the border would put there on average).
+    """
+    h, w = delta.shape[-2:]
+    mask = torch.ones(h, w, dtype=torch.bool, device=delta.device)
+    mask[ring:h - ring, ring:w - ring] = False
+    energy = delta.pow(2).sum(dim=1)
+    share = (energy * mask).flatten(1).sum(1) / energy.flatten(1).sum(1).clamp_min(torch.finfo(delta.dtype).tiny)
+    return share, float(mask.float().mean())
+
+
+def damping_cosines(attack, model, x, y):
+    """Cosine between :class:`SSIMNewton`'s damped direction and eq. 5's undamped one, per image.
+
+    Parameters
+    ----------
+    attack : SSIMNewton
+        The (damped) attack.
+    model : torch.nn.Module
+        Classifier.
+    x, y : torch.Tensor
+        Clean images and labels.
+
+    Returns
+    -------
+    torch.Tensor
+        Cosines (N,), 1 where the damping leaves the direction unchanged.  The undamped
+        solve uses CG on the semi-definite ``H`` (a tiny damping of 1e-8 keeps it finite).
+    """
+    from geoaudit.attacks._base import attack_mode
+
+    undamped = attack.replace(damping=1e-8)
+    with attack_mode(model):
+        _, grad = input_gradient(model, x, y)
+        a = attack.direction(x, grad).flatten(1)
+        b = undamped.direction(x, grad).flatten(1)
+    return (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1)).clamp_min(torch.finfo(a.dtype).tiny)

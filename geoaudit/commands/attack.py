@@ -3,16 +3,17 @@ from __future__ import annotations
 
 from geoaudit.commands._common import add_device_arg
 
-METHODS = ("perceptual", "pgd", "fgsm", "ssim-newton")
+METHODS = ("perceptual", "pgd", "fgsm", "ssim-newton", "ddn")
 
 
 def register(sub):
     p = sub.add_parser(
         "attack",
-        help="attack a model on a dataset split (perceptual DRO, PGD, FGSM, one-step SSIM) and evaluate",
+        help="attack a model on a dataset split (perceptual DRO, PGD, FGSM, one-step SSIM, DDN) and evaluate",
         description="Attack the images of a dataset split with one method and write OUT/metrics.json "
                     "(success rate, robust accuracy, L1/L2/Linf, SSIM, MS-SSIM, LPIPS/DISTS when their "
-                    "weights are present, time, success after JPEG and bit-depth defenses) and OUT/grid.png "
+                    "weights are present, time, success after JPEG and bit-depth defenses, obliviously and "
+                    "with --adaptive through them) and OUT/grid.png "
                     "(original, adversarial, amplified difference).",
     )
     src = p.add_argument_group("model (a geoaudit checkpoint, or a torchvision architecture + state dict)")
@@ -31,9 +32,14 @@ def register(sub):
     h = p.add_argument_group("hyperparameters (default: each attack class's own default, the paper's where "
                              "it has one; see docs/attacks.md)")
     h.add_argument("--eps", type=float, default=None,
-                   help="pgd: ball radius (1.0 l2 / 8/255 linf); fgsm: step (8/255); ssim-newton: L2 length (1.0)")
-    h.add_argument("--step-size", type=float, default=None, help="perceptual: step (0.1); pgd: step (eps/4)")
-    h.add_argument("--steps", type=int, default=None, help="perceptual: most steps (100); pgd: steps (10)")
+                   help="pgd: ball radius (1.0 l2 / 8/255 linf); fgsm: step (8/255); ssim-newton: L2 length (1.0); "
+                        "ddn: largest L2 norm (unbounded)")
+    h.add_argument("--step-size", type=float, default=None,
+                   help="perceptual: step (0.1); pgd: step (eps/4); ddn: first step (1.0)")
+    h.add_argument("--steps", type=int, default=None,
+                   help="perceptual: most steps (100); pgd: steps (10); ddn: steps (100)")
+    h.add_argument("--loss", default=None, help="pgd: ce or margin (ce)")
+    h.add_argument("--restarts", type=int, default=None, help="pgd: runs per image, best kept (1)")
     h.add_argument("--norm", default=None, help="pgd: l2 or linf (l2)")
     h.add_argument("--lam", type=float, default=None, help="perceptual and ssim-newton: lambda (1)")
     h.add_argument("--confidence", type=float, default=None, help="perceptual: margin a (0)")
@@ -53,6 +59,11 @@ def register(sub):
     ev = p.add_argument_group("evaluation")
     ev.add_argument("--jpeg-quality", type=int, default=75, help="JPEG defense quality, 0 to skip (default: 75)")
     ev.add_argument("--bit-depth", type=int, default=4, help="bit-depth defense bits, 0 to skip (default: 4)")
+    ev.add_argument("--adaptive", action="store_true",
+                    help="also attack through each defense (BPDA; EOT for randomised ones) and report that "
+                         "success next to the oblivious one")
+    ev.add_argument("--eot-samples", type=int, default=None,
+                    help="--adaptive: draws per gradient for randomised defenses (8)")
     ev.add_argument("--lpips", default="auto", help="auto (when weights are present), yes, no (default: auto)")
     ev.add_argument("--dists", default="auto", help="auto, yes, no (default: auto)")
     p.add_argument("--batch-size", type=int, default=64, help="images attacked at once (default: 64)")
@@ -68,9 +79,10 @@ def register(sub):
 ATTACK_OPTIONS = {
     "perceptual": ("cost", "lam", "step_size", "steps", "confidence", "cost_every", "cost_schedule", "cost_scale",
                    "pieapp_weights", "memory_budget_mb"),
-    "pgd": ("eps", "step_size", "steps", "norm", "random_start", ("seed", "random_state")),
+    "pgd": ("eps", "step_size", "steps", "norm", "random_start", ("seed", "random_state"), "loss", "restarts"),
     "fgsm": ("eps",),
     "ssim-newton": ("eps", "lam", "solver"),
+    "ddn": ("steps", "step_size", ("eps", "max_norm")),
 }
 
 
@@ -180,7 +192,11 @@ def run(args) -> int:
     total = AttackResult(images=adv, success=torch.cat([r.success for r in results]),
                          steps=torch.cat([r.steps for r in results]), margins=torch.cat([r.margins for r in results]),
                          seconds=sum(r.seconds for r in results), method=attack.name, params=results[0].params)
-    ev = evaluate(model, images, total, labels, defenses=defenses, lpips=lpips_mode, dists=dists_mode)
+    if args.eot_samples is not None and args.eot_samples < 1:
+        raise InputError(f"--eot-samples must be >= 1, got {args.eot_samples}.")
+    ev = evaluate(model, images, total, labels, defenses=defenses, lpips=lpips_mode, dists=dists_mode,
+                  adaptive=bool(args.adaptive), attack=attack if args.adaptive else None,
+                  eot_samples=args.eot_samples, batch_size=args.batch_size)
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
