@@ -283,6 +283,14 @@ def find_checkpoints(path) -> list[Path]:
         part.startswith(".") for part in p.relative_to(path).parts)})
     if not found:
         raise InputError(f"No geoaudit checkpoints (folders with config.json) under {str(path)!r}.")
+    # a checkpoint that lost its config.json would silently shrink the population
+    orphans = sorted({p.parent for p in path.rglob("weights.pt") if not any(
+        part.startswith(".") for part in p.relative_to(path).parts)} - set(found))
+    if orphans:
+        names = ", ".join(str(p.relative_to(path)) for p in orphans[:5]) + (" ..." if len(orphans) > 5 else "")
+        raise InputError(f"{len(orphans)} of {len(found) + len(orphans)} checkpoint folders under {str(path)!r} "
+                         f"hold weights.pt but no config.json ({names}); restore or remove them so that "
+                         "the audited population is the one trained.")
     return found
 
 

@@ -439,7 +439,7 @@ def output_kind(folder):
     try:
         log_ = json.loads(p.read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return None
+        return _card_kind(folder)
     if not isinstance(log_, dict):
         return None
     if isinstance(log_.get("dataset"), str):
@@ -447,6 +447,15 @@ def output_kind(folder):
     if "location_source" in log_ and "split_rule" in log_:  # logs written before "dataset" was recorded
         return "imagenet-geo"
     return None
+
+
+def _card_kind(folder):
+    """``"geoshapes"`` for a folder holding GeoShapes' dataset card (GeoShapes writes no build log)."""
+    try:
+        head = (Path(folder) / "README.md").read_text(encoding="utf-8")[:2000]
+    except (OSError, ValueError):
+        return None
+    return "geoshapes" if head.startswith("---") and "\npretty_name: GeoShapes\n" in head else None
 
 
 def check_output_dir(out_dir, *, kind, overwrite=False, caller="build"):
