@@ -113,27 +113,6 @@ def _stage_source_urls(w: _Work, inputs: _Inputs):
     w.set("stage_source", True)
 
 
-def _check_csv_places(path, first_row, ids, lat, lon, seen):
-    """Refuse coordinates off the globe and an image id listed at two different places."""
-    import numpy as np
-
-    off = np.flatnonzero((np.abs(lat) > 90) | (np.abs(lon) > 180))
-    if len(off):
-        ex = ", ".join(f"{ids.iloc[i]} ({lat[i]:g}, {lon[i]:g})" for i in off[:3])
-        raise InputError(f"The geo CSV {str(path)!r} has {len(off)} row(s) with a latitude outside [-90, 90] or a "
-                         f"longitude outside [-180, 180] (first at line {first_row + off[0] + 2}): {ex}.")
-    clash = []
-    for i, a, b in zip(ids, lat, lon):
-        key = str(i).strip()
-        here = (round(float(a), 7), round(float(b), 7)) if np.isfinite(a) and np.isfinite(b) else None
-        if key in seen and seen[key] != here:
-            clash.append(key)
-        seen[key] = here
-    if clash:
-        raise InputError(f"The geo CSV {str(path)!r} lists {len(clash)} image id(s) at two different places "
-                         f"({', '.join(clash[:5])}{' ...' if len(clash) > 5 else ''}); keep one location per image.")
-
-
 def _stage_source_csv(w: _Work, inputs: _Inputs):
     """Read known locations from the geo CSV (in chunks)."""
     import numpy as np
@@ -145,14 +124,12 @@ def _stage_source_csv(w: _Work, inputs: _Inputs):
         return
     path = inputs.geo_csv
     n = 0
-    seen = {}  # image_id -> (latitude, longitude): one image at two places is refused, not last-wins
     try:
         reader = pd.read_csv(path, dtype={"image_id": str, "flickr_photo_id": str}, chunksize=100_000)
         for chunk in reader:
             check_columns(chunk.columns, ("image_id", "latitude", "longitude"), source=f"The geo CSV {str(path)!r}")
             lat = pd.to_numeric(chunk["latitude"], errors="coerce").to_numpy(dtype=float)
             lon = pd.to_numeric(chunk["longitude"], errors="coerce").to_numpy(dtype=float)
-            _check_csv_places(path, n, chunk["image_id"], lat, lon, seen)
             pid = chunk["flickr_photo_id"] if "flickr_photo_id" in chunk else pd.Series([None] * len(chunk))
             ok = np.isfinite(lat) & np.isfinite(lon)
             rows = [(None if pd.isna(p) else str(p), "ok" if o else "invalid",

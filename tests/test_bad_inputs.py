@@ -1,0 +1,553 @@
+"""Bad inputs, one row per case: the input, what must happen, and that nothing was written or lost.
+
+Each row of ``CASES`` is run by ``test_bad_input``.  A command-line case gives ``argv`` for
+``geoaudit.cli.main`` and expects an exit code (2 for a user error: one line on stderr, no
+traceback, no "internal error"); a Python case gives a call and expects an exception type.  The
+message must contain ``fragment``.  Before the call the case's folder is snapshot (every file and
+its bytes); after a refusal the folder must be exactly as it was: nothing written, nothing lost.
+Cases that must succeed (``expect=0`` or ``expect=None``) run their own ``check`` instead.
+
+The count of rows is reported in docs/bad_inputs.md; add a row for every new bad input found.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from geoaudit._errors import DependencyError, InputError
+from geoaudit.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+COLS = ["--group", "country_iso3", "--covariate", "gdp_per_capita_usd"]
+
+
+# --- tiny inputs, made once per session ---------------------------------------------------------
+def _make_predictions():
+    spec = importlib.util.spec_from_file_location("make_predictions", ROOT / "examples" / "make_predictions.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.make_predictions(n_countries=14, n_models=3, slope=0.3, seed=5)
+
+
+def _geo_dataset(path, n=16, size=8):
+    """Parquet shards data/{train,test}-00000-of-00001.parquet; each country leans to its own class,
+    so even a constant classifier has accuracies that differ by country."""
+    import datasets
+
+    feats = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=["a", "b", "c"]),
+                               "image_id": datasets.Value("string"), "country_iso3": datasets.Value("string"),
+                               "gdp_per_capita_usd": datasets.Value("float64")})
+    rng = np.random.default_rng(0)
+    (path / "data").mkdir(parents=True)
+    for split in ("train", "test"):
+        rows = {k: [] for k in feats}
+        for k, (iso, gdp) in enumerate((("USA", 80000.0), ("BRA", 9000.0), ("IND", 2400.0), ("DEU", 52000.0))):
+            for i in range(n):
+                rows["image"].append(rng.integers(0, 255, (size, size, 3), dtype=np.uint8))
+                rows["label"].append(k % 3 if i < n * (0.3 + 0.15 * k) else (k + 1) % 3)
+                rows["image_id"].append(f"{split}_{iso}{i}")
+                rows["country_iso3"].append(iso)
+                rows["gdp_per_capita_usd"].append(gdp)
+        datasets.Dataset.from_dict(rows, features=feats).to_parquet(str(path / "data" / f"{split}-00000-of-00001.parquet"))
+    return path
+
+
+def _save_models(root, n=2):
+    import torch
+
+    from geoaudit.models import build_model, make_config, save_checkpoint
+
+    for s in range(n):
+        torch.manual_seed(s)
+        m, _ = build_model("mlp7", num_classes=3, in_channels=3, image_size=8)
+        save_checkpoint(root / f"model_{s:03d}", m, make_config(arch="mlp7", class_names=["a", "b", "c"],
+                                                                in_channels=3, image_size=8,
+                                                                training={"seed": s, "method": "plain"}))
+    return root
+
+
+def _jpeg_tree(root, n_per_class=3, wnids=("n01440764", "n01443537")):
+    from PIL import Image
+
+    ids = []
+    for w in wnids:
+        (root / w).mkdir(parents=True)
+        for k in range(n_per_class):
+            iid = f"{w}_{k + 1}"
+            Image.fromarray(np.full((6, 6, 3), 20 * k + 5, np.uint8)).save(root / w / f"{iid}.JPEG", format="JPEG")
+            ids.append(iid)
+    return ids
+
+
+@pytest.fixture(scope="session")
+def fx(tmp_path_factory):
+    """Shared read-only inputs: predictions, a Parquet geo dataset, two checkpoints, an ImageNet tree."""
+    root = tmp_path_factory.mktemp("bad_inputs")
+    preds = _make_predictions()
+    preds.to_csv(root / "preds.csv", index=False)
+    _geo_dataset(root / "geo")
+    _save_models(root / "models")
+    ids = _jpeg_tree(root / "train")
+    return {"root": root, "preds": preds, "csv": root / "preds.csv", "geo": root / "geo",
+            "models": root / "models", "tree": root / "train", "ids": ids}
+
+
+# --- the case table ---------------------------------------------------------------------------------
+@dataclass
+class Case:
+    id: str
+    issue: str                       # the issue's wording of the problem
+    make: Callable                   # make(ctx) -> argv (list, CLI) or a zero-argument call (API)
+    expect: object                   # exit code (int) or exception type; 0 / None: must succeed
+    fragment: str                    # in the one error line (or in stdout when it succeeds)
+    fixed_by: str                    # who fixed it, for docs/bad_inputs.md
+    check: Optional[Callable] = None  # check(ctx, result) for cases that succeed
+
+    @property
+    def interface(self):
+        return "api" if isinstance(self.expect, type) or self.expect is None else "cli"
+
+
+class Ctx:
+    def __init__(self, tmp, fx, monkeypatch):
+        self.tmp, self.fx, self.mp = tmp, fx, monkeypatch
+        self.out = tmp / "out"
+
+    def copy(self, key, name=None):
+        import shutil
+
+        dst = self.tmp / (name or key)
+        shutil.copytree(self.fx[key], dst)
+        return dst
+
+    def unrelated(self, name="mine"):
+        """A folder holding someone's work, which no command may delete."""
+        d = self.tmp / name
+        (d / "sub").mkdir(parents=True)
+        (d / "thesis.txt").write_text("three years of work")
+        (d / "sub" / "notes.txt").write_text("more")
+        return d
+
+    def geo_csv(self, rows, name="locations.csv"):
+        p = self.tmp / name
+        p.write_text("image_id,latitude,longitude\n" + "".join(f"{i},{a},{b}\n" for i, a, b in rows))
+        return p
+
+
+def _snapshot(folder):
+    return {str(p.relative_to(folder)): (hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir")
+            for p in sorted(folder.rglob("*"))}
+
+
+def _shard(folder, split):
+    return folder / "data" / f"{split}-00000-of-00001.parquet"
+
+
+def _damage_image(shard, row=3):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    t = pq.read_table(shard)
+    imgs = t.column("image").to_pylist()
+    imgs[row] = {"bytes": b"not an image", "path": None}
+    pq.write_table(t.set_column(t.schema.get_field_index("image"), "image",
+                                pa.array(imgs, type=t.schema.field("image").type)), shard)
+
+
+def _truncate(path, keep=300):
+    path.write_bytes(path.read_bytes()[:keep])
+
+
+def _audit_models(ctx, data, models=None, *extra):
+    return ["audit", "--models", str(models or ctx.fx["models"]), "--data", str(data), "--split", "test", *COLS,
+            "--min-group-size", "5", "--device", "cpu", "--out", str(ctx.out), *extra]
+
+
+def _train(ctx, data, *extra):
+    return ["train", "--data", str(data), "--models", "1", "--epochs", "1", "--arch", "mlp7", "--image-size", "8",
+            "--batch-size", "16", "--device", "cpu", "--out", str(ctx.out), *extra]
+
+
+def _report(ctx, name, betas):
+    p = ctx.tmp / name / "report.json"
+    p.parent.mkdir(parents=True)
+    p.write_text(json.dumps({"format": "geoaudit-audit-report", "format_version": 2,
+                             "settings": {"group": "country_iso3", "covariate": "gdp", "log_covariate": True},
+                             "models": [{"model": m, "beta": b, "pvalue": 0.5, "fvalue": 1.0, "bse": 0.01,
+                                         "tvalue": 1.0} for m, b in betas]}))
+    return p
+
+
+def _csv_of(ctx, frame, name="p.csv"):
+    p = ctx.tmp / name
+    frame.to_csv(p, index=False)
+    return p
+
+
+def _imagenet_geo(ctx, out, csv=None, *extra):
+    csv = csv or ctx.geo_csv([(i, 48.8566, 2.3522) for i in ctx.fx["ids"]])
+    return ["dataset", "build", "imagenet-geo", "--imagenet-dir", str(ctx.fx["tree"]), "--geo-csv", str(csv),
+            "--offline", "--out", str(out), *extra]
+
+
+def _build_imagenet_geo(ctx, csv):
+    from geoaudit.data import build_imagenet_geo
+
+    return lambda: build_imagenet_geo(ctx.out, imagenet_dir=ctx.fx["tree"], geo_csv=csv, offline=True)
+
+
+def _geoshapes(out, *extra):
+    return ["dataset", "build", "geoshapes", "--out", str(out), "--n-images", "300", "--image-size", "24",
+            "--n-classes", "2", "--n-audit-countries", "2", "--min-test-images", "5", *extra]
+
+
+def _chdir(ctx, sub="work"):
+    d = ctx.tmp / sub
+    d.mkdir(exist_ok=True)
+    ctx.mp.chdir(d)
+    return d
+
+
+def _dup_rows(ctx):
+    df = ctx.fx["preds"]
+    return pd.concat([df, df.iloc[:5]], ignore_index=True)
+
+
+def _same_name(ctx):
+    df = ctx.fx["preds"]
+    one = df[df["model"] == df["model"].iloc[0]]
+    return pd.concat([one, one.assign(prediction=(one["prediction"] + 1) % 10)], ignore_index=True)
+
+
+def _partly_missing(ctx):
+    df = ctx.fx["preds"].copy()
+    countries = sorted(df["country_iso3"].unique())
+    df.loc[df["country_iso3"] == countries[0], "gdp_per_capita_usd"] = np.nan
+    df.loc[df.index[df["country_iso3"] == countries[1]][:3], "gdp_per_capita_usd"] = np.nan
+    return df
+
+
+def _normalized_model():
+    import torch
+
+    from geoaudit.models import NormalizedModel
+
+    torch.manual_seed(0)
+    return NormalizedModel(torch.nn.Sequential(torch.nn.Conv2d(3, 3, 1), torch.nn.AdaptiveAvgPool2d(1),
+                                               torch.nn.Flatten()), [0.5] * 3, [0.25] * 3)
+
+
+def _predict_grey(ctx):
+    import torch
+
+    from geoaudit.audit import predict
+
+    return lambda: predict(_normalized_model(), torch.rand(4, 1, 8, 8), device="cpu")
+
+
+def _attack_grey(ctx):
+    import torch
+
+    from geoaudit.attacks import make_attack
+
+    return lambda: make_attack("pgd", eps=0.1, step_size=0.05, steps=2)(_normalized_model(), torch.rand(4, 1, 8, 8),
+                                                        torch.zeros(4, dtype=torch.long))
+
+
+def _interrupt(ctx, module):
+    import importlib
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    ctx.mp.setattr(importlib.import_module(f"geoaudit.commands.{module}"), "run", interrupted)
+
+
+def _ctrl_c(module, argv):
+    def make(ctx):
+        _interrupt(ctx, module)
+        return argv(ctx)
+    return make
+
+
+def _mnist_offline(ctx):
+    import torchvision
+
+    from geoaudit.data import load_split
+
+    class Offline:
+        def __init__(self, root, train, download):
+            (ctx.tmp / "root" / "sub" / "MNIST" / "raw").mkdir(parents=True)
+            raise RuntimeError("Error downloading train-images-idx3-ubyte.gz")
+
+    ctx.mp.setattr(torchvision.datasets, "MNIST", Offline)
+    return lambda: load_split("mnist", "test", data_root=ctx.tmp / "root" / "sub")
+
+
+def _train_resume_damaged(ctx):
+    assert main(_train(ctx, ctx.fx["geo"], "--models", "2")) == 0
+    w = ctx.out / "model_001" / "weights.pt"
+    ctx.good = w.read_bytes()
+    w.write_bytes(ctx.good[: len(ctx.good) // 2])
+    return _train(ctx, ctx.fx["geo"], "--models", "2")
+
+
+def _check_retrained(ctx, result):
+    assert (ctx.out / "model_001" / "weights.pt").read_bytes() == ctx.good
+    assert "trained 1 this run" in result
+
+
+def _check_split_audited(ctx, result):
+    assert len(json.loads((ctx.out / "report.json").read_text())["models"]) == 2
+    assert len(pd.read_parquet(ctx.out / "predictions.parquet")) == 2 * 64  # the whole test split, twice
+
+
+def _check_namibia(ctx, result):
+    assert "NA" in result.groups["group"].tolist()
+
+
+def _check_text_labels(ctx, result):
+    assert result["accuracy"].tolist() == [1.0, 1.0, 1.0]
+
+
+def _check_mode(ctx, result):
+    assert (ctx.tmp / "a.txt").stat().st_mode & 0o777 == 0o666 & ~ctx.umask
+
+
+def _atomic_write(ctx):
+    from geoaudit._io import atomic_write_text
+
+    ctx.umask = os.umask(0o022)
+    os.umask(ctx.umask)
+    return lambda: atomic_write_text(ctx.tmp / "a.txt", "x")
+
+
+def _two_d_betas(ctx):
+    from geoaudit.audit import compare_populations
+
+    return lambda: compare_populations(np.full((2, 3), 0.1) + np.arange(6).reshape(2, 3) * 0.01,
+                                       [0.2, 0.21, 0.22])
+
+
+def _gls(correct=None, n=None):
+    from geoaudit.audit import gls_test
+
+    d = {"accuracy": [0.5, 0.6, 0.55, 0.7, 0.72], "covariate": [1e3, 2e3, 5e3, 1e4, 3e4], "n": n or [60] * 5,
+         "correct": correct or [30, 36, 33, 42, 10], "group": list("ABCDE")}
+    return lambda ctx: (lambda: gls_test(d))
+
+
+def _api(fn):
+    """A case's ``make`` for a plain library call that needs no folder."""
+    return lambda ctx: fn
+
+
+def _group_accuracy(labels, preds):
+    from geoaudit.audit import group_accuracy
+
+    return lambda ctx: (lambda: group_accuracy(labels, preds, ["A", "B", "C"] * (len(labels) // 3)))
+
+
+def _orphan_models(ctx):
+    d = ctx.copy("models")
+    (d / "model_001" / "config.json").unlink()
+    return d
+
+
+CASES = [
+    # ---- data loss ----
+    Case("geoshapes-out-unrelated-folder", "dataset build geoshapes --out DIR deletes an unrelated DIR",
+         lambda c: _geoshapes(c.unrelated()), 2, "not empty and is not an output of geoaudit", "bad"),
+    Case("geoshapes-out-current-folder", "--out . fails only by luck",
+         lambda c: (_chdir(c), _geoshapes("."))[1], 2, "is the current folder", "bad"),
+    Case("geoshapes-out-parent-folder", "--out .. fails only by luck",
+         lambda c: (_chdir(c), _geoshapes(".."))[1], 2, "is the current folder, one of its parents", "bad"),
+    Case("geoshapes-out-file", "--out names a file", lambda c: (c.unrelated(), _geoshapes(c.tmp / "mine" /
+                                                                                          "thesis.txt"))[1],
+         2, "is a file", "bad"),
+    Case("imagenet-geo-out-unrelated-folder", "dataset build imagenet-geo --out DIR deletes an unrelated DIR",
+         lambda c: _imagenet_geo(c, c.unrelated()), 2, "pass --overwrite", "geo"),
+    Case("imagenet-geo-out-current-folder", "--out . fails only by luck",
+         lambda c: (lambda a: (_chdir(c), a)[1])(_imagenet_geo(c, ".")), 2, "is the current folder", "geo"),
+    Case("imagenet-geo-out-unrelated-folder-api", "build_imagenet_geo replaces an unrelated folder",
+         lambda c: (c.unrelated("out"), _build_imagenet_geo(c, c.geo_csv([(i, 48.8566, 2.3522)
+                                                                          for i in c.fx["ids"]])))[1],
+         InputError, "not empty and is not an output of geoaudit", "geo"),
+    Case("train-resume-truncated-weights", "train resume counts a truncated weights.pt as done",
+         _train_resume_damaged, 0, "model_001: trained again", "train", check=_check_retrained),
+    Case("load-model-truncated-weights", "a truncated weights.pt loads or fails later",
+         lambda c: (lambda d: (_truncate(d / "model_000" / "weights.pt", 1000),
+                               lambda: __import__("geoaudit.models", fromlist=["load_model"]).load_model(
+                                   d / "model_000"))[1])(c.copy("models")),
+         InputError, "sha256 does not match", "train"),
+    # ---- silent wrong answers ----
+    Case("audit-duplicate-rows", "duplicate prediction rows are counted again",
+         lambda c: ["audit", str(_csv_of(c, _dup_rows(c))), *COLS, "--min-group-size", "20", "--out", str(c.out)],
+         2, "5 row(s) repeat an 'image_id'", "stats"),
+    Case("audit-duplicate-rows-api", "duplicate prediction rows are counted again",
+         lambda c: (lambda df: lambda: __import__("geoaudit.audit", fromlist=["x"]).audit_predictions(
+             df, group="country_iso3", covariate="gdp_per_capita_usd", min_group_size=20))(_dup_rows(c)),
+         InputError, "repeat an 'image_id'", "stats"),
+    Case("audit-two-models-one-name", "two models with one name are merged",
+         lambda c: ["audit", str(_csv_of(c, _same_name(c))), *COLS, "--min-group-size", "20", "--out", str(c.out)],
+         2, "check that two models do not share a name", "stats"),
+    Case("compare-duplicate-model-names", "a report.json with two models of one name loses a beta",
+         lambda c: ["compare", str(_report(c, "a", [("m", 0.1), ("m", 0.2), ("k", 0.3)])),
+                    str(_report(c, "b", [("x", 0.1), ("y", 0.2)])), "--out", str(c.out / "c.json")],
+         2, "more than once", "stats2"),
+    Case("compare-constant-betas-rounding", "constant betas up to rounding give t = -4.6e15",
+         lambda c: ["compare", str(_report(c, "a", [("s0", 0.1), ("s1", 0.1), ("s2", 0.1 + 1e-17)])),
+                    str(_report(c, "b", [("t0", 0.2), ("t1", 0.2), ("t2", 0.2)])), "--test", "welch",
+                    "--out", str(c.out / "c.json")],
+         2, "constant within each population", "stats2"),
+    Case("compare-populations-constant-api", "compare_populations([0.1]*3, [0.2]*3) rejects H0",
+         _api(lambda: __import__("geoaudit.audit", fromlist=["x"]).compare_populations([0.1] * 3, [0.2] * 3)),
+         InputError, "constant within each population", "stats2"),
+    Case("compare-populations-2d-betas", "2-D betas are flattened", _two_d_betas, InputError, "must be one beta per model (1-D); got shape (2, 3)", "bad"),
+    Case("drop-missing-covariate-message", "--drop-missing-covariate says a partly-missing group was left out",
+         lambda c: ["audit", str(_csv_of(c, _partly_missing(c))), *COLS, "--min-group-size", "20",
+                    "--drop-missing-covariate", "--out", str(c.out)],
+         0, "groups kept with their other rows", "stats"),
+    Case("audit-models-folder-without-config", "audit --models skips a checkpoint without config.json",
+         lambda c: _audit_models(c, c.fx["geo"], _orphan_models(c)), 2, "hold weights.pt but no config.json",
+         "bad"),
+    Case("find-checkpoints-without-config-api", "the population shrinks without a word",
+         lambda c: (lambda d: lambda: __import__("geoaudit.audit", fromlist=["x"]).find_checkpoints(d))(
+             _orphan_models(c)), InputError, "1 of 2 checkpoint folders", "bad"),
+    Case("demo-pieapp-weights-missing", "demo --pieapp-weights /nonexistent.pth exits 0 using SSIM",
+         lambda c: ["demo", "--quick", "--out", str(c.out), "--device", "cpu", "--pieapp-weights",
+                    str(c.tmp / "nonexistent.pth")], 2, "does not exist", "struct"),
+    Case("geo-csv-duplicate-id-two-places", "a geo CSV image_id at two places resolves last-wins",
+         lambda c: _imagenet_geo(c, c.out, c.geo_csv([(i, 48.8566, 2.3522) for i in c.fx["ids"]]
+                                                      + [(c.fx["ids"][0], 52.52, 13.405)])),
+         2, f"at two different places", "bad"),
+    Case("geo-csv-duplicate-id-two-places-api", "a geo CSV image_id at two places resolves last-wins",
+         lambda c: _build_imagenet_geo(c, c.geo_csv([(c.fx["ids"][1], 48.8566, 2.3522),
+                                                     (c.fx["ids"][1], 40.4, -3.7)])),
+         InputError, "lists 1 image id(s) at two different places", "bad"),
+    Case("geo-csv-latitude-100", "latitude 100 is 'beyond the coastal tolerance'",
+         lambda c: _imagenet_geo(c, c.out, c.geo_csv([(c.fx["ids"][0], 100, 2.35), (c.fx["ids"][1], 48.8, 2.35)])),
+         2, "latitude outside [-90, 90]", "bad"),
+    Case("geo-csv-longitude-200-api", "longitude 200 is 'beyond the coastal tolerance'",
+         lambda c: _build_imagenet_geo(c, c.geo_csv([(c.fx["ids"][0], 48.8, 200)])),
+         InputError, "longitude outside [-180, 180]", "bad"),
+    Case("group-accuracy-text-vs-float", "string labels against float predictions give accuracy 0",
+         _group_accuracy(["1", "2", "0"] * 100, [1.0, 2.0, 0.0] * 100), None, "", "stats",
+         check=_check_text_labels),
+    Case("group-accuracy-words-vs-numbers", "text labels against numeric predictions",
+         _group_accuracy(["cat", "dog", "cow"], [0, 1, 2]), InputError, "are text", "stats"),
+    Case("gls-correct-contradicts-accuracy", "gls_test uses a correct column that contradicts accuracy",
+         _gls(), InputError, "disagree (accuracy != correct / n)", "stats"),
+    Case("gls-negative-counts", "gls_test raises a raw LinAlgError on negative counts",
+         _gls(n=[60, -60, 60, 60, 60], correct=[30, 36, 33, 42, 43]), InputError, "positive whole counts", "stats"),
+    Case("predict-grey-batch-colour-model", "a 1-channel batch fed to a 3-channel model is broadcast",
+         _predict_grey, InputError, "takes (N, 3, H, W) images", "bad"),
+    Case("attack-grey-batch-colour-model", "a 1-channel batch fed to a 3-channel model is broadcast",
+         _attack_grey, InputError, "takes (N, 3, H, W) images", "bad"),
+    # ---- unclear or internal errors ----
+    Case("audit-models-truncated-test-shard", "a corrupted Parquet shard: internal error",
+         lambda c: (lambda d: (_truncate(_shard(d, "test")), _audit_models(c, d))[1])(c.copy("geo")),
+         2, "test-00000-of-00001.parquet", "bad"),
+    Case("audit-models-undecodable-image", "one undecodable image: internal error, no file or row",
+         lambda c: (lambda d: (_damage_image(_shard(d, "test")), _audit_models(c, d))[1])(c.copy("geo")),
+         2, "row 3 of the split (image_id 'test_USA3') cannot be decoded", "bad"),
+    Case("train-undecodable-image", "one undecodable image: internal error, no file or row",
+         lambda c: (lambda d: (_damage_image(_shard(d, "train"), 5), _train(c, d))[1])(c.copy("geo")),
+         2, "row 5 of the split (image_id 'train_USA5') cannot be decoded", "bad"),
+    Case("train-truncated-train-shard", "a corrupted Parquet shard: internal error",
+         lambda c: (lambda d: (_truncate(_shard(d, "train")), _train(c, d))[1])(c.copy("geo")),
+         2, "train-00000-of-00001.parquet", "bad"),
+    Case("audit-test-split-despite-truncated-train-shard", "a truncated train shard breaks the audit of test",
+         lambda c: (lambda d: (_truncate(_shard(d, "train")), _audit_models(c, d))[1])(c.copy("geo")),
+         0, "wrote", "bad", check=_check_split_audited),
+    Case("info-verify-undecodable-image", "dataset info calls a dataset with a broken image healthy",
+         lambda c: (lambda d: (_damage_image(_shard(d, "test")), ["dataset", "info", str(d), "--verify"])[1])(
+             c.copy("geo")), 2, "Image test_USA3 (row 3 of", "geo"),
+    Case("info-verify-truncated-shard", "dataset info calls a dataset with a truncated shard healthy",
+         lambda c: (lambda d: (_truncate(_shard(d, "test")), ["dataset", "info", str(d), "--verify"])[1])(
+             c.copy("geo")), 2, "test-00000-of-00001.parquet", "geo"),
+    Case("compare-one-model-permutation", "compare of 1-model reports with --test permutation: internal error",
+         lambda c: ["compare", str(_report(c, "a", [("a", 0.1)])), str(_report(c, "b", [("b", 0.2)])),
+                    "--test", "permutation", "--out", str(c.out / "c.json")],
+         2, "needs at least 2 per population", "stats2"),
+    Case("demo-out-is-a-file", "demo --quick --out A_FILE: internal error",
+         lambda c: (c.unrelated(), ["demo", "--quick", "--device", "cpu", "--out",
+                                    str(c.tmp / "mine" / "thesis.txt")])[1], 2, "is a file", "struct"),
+    Case("group-code-na-is-namibia", "a group code NA (Namibia) is reported as missing values",
+         lambda c: (lambda p: lambda: __import__("geoaudit.audit", fromlist=["x"]).audit_predictions(
+             p, group="country", covariate="gdp", min_group_size=20))(_csv_of(c, c.fx["preds"].rename(
+                 columns={"country_iso3": "country", "gdp_per_capita_usd": "gdp"}).replace(
+                 {"country": {sorted(c.fx["preds"]["country_iso3"].unique())[0]: "NA"}}))),
+         None, "", "stats", check=_check_namibia),
+    Case("mnist-offline-leaves-no-empty-folders", "offline defend centroid --data mnist leaves empty folders",
+         _mnist_offline, DependencyError, "could not be loaded", "struct"),
+    Case("ctrl-c-audit-does-not-promise-resume", "Ctrl-C on audit says re-run to resume",
+         _ctrl_c("audit", lambda c: ["audit", str(c.fx["csv"]), *COLS, "--out", str(c.out)]), 130,
+         "does not resume", "struct"),
+    Case("ctrl-c-geoshapes-does-not-promise-resume", "Ctrl-C on dataset build geoshapes says re-run to resume",
+         _ctrl_c("dataset_geoshapes", lambda c: _geoshapes(c.out)), 130, "does not resume", "struct"),
+    Case("atomic-files-get-umask-mode", "files written atomically are created 0600", _atomic_write, None, "",
+         "struct", check=_check_mode),
+    Case("flickr-key-on-command-line-warns", "--flickr-key on the command line is visible in ps",
+         lambda c: (lambda u: (u.write_text(f"{c.fx['ids'][0]}\thttp://farm1.static.flickr.com/1/11_ab.jpg\n"),
+                               ["dataset", "build", "imagenet-geo", "--imagenet-dir", str(c.fx["tree"]), "--urls",
+                                str(u), "--flickr-key", "k", "--flickr-secret", "s", "--offline",
+                                "--flickr-rest-url", "http://127.0.0.1:9/", "--flickr-cache",
+                                str(c.tmp / "cache.sqlite"), "--out", str(c.unrelated())])[1])(c.tmp / "urls.txt"),
+         2, "warning: --flickr-key and --flickr-secret on the command line", "geo"),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input(case, fx, tmp_path, monkeypatch, capsys):
+    ctx = Ctx(tmp_path, fx, monkeypatch)
+    shared = _snapshot(fx["root"])
+    made = case.make(ctx)
+    before = _snapshot(tmp_path)
+    capsys.readouterr()
+    if case.interface == "cli":
+        rc = main([str(a) for a in made])
+        out, err = capsys.readouterr()
+        assert rc == case.expect, (rc, err[-2000:])
+        assert "Traceback" not in err and "internal error" not in err, err
+        if case.expect == 0:
+            assert case.fragment in out, out[-2000:]
+            if case.check:
+                case.check(ctx, out)
+        else:
+            lines = [x for x in err.strip().splitlines() if x.startswith("geoaudit")]
+            assert len(lines) == 1, err
+            assert case.fragment in (err if case.fragment.startswith("warning:") else lines[0]), err
+    elif case.expect is None:
+        result = made()
+        case.check(ctx, result)
+    else:
+        with pytest.raises(case.expect) as e:
+            made()
+        assert case.fragment in str(e.value)
+        assert "\n" not in str(e.value).strip()
+    if case.expect not in (0, None):
+        assert _snapshot(tmp_path) == before, "a refused input changed the files"
+        assert not ctx.out.exists() or ctx.out in [tmp_path / p for p in before]
+    assert _snapshot(fx["root"]) == shared, "the shared inputs changed"
+
+
+def test_every_case_is_documented():
+    """docs/bad_inputs.md lists every case and the current count."""
+    doc = (ROOT / "docs" / "bad_inputs.md").read_text(encoding="utf-8")
+    missing = [c.id for c in CASES if f"`{c.id}`" not in doc]
+    assert not missing, f"add to docs/bad_inputs.md: {missing}"
+    assert f"**{len(CASES)} cases**" in doc
+
+
+def test_case_ids_are_unique():
+    assert len({c.id for c in CASES}) == len(CASES)
