@@ -472,8 +472,9 @@ def check_output_dir(out_dir, *, kind, overwrite=False, caller="build"):
         The folder the build will write.
     kind : str
         The dataset the build writes, as recorded in ``build_log.json`` (e.g. ``"imagenet-geo"``).
-    overwrite : bool
-        Replace a non-empty folder that is not an output of this kind.
+    overwrite : bool or None
+        Replace a non-empty folder that is not an output of this kind (None: the caller
+        offers no such option, and the message does not suggest one).
     caller : str
         Named in the messages.
 
@@ -503,5 +504,6 @@ def check_output_dir(out_dir, *, kind, overwrite=False, caller="build"):
         if found != kind and not overwrite:
             what = f"an output of '{found}'" if found else "not an output of geoaudit"
             raise InputError(f"The output folder {str(out_dir)!r} is not empty and is {what}; the build would "
-                             f"replace it whole. Name a new or empty folder, or allow overwriting it.")
+                             f"replace it whole. Name a new or empty folder"
+                             + ("." if overwrite is None else ", or allow overwriting it."))
     return path
