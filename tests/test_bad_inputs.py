@@ -333,6 +333,10 @@ def _atomic_write(ctx):
     return lambda: atomic_write_text(ctx.tmp / "a.txt", "x")
 
 
+def _assert(ok):
+    assert ok
+
+
 def _two_d_betas(ctx):
     from geoaudit.audit import compare_populations
 
@@ -522,6 +526,12 @@ CASES = [
     Case("info-without-verify-says-images-not-decoded", "dataset info calls a dataset with a broken image healthy",
          lambda c: (lambda d: (_damage_image(_shard(d, "test")), ["dataset", "info", str(d)])[1])(c.copy("geo")),
          0, "Images not decoded: --verify", "bad"),
+    Case("geoshapes-out-earlier-build-is-replaced", "the refusal must not block rebuilding GeoShapes in place",
+         lambda c: (main(_geoshapes(c.out)), _geoshapes(c.out, "--seed", "1"))[1],
+         0, "Wrote", "bad", check=lambda c, out: _assert((c.out / "README.md").exists())),
+    Case("geoshapes-out-unrelated-with-overwrite", "--overwrite replaces a folder the user gave up",
+         lambda c: _geoshapes(c.unrelated(), "--overwrite"), 0, "Wrote", "bad",
+         check=lambda c, out: _assert(not (c.tmp / "mine" / "thesis.txt").exists())),
     Case("geoshapes-api-out-unrelated-folder", "build_geoshapes(DIR) deletes an unrelated DIR",
          lambda c: (c.unrelated("out"), lambda: __import__("geoaudit.data", fromlist=["x"]).build_geoshapes(
              c.out, n_images=300, image_size=24, n_classes=2, n_audit_countries=2, min_test_images=5))[1],

@@ -20,7 +20,7 @@ def _import_ray():
     except ImportError as e:
         raise DependencyError(
             "The ray backend needs Ray, which is not installed: pip install 'geoaudit[ray]' "
-            "(or use backend="local")."
+            "(or use backend='local')."
         ) from e
     return ray
 
