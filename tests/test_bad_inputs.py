@@ -15,16 +15,18 @@ import hashlib
 import importlib.util
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from geoaudit._errors import DependencyError, InputError
+from geoaudit.audit import audit_predictions, compare_populations, find_checkpoints
 from geoaudit.cli import main
+from geoaudit.models import load_model
 
 ROOT = Path(__file__).resolve().parents[1]
 COLS = ["--group", "country_iso3", "--covariate", "gdp_per_capita_usd"]
@@ -105,12 +107,12 @@ def fx(tmp_path_factory):
 @dataclass
 class Case:
     id: str
-    issue: str                       # the issue's wording of the problem
+    problem: str                     # what went wrong before
     make: Callable                   # make(ctx) -> argv (list, CLI) or a zero-argument call (API)
     expect: object                   # exit code (int) or exception type; 0 / None: must succeed
     fragment: str                    # in the one error line (or in stdout when it succeeds)
-    fixed_by: str                    # who fixed it, for docs/bad_inputs.md
-    check: Optional[Callable] = None  # check(ctx, result) for cases that succeed
+    area: str                        # the part of geoaudit that refuses it, for docs/bad_inputs.md
+    check: Callable | None = None  # check(ctx, result) for cases that succeed
     open_for: str = ""               # still wrong: runs as a strict xfail until its owner fixes it
     slow: bool = False               # over ~10 s on a loaded machine
 
@@ -369,173 +371,217 @@ def _orphan_models(ctx):
     return d
 
 
+def _damaged(split, damage, argv):
+    """make(ctx): a copy of the geo dataset with its ``split`` shard damaged, then ``argv(ctx, copy)``."""
+    def make(ctx):
+        d = ctx.copy("geo")
+        damage(_shard(d, split))
+        return argv(ctx, d)
+    return make
+
+
+def _info(*extra):
+    return lambda ctx, d: ["dataset", "info", str(d), *extra]
+
+
+def _load_truncated(ctx):
+    d = ctx.copy("models")
+    _truncate(d / "model_000" / "weights.pt", 1000)
+    return lambda: load_model(d / "model_000")
+
+
+def _audit_dup_rows(ctx):
+    df = _dup_rows(ctx)
+    return lambda: audit_predictions(df, group="country_iso3", covariate="gdp_per_capita_usd", min_group_size=20)
+
+
+def _find_orphans(ctx):
+    d = _orphan_models(ctx)
+    return lambda: find_checkpoints(d)
+
+
+def _namibia(ctx):
+    df = ctx.fx["preds"].rename(columns={"country_iso3": "country", "gdp_per_capita_usd": "gdp"})
+    df["country"] = df["country"].replace({df["country"].min(): "NA"})
+    p = _csv_of(ctx, df)
+    return lambda: audit_predictions(p, group="country", covariate="gdp", min_group_size=20)
+
+
+def _flickr_on_command_line(ctx):
+    urls = ctx.tmp / "urls.txt"
+    urls.write_text(f"{ctx.fx['ids'][0]}\thttp://farm1.static.flickr.com/1/11_ab.jpg\n")
+    return ["dataset", "build", "imagenet-geo", "--imagenet-dir", str(ctx.fx["tree"]), "--urls", str(urls),
+            "--flickr-key", "k", "--flickr-secret", "s", "--offline", "--flickr-rest-url", "http://127.0.0.1:9/",
+            "--flickr-cache", str(ctx.tmp / "cache.sqlite"), "--out", str(ctx.unrelated())]
+
+
+def _run_demo_into_unrelated_data(ctx):
+    from geoaudit.demo import run_demo
+
+    ctx.unrelated("out/data")
+    return lambda: run_demo(ctx.out, quick=True, device="cpu")
+
+
+def _build_geoshapes_into_unrelated(ctx):
+    from geoaudit.data import build_geoshapes
+
+    ctx.unrelated("out")
+    return lambda: build_geoshapes(ctx.out, n_images=300, image_size=24, n_classes=2, n_audit_countries=2,
+                                   min_test_images=5)
+
+
 CASES = [
     # ---- data loss ----
     Case("geoshapes-out-unrelated-folder", "dataset build geoshapes --out DIR deletes an unrelated DIR",
-         lambda c: _geoshapes(c.unrelated()), 2, "not empty and is not an output of geoaudit", "bad"),
+         lambda c: _geoshapes(c.unrelated()), 2, "not empty and is not an output of geoaudit", "output folders"),
     Case("geoshapes-out-current-folder", "--out . fails only by luck",
-         lambda c: (_chdir(c), _geoshapes("."))[1], 2, "is the current folder", "bad"),
+         lambda c: (_chdir(c), _geoshapes("."))[1], 2, "is the current folder", "output folders"),
     Case("geoshapes-out-parent-folder", "--out .. fails only by luck",
-         lambda c: (_chdir(c), _geoshapes(".."))[1], 2, "is the current folder, one of its parents", "bad"),
+         lambda c: (_chdir(c), _geoshapes(".."))[1], 2, "is the current folder, one of its parents", "output folders"),
     Case("geoshapes-out-file", "--out names a file", lambda c: (c.unrelated(), _geoshapes(c.tmp / "mine" /
                                                                                           "thesis.txt"))[1],
-         2, "is a file", "bad"),
+         2, "is a file", "output folders"),
     Case("imagenet-geo-out-unrelated-folder", "dataset build imagenet-geo --out DIR deletes an unrelated DIR",
-         lambda c: _imagenet_geo(c, c.unrelated()), 2, "pass --overwrite", "geo"),
+         lambda c: _imagenet_geo(c, c.unrelated()), 2, "pass --overwrite", "dataset builds"),
     Case("imagenet-geo-out-current-folder", "--out . fails only by luck",
-         lambda c: (lambda a: (_chdir(c), a)[1])(_imagenet_geo(c, ".")), 2, "is the current folder", "geo"),
+         lambda c: (_chdir(c), _imagenet_geo(c, "."))[1], 2, "is the current folder", "dataset builds"),
     Case("imagenet-geo-out-unrelated-folder-api", "build_imagenet_geo replaces an unrelated folder",
          lambda c: (c.unrelated("out"), _build_imagenet_geo(c, c.geo_csv([(i, 48.8566, 2.3522)
                                                                           for i in c.fx["ids"]])))[1],
-         InputError, "not empty and is not an output of geoaudit", "geo"),
+         InputError, "not empty and is not an output of geoaudit", "dataset builds"),
     Case("train-resume-truncated-weights", "train resume counts a truncated weights.pt as done",
-         _train_resume_damaged, 0, "model_001: trained again", "train", check=_check_retrained, slow=True),
+         _train_resume_damaged, 0, "model_001: trained again", "checkpoints", check=_check_retrained, slow=True),
     Case("load-model-truncated-weights", "a truncated weights.pt loads or fails later",
-         lambda c: (lambda d: (_truncate(d / "model_000" / "weights.pt", 1000),
-                               lambda: __import__("geoaudit.models", fromlist=["load_model"]).load_model(
-                                   d / "model_000"))[1])(c.copy("models")),
-         InputError, "sha256 does not match", "train"),
+         _load_truncated,
+         InputError, "sha256 does not match", "checkpoints"),
     # ---- silent wrong answers ----
     Case("audit-duplicate-rows", "duplicate prediction rows are counted again",
          lambda c: ["audit", str(_csv_of(c, _dup_rows(c))), *COLS, "--min-group-size", "20", "--out", str(c.out)],
-         2, "5 row(s) repeat an 'image_id'", "stats"),
+         2, "5 row(s) repeat an 'image_id'", "audit"),
     Case("audit-duplicate-rows-api", "duplicate prediction rows are counted again",
-         lambda c: (lambda df: lambda: __import__("geoaudit.audit", fromlist=["x"]).audit_predictions(
-             df, group="country_iso3", covariate="gdp_per_capita_usd", min_group_size=20))(_dup_rows(c)),
-         InputError, "repeat an 'image_id'", "stats"),
+         _audit_dup_rows,
+         InputError, "repeat an 'image_id'", "audit"),
     Case("audit-two-models-one-name", "two models with one name are merged",
          lambda c: ["audit", str(_csv_of(c, _same_name(c))), *COLS, "--min-group-size", "20", "--out", str(c.out)],
-         2, "check that two models do not share a name", "stats"),
+         2, "check that two models do not share a name", "audit"),
     Case("compare-duplicate-model-names", "a report.json with two models of one name loses a beta",
          lambda c: ["compare", str(_report(c, "a", [("m", 0.1), ("m", 0.2), ("k", 0.3)])),
                     str(_report(c, "b", [("x", 0.1), ("y", 0.2)])), "--out", str(c.out / "c.json")],
-         2, "more than once", "stats2"),
+         2, "more than once", "compare"),
     Case("compare-constant-betas-rounding", "constant betas up to rounding give t = -4.6e15",
          lambda c: ["compare", str(_report(c, "a", [("s0", 0.1), ("s1", 0.1), ("s2", 0.1 + 1e-17)])),
                     str(_report(c, "b", [("t0", 0.2), ("t1", 0.2), ("t2", 0.2)])), "--test", "welch",
                     "--out", str(c.out / "c.json")],
-         2, "constant within each population", "stats2"),
+         2, "constant within each population", "compare"),
     Case("compare-populations-constant-api", "compare_populations([0.1]*3, [0.2]*3) rejects H0",
-         _api(lambda: __import__("geoaudit.audit", fromlist=["x"]).compare_populations([0.1] * 3, [0.2] * 3)),
-         InputError, "constant within each population", "stats2"),
-    Case("compare-populations-2d-betas", "2-D betas are flattened", _two_d_betas, InputError, "must be one beta per model (1-D); got shape (2, 3)", "bad"),
+         _api(lambda: compare_populations([0.1] * 3, [0.2] * 3)),
+         InputError, "constant within each population", "compare"),
+    Case("compare-populations-2d-betas", "2-D betas are flattened", _two_d_betas, InputError, "must be one beta per model (1-D); got shape (2, 3)", "compare"),
     Case("drop-missing-covariate-message", "--drop-missing-covariate says a partly-missing group was left out",
          lambda c: ["audit", str(_csv_of(c, _partly_missing(c))), *COLS, "--min-group-size", "20",
                     "--drop-missing-covariate", "--out", str(c.out)],
-         0, "groups kept with their other rows", "stats", slow=True),
+         0, "groups kept with their other rows", "audit", slow=True),
     Case("audit-models-folder-without-config", "audit --models skips a checkpoint without config.json",
          lambda c: _audit_models(c, c.fx["geo"], _orphan_models(c)), 2, "hold weights.pt but no config.json",
-         "bad"),
+         "models"),
     Case("find-checkpoints-without-config-api", "the population shrinks without a word",
-         lambda c: (lambda d: lambda: __import__("geoaudit.audit", fromlist=["x"]).find_checkpoints(d))(
-             _orphan_models(c)), InputError, "1 of 2 checkpoint folders", "bad"),
+         _find_orphans, InputError, "1 of 2 checkpoint folders", "models"),
     Case("demo-pieapp-weights-missing", "demo --pieapp-weights /nonexistent.pth exits 0 using SSIM",
          lambda c: ["demo", "--quick", "--out", str(c.out), "--device", "cpu", "--pieapp-weights",
-                    str(c.tmp / "nonexistent.pth")], 2, "does not exist", "struct"),
+                    str(c.tmp / "nonexistent.pth")], 2, "does not exist", "CLI and demo"),
     Case("geo-csv-duplicate-id-two-places", "a geo CSV image_id at two places resolves last-wins",
          lambda c: _imagenet_geo(c, c.out, c.geo_csv([(i, 48.8566, 2.3522) for i in c.fx["ids"]]
                                                       + [(c.fx["ids"][0], 52.52, 13.405)])),
-         2, f"at two different places", "bad"),
+         2, "at two different places", "geo CSV"),
     Case("geo-csv-duplicate-id-two-places-api", "a geo CSV image_id at two places resolves last-wins",
          lambda c: _build_imagenet_geo(c, c.geo_csv([(c.fx["ids"][1], 48.8566, 2.3522),
                                                      (c.fx["ids"][1], 40.4, -3.7)])),
-         InputError, "lists 1 image id(s) at two different places", "bad"),
+         InputError, "lists 1 image id(s) at two different places", "geo CSV"),
     Case("geo-csv-latitude-100", "latitude 100 is 'beyond the coastal tolerance'",
          lambda c: _imagenet_geo(c, c.out, c.geo_csv([(c.fx["ids"][0], 100, 2.35), (c.fx["ids"][1], 48.8, 2.35)])),
-         2, "latitude outside [-90, 90]", "bad"),
+         2, "latitude outside [-90, 90]", "geo CSV"),
     Case("geo-csv-longitude-200-api", "longitude 200 is 'beyond the coastal tolerance'",
          lambda c: _build_imagenet_geo(c, c.geo_csv([(c.fx["ids"][0], 48.8, 200)])),
-         InputError, "longitude outside [-180, 180]", "bad"),
+         InputError, "longitude outside [-180, 180]", "geo CSV"),
     Case("group-accuracy-text-vs-float", "string labels against float predictions give accuracy 0",
-         _group_accuracy(["1", "2", "0"] * 100, [1.0, 2.0, 0.0] * 100), None, "", "stats",
+         _group_accuracy(["1", "2", "0"] * 100, [1.0, 2.0, 0.0] * 100), None, "", "audit",
          check=_check_text_labels),
     Case("group-accuracy-words-vs-numbers", "text labels against numeric predictions",
-         _group_accuracy(["cat", "dog", "cow"], [0, 1, 2]), InputError, "are text", "stats"),
+         _group_accuracy(["cat", "dog", "cow"], [0, 1, 2]), InputError, "are text", "audit"),
     Case("gls-correct-contradicts-accuracy", "gls_test uses a correct column that contradicts accuracy",
-         _gls(), InputError, "disagree (accuracy != correct / n)", "stats"),
+         _gls(), InputError, "disagree (accuracy != correct / n)", "audit"),
     Case("gls-negative-counts", "gls_test raises a raw LinAlgError on negative counts",
-         _gls(n=[60, -60, 60, 60, 60], correct=[30, 36, 33, 42, 43]), InputError, "positive whole counts", "stats"),
+         _gls(n=[60, -60, 60, 60, 60], correct=[30, 36, 33, 42, 43]), InputError, "positive whole counts", "audit"),
     Case("predict-grey-batch-colour-model", "a 1-channel batch fed to a 3-channel model is broadcast",
-         _predict_grey, InputError, "takes (N, 3, H, W) images", "bad"),
+         _predict_grey, InputError, "takes (N, 3, H, W) images", "models"),
     Case("attack-grey-batch-colour-model", "a 1-channel batch fed to a 3-channel model is broadcast",
-         _attack_grey, InputError, "takes (N, 3, H, W) images", "bad"),
+         _attack_grey, InputError, "takes (N, 3, H, W) images", "models"),
     # ---- unclear or internal errors ----
     Case("audit-models-truncated-test-shard", "a corrupted Parquet shard: internal error",
-         lambda c: (lambda d: (_truncate(_shard(d, "test")), _audit_models(c, d))[1])(c.copy("geo")),
-         2, "test-00000-of-00001.parquet", "bad"),
+         _damaged("test", _truncate, _audit_models),
+         2, "test-00000-of-00001.parquet", "data loading"),
     Case("audit-models-undecodable-image", "one undecodable image: internal error, no file or row",
-         lambda c: (lambda d: (_damage_image(_shard(d, "test")), _audit_models(c, d))[1])(c.copy("geo")),
-         2, "row 3 of the split (image_id 'test_USA3') cannot be decoded", "bad"),
+         _damaged("test", _damage_image, _audit_models),
+         2, "row 3 of the split (image_id 'test_USA3') cannot be decoded", "data loading"),
     Case("train-undecodable-image", "one undecodable image: internal error, no file or row",
-         lambda c: (lambda d: (_damage_image(_shard(d, "train"), 5), _train(c, d))[1])(c.copy("geo")),
-         2, "row 5 of the split (image_id 'train_USA5') cannot be decoded", "bad"),
+         _damaged("train", lambda f: _damage_image(f, 5), _train),
+         2, "row 5 of the split (image_id 'train_USA5') cannot be decoded", "data loading"),
     Case("train-truncated-train-shard", "a corrupted Parquet shard: internal error",
-         lambda c: (lambda d: (_truncate(_shard(d, "train")), _train(c, d))[1])(c.copy("geo")),
-         2, "train-00000-of-00001.parquet", "bad"),
+         _damaged("train", _truncate, _train),
+         2, "train-00000-of-00001.parquet", "data loading"),
     Case("audit-test-split-despite-truncated-train-shard", "a truncated train shard breaks the audit of test",
-         lambda c: (lambda d: (_truncate(_shard(d, "train")), _audit_models(c, d))[1])(c.copy("geo")),
-         0, "wrote", "bad", check=_check_split_audited),
+         _damaged("train", _truncate, _audit_models),
+         0, "wrote", "data loading", check=_check_split_audited),
     Case("info-verify-undecodable-image", "dataset info calls a dataset with a broken image healthy",
-         lambda c: (lambda d: (_damage_image(_shard(d, "test")), ["dataset", "info", str(d), "--verify"])[1])(
-             c.copy("geo")), 2, "Image test_USA3 (row 3 of", "geo"),
+         _damaged("test", _damage_image, _info("--verify")), 2, "Image test_USA3 (row 3 of", "dataset builds"),
     Case("info-verify-truncated-shard", "dataset info calls a dataset with a truncated shard healthy",
-         lambda c: (lambda d: (_truncate(_shard(d, "test")), ["dataset", "info", str(d), "--verify"])[1])(
-             c.copy("geo")), 2, "test-00000-of-00001.parquet", "geo"),
+         _damaged("test", _truncate, _info("--verify")), 2, "test-00000-of-00001.parquet", "dataset builds"),
     Case("compare-one-model-permutation", "compare of 1-model reports with --test permutation: internal error",
          lambda c: ["compare", str(_report(c, "a", [("a", 0.1)])), str(_report(c, "b", [("b", 0.2)])),
                     "--test", "permutation", "--out", str(c.out / "c.json")],
-         2, "needs at least 2 per population", "stats2"),
+         2, "needs at least 2 per population", "compare"),
     Case("demo-out-is-a-file", "demo --quick --out A_FILE: internal error",
          lambda c: (c.unrelated(), ["demo", "--quick", "--device", "cpu", "--out",
-                                    str(c.tmp / "mine" / "thesis.txt")])[1], 2, "is a file", "struct"),
+                                    str(c.tmp / "mine" / "thesis.txt")])[1], 2, "is a file", "CLI and demo"),
     Case("group-code-na-is-namibia", "a group code NA (Namibia) is reported as missing values",
-         lambda c: (lambda p: lambda: __import__("geoaudit.audit", fromlist=["x"]).audit_predictions(
-             p, group="country", covariate="gdp", min_group_size=20))(_csv_of(c, c.fx["preds"].rename(
-                 columns={"country_iso3": "country", "gdp_per_capita_usd": "gdp"}).replace(
-                 {"country": {sorted(c.fx["preds"]["country_iso3"].unique())[0]: "NA"}}))),
-         None, "", "stats", check=_check_namibia),
+         _namibia,
+         None, "", "audit", check=_check_namibia),
     Case("mnist-offline-leaves-no-empty-folders", "offline defend centroid --data mnist leaves empty folders",
-         _mnist_offline, DependencyError, "could not be loaded", "struct"),
+         _mnist_offline, DependencyError, "could not be loaded", "CLI and demo"),
     Case("ctrl-c-audit-does-not-promise-resume", "Ctrl-C on audit says re-run to resume",
          _ctrl_c("audit", lambda c: ["audit", str(c.fx["csv"]), *COLS, "--out", str(c.out)]), 130,
-         "does not resume", "struct"),
+         "does not resume", "CLI and demo"),
     Case("ctrl-c-geoshapes-does-not-promise-resume", "Ctrl-C on dataset build geoshapes says re-run to resume",
-         _ctrl_c("dataset_geoshapes", lambda c: _geoshapes(c.out)), 130, "does not resume", "struct"),
+         _ctrl_c("dataset_geoshapes", lambda c: _geoshapes(c.out)), 130, "does not resume", "CLI and demo"),
     Case("atomic-files-get-umask-mode", "files written atomically are created 0600", _atomic_write, None, "",
-         "struct", check=_check_mode),
+         "CLI and demo", check=_check_mode),
     Case("flickr-key-on-command-line-warns", "--flickr-key on the command line is visible in ps",
-         lambda c: (lambda u: (u.write_text(f"{c.fx['ids'][0]}\thttp://farm1.static.flickr.com/1/11_ab.jpg\n"),
-                               ["dataset", "build", "imagenet-geo", "--imagenet-dir", str(c.fx["tree"]), "--urls",
-                                str(u), "--flickr-key", "k", "--flickr-secret", "s", "--offline",
-                                "--flickr-rest-url", "http://127.0.0.1:9/", "--flickr-cache",
-                                str(c.tmp / "cache.sqlite"), "--out", str(c.unrelated())])[1])(c.tmp / "urls.txt"),
-         2, "warning: --flickr-key and --flickr-secret on the command line", "geo"),
+         _flickr_on_command_line,
+         2, "warning: --flickr-key and --flickr-secret on the command line", "dataset builds"),
     # ---- found while building this table ----
     Case("imagenet-geo-out-parent-folder", "--out .. fails only by luck",
-         lambda c: (lambda a: (_chdir(c), a)[1])(_imagenet_geo(c, "..")), 2, "one of its parents", "geo"),
+         lambda c: (_chdir(c), _imagenet_geo(c, ".."))[1], 2, "one of its parents", "dataset builds"),
     Case("demo-out-with-unrelated-data-folder", "demo --out DIR replaces DIR/data, someone's folder",
          lambda c: (c.unrelated("mine/data"), ["demo", "--quick", "--device", "cpu", "--out", str(c.tmp / "mine")])[1],
-         2, "is not empty and is not an output of geoaudit", "bad"),
+         2, "is not empty and is not an output of geoaudit", "output folders"),
     Case("demo-out-with-unrelated-data-folder-api", "run_demo replaces out_dir/data, someone's folder",
-         lambda c: (c.unrelated("out/data"),
-                    lambda: __import__("geoaudit.demo", fromlist=["x"]).run_demo(c.out, quick=True, device="cpu"))[1],
-         InputError, "data' is not empty and is not an output of geoaudit", "bad"),
+         _run_demo_into_unrelated_data,
+         InputError, "data' is not empty and is not an output of geoaudit", "output folders"),
     Case("train-out-unrelated-folder", "train --out DIR into someone's folder",
          lambda c: _train(c, c.fx["geo"])[:-1] + [str(c.unrelated())], 2, "holds no population manifest",
-         "(already refused)"),
+         "output folders"),
     Case("info-without-verify-says-images-not-decoded", "dataset info calls a dataset with a broken image healthy",
-         lambda c: (lambda d: (_damage_image(_shard(d, "test")), ["dataset", "info", str(d)])[1])(c.copy("geo")),
-         0, "Images not decoded: --verify", "bad"),
+         _damaged("test", _damage_image, _info()),
+         0, "Images not decoded: --verify", "data loading"),
     Case("geoshapes-out-earlier-build-is-replaced", "the refusal must not block rebuilding GeoShapes in place",
          lambda c: (main(_geoshapes(c.out)), _geoshapes(c.out, "--seed", "1"))[1],
-         0, "Wrote", "bad", check=lambda c, out: _assert((c.out / "README.md").exists())),
+         0, "Wrote", "output folders", check=lambda c, out: _assert((c.out / "README.md").exists())),
     Case("geoshapes-out-unrelated-with-overwrite", "--overwrite replaces a folder the user gave up",
-         lambda c: _geoshapes(c.unrelated(), "--overwrite"), 0, "Wrote", "bad",
+         lambda c: _geoshapes(c.unrelated(), "--overwrite"), 0, "Wrote", "output folders",
          check=lambda c, out: _assert(not (c.tmp / "mine" / "thesis.txt").exists())),
     Case("geoshapes-api-out-unrelated-folder", "build_geoshapes(DIR) deletes an unrelated DIR",
-         lambda c: (c.unrelated("out"), lambda: __import__("geoaudit.data", fromlist=["x"]).build_geoshapes(
-             c.out, n_images=300, image_size=24, n_classes=2, n_audit_countries=2, min_test_images=5))[1],
-         InputError, "not empty", "", open_for="shapes: build_geoshapes must call check_output_dir(kind='geoshapes')",
+         _build_geoshapes_into_unrelated,
+         InputError, "not empty", "output folders", open_for="build_geoshapes must call check_output_dir(kind='geoshapes')",
          slow=True),
 ]
 
@@ -593,16 +639,26 @@ def test_case_ids_are_unique():
 
 def markdown_table():
     """The case table for docs/bad_inputs.md."""
-    rows = ["| # | case | interface | the problem | expected | message fragment | fixed by |",
+    rows = ["| # | case | interface | the problem | expected | message fragment | area |",
             "|---|---|---|---|---|---|---|"]
     for i, c in enumerate(CASES, 1):
         expect = (f"exit {c.expect}" if c.interface == "cli" else
                   "returns" if c.expect is None else f"raises `{c.expect.__name__}`")
         frag = f"`{c.fragment}`" if c.fragment else "(checked value)"
-        rows.append(f"| {i} | `{c.id}` | {c.interface.upper()} | {c.issue} | {expect} | {frag.replace('|', '/')} | "
-                    f"{'OPEN: ' + c.open_for if c.open_for else c.fixed_by} |")
+        rows.append(f"| {i} | `{c.id}` | {c.interface.upper()} | {c.problem} | {expect} | {frag.replace('|', '/')} | "
+                    f"{'OPEN: ' + c.open_for if c.open_for else c.area} |")
     return "\n".join(rows)
 
 
-if __name__ == "__main__":  # python tests/test_bad_inputs.py: print the table for docs/bad_inputs.md
-    print(f"**{len(CASES)} cases**\n\n{markdown_table()}")
+MARKER = "<!-- generated below by `python tests/test_bad_inputs.py --write` -->"
+
+if __name__ == "__main__":  # print the table; with --write, replace it in docs/bad_inputs.md
+    import sys
+
+    table = f"**{len(CASES)} cases**, {sum(bool(c.open_for) for c in CASES)} still open.\n\n{markdown_table()}\n"
+    if "--write" in sys.argv:
+        doc = ROOT / "docs" / "bad_inputs.md"
+        text = doc.read_text(encoding="utf-8")
+        doc.write_text(text[:text.index(MARKER) + len(MARKER)] + "\n\n" + table, encoding="utf-8")
+    else:
+        print(table)
