@@ -240,6 +240,12 @@ def _partly_missing(ctx):
     return df
 
 
+def _covariate_of_first(ctx, value):
+    df = ctx.fx["preds"].copy()
+    df.loc[df["country_iso3"] == df["country_iso3"].min(), "gdp_per_capita_usd"] = value
+    return df
+
+
 def _normalized_model():
     import torch
 
@@ -573,6 +579,12 @@ CASES = [
     Case("info-without-verify-says-images-not-decoded", "dataset info calls a dataset with a broken image healthy",
          _damaged("test", _damage_image, _info()),
          0, "Images not decoded: --verify", "data loading"),
+    Case("audit-covariate-not-positive", "a zero or negative GDP cannot be logged; the flag must be named",
+         lambda c: ["audit", str(_csv_of(c, _covariate_of_first(c, 0.0))), *COLS, "--min-group-size", "20",
+                    "--out", str(c.out)], 2, "Pass --no-log-covariate", "audit"),
+    Case("audit-covariate-infinite", "an infinite GDP", lambda c: ["audit", str(_csv_of(c, _covariate_of_first(
+        c, float("inf")))), *COLS, "--min-group-size", "20", "--out", str(c.out)], 2, "missing (NaN) or infinite",
+         "audit"),
     Case("geoshapes-out-earlier-build-is-replaced", "the refusal must not block rebuilding GeoShapes in place",
          lambda c: (main(_geoshapes(c.out)), _geoshapes(c.out, "--seed", "1"))[1],
          0, "Wrote", "output folders", check=lambda c, out: _assert((c.out / "README.md").exists())),
