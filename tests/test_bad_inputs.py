@@ -421,6 +421,13 @@ def _flickr_on_command_line(ctx):
             "--flickr-cache", str(ctx.tmp / "cache.sqlite"), "--out", str(ctx.unrelated())]
 
 
+def _imagenet_geo_work_dir_unrelated(ctx):
+    from geoaudit.data import build_imagenet_geo
+
+    csv, work = ctx.geo_csv([(i, 48.8566, 2.3522) for i in ctx.fx["ids"]]), ctx.unrelated("work")
+    return lambda: build_imagenet_geo(ctx.out, imagenet_dir=ctx.fx["tree"], geo_csv=csv, offline=True, work_dir=work)
+
+
 def _run_demo_into_unrelated_data(ctx):
     from geoaudit.demo import run_demo
 
@@ -585,6 +592,9 @@ CASES = [
     Case("audit-covariate-infinite", "an infinite GDP", lambda c: ["audit", str(_csv_of(c, _covariate_of_first(
         c, float("inf")))), *COLS, "--min-group-size", "20", "--out", str(c.out)], 2, "missing (NaN) or infinite",
          "audit"),
+    Case("imagenet-geo-work-dir-unrelated-api", "build_imagenet_geo(work_dir=DIR) removes DIR after the build",
+         _imagenet_geo_work_dir_unrelated, InputError, "is not empty and is not a build's work folder",
+         "dataset builds"),
     Case("geoshapes-out-earlier-build-is-replaced", "the refusal must not block rebuilding GeoShapes in place",
          lambda c: (main(_geoshapes(c.out)), _geoshapes(c.out, "--seed", "1"))[1],
          0, "Wrote", "output folders", check=lambda c, out: _assert((c.out / "README.md").exists())),
