@@ -428,6 +428,22 @@ def _imagenet_geo_work_dir_unrelated(ctx):
     return lambda: build_imagenet_geo(ctx.out, imagenet_dir=ctx.fx["tree"], geo_csv=csv, offline=True, work_dir=work)
 
 
+def _timm_on_bad_image(ctx):
+    timm = pytest.importorskip("timm")
+    import torch
+
+    from geoaudit.audit import predict_topk
+    from geoaudit.data import load_geo_dataset
+    from geoaudit.models import load_external
+
+    d = ctx.copy("geo")
+    _damage_image(_shard(d, "test"))
+    torch.save(timm.create_model("test_resnet", pretrained=False).state_dict(), ctx.tmp / "w.pth")
+    model = load_external("timm:test_resnet", weights=ctx.tmp / "w.pth")
+    ds = load_geo_dataset(d, "test")
+    return lambda: predict_topk(model, ds, k=1, batch_size=8)
+
+
 def _run_demo_into_unrelated_data(ctx):
     from geoaudit.demo import run_demo
 
@@ -539,6 +555,9 @@ CASES = [
     Case("train-undecodable-image", "one undecodable image: internal error, no file or row",
          _damaged("train", lambda f: _damage_image(f, 5), _train),
          2, "row 5 of the split (image_id 'train_USA5') cannot be decoded", "data loading"),
+    Case("any-classifier-undecodable-image", "one undecodable image under a timm model: internal error",
+         _timm_on_bad_image, InputError, "row 3 of the split (image_id 'test_USA3') cannot be decoded",
+         "data loading"),
     Case("train-truncated-train-shard", "a corrupted Parquet shard: internal error",
          _damaged("train", _truncate, _train),
          2, "train-00000-of-00001.parquet", "data loading"),
