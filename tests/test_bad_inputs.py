@@ -345,6 +345,16 @@ def _assert(ok):
     assert ok
 
 
+def _checkpoint_folder(ctx):
+    ctx.umask = os.umask(0o022)
+    os.umask(ctx.umask)
+    return lambda: _save_models(ctx.tmp / "models", 1)
+
+
+def _check_dir_mode(ctx, result):
+    assert (ctx.tmp / "models" / "model_000").stat().st_mode & 0o777 == 0o777 & ~ctx.umask
+
+
 def _two_d_betas(ctx):
     from geoaudit.audit import compare_populations
 
@@ -587,6 +597,8 @@ CASES = [
          _ctrl_c("dataset_geoshapes", lambda c: _geoshapes(c.out)), 130, "does not resume", "CLI and demo"),
     Case("atomic-files-get-umask-mode", "files written atomically are created 0600", _atomic_write, None, "",
          "CLI and demo", check=_check_mode),
+    Case("checkpoint-folders-get-umask-mode", "checkpoint folders are created 0700 while others are 0755",
+         _checkpoint_folder, None, "", "CLI and demo", check=_check_dir_mode),
     Case("flickr-key-on-command-line-warns", "--flickr-key on the command line is visible in ps",
          _flickr_on_command_line,
          2, "warning: --flickr-key and --flickr-secret on the command line", "dataset builds"),
