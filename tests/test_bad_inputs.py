@@ -24,7 +24,7 @@ import pandas as pd
 import pytest
 
 from geoaudit._errors import DependencyError, InputError
-from geoaudit.audit import audit_predictions, compare_populations, find_checkpoints
+from geoaudit.audit import audit_predictions, compare_populations, find_checkpoints, predict
 from geoaudit.cli import main
 from geoaudit.models import load_model
 
@@ -254,6 +254,12 @@ def _normalized_model():
     torch.manual_seed(0)
     return NormalizedModel(torch.nn.Sequential(torch.nn.Conv2d(3, 3, 1), torch.nn.AdaptiveAvgPool2d(1),
                                                torch.nn.Flatten()), [0.5] * 3, [0.25] * 3)
+
+
+def _rand(*shape):
+    import torch
+
+    return torch.rand(*shape, generator=torch.Generator().manual_seed(0))
 
 
 def _predict_grey(ctx):
@@ -553,6 +559,9 @@ CASES = [
          _gls(n=[60, -60, 60, 60, 60], correct=[30, 36, 33, 42, 43]), InputError, "positive whole counts", "audit"),
     Case("predict-grey-batch-colour-model", "a 1-channel batch fed to a 3-channel model is broadcast",
          _predict_grey, InputError, "takes (N, 3, H, W) images", "models"),
+    Case("predict-pixels-0-255", "float images in 0-255 are predicted on as if in [0, 1]",
+         _api(lambda: predict(lambda x: x.mean(dim=(2, 3)), _rand(4, 3, 8, 8) * 255)), InputError,
+         "got values in [0", "models"),
     Case("attack-grey-batch-colour-model", "a 1-channel batch fed to a 3-channel model is broadcast",
          _attack_grey, InputError, "takes (N, 3, H, W) images", "models"),
     # ---- unclear or internal errors ----

@@ -52,6 +52,10 @@ def _image_batches(data, batch_size, image_size, channels, device):
         if x.dim() != 4 or not x.is_floating_point():
             raise InputError(f"Expected images of shape (N, C, H, W) as floats in [0, 1], got {x.dtype} "
                              f"of shape {tuple(x.shape)}.")
+        if len(x) and not (float(x.min()) >= 0.0 and float(x.max()) <= 1.0):  # e.g. 0-255 pixels, or NaN
+            raise InputError(f"Expected images with values in [0, 1], got values in [{float(x.min()):.4g}, "
+                             f"{float(x.max()):.4g}]; scale the pixels to [0, 1] (normalization belongs inside "
+                             "the model).")
         for start in range(0, len(x), batch_size):
             yield x[start:start + batch_size].to(device)
         return
