@@ -167,6 +167,17 @@ def _damage_image(shard, row=3):
                                 pa.array(imgs, type=t.schema.field("image").type)), shard)
 
 
+def _unlabel(shard, row=2):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    t = pq.read_table(shard)
+    labels = t.column("label").to_pylist()
+    labels[row] = -1
+    pq.write_table(t.set_column(t.schema.get_field_index("label"), "label",
+                                pa.array(labels, type=t.schema.field("label").type)), shard)
+
+
 def _truncate(path, keep=300):
     path.write_bytes(path.read_bytes()[:keep])
 
@@ -574,6 +585,9 @@ CASES = [
     Case("train-undecodable-image", "one undecodable image: internal error, no file or row",
          _damaged("train", lambda f: _damage_image(f, 5), _train),
          2, "row 5 of the split (image_id 'train_USA5') cannot be decoded", "data loading"),
+    Case("audit-models-missing-label", "a ClassLabel -1 (no label) counted as a wrong prediction",
+         _damaged("test", _unlabel, _audit_models), 2, "1 image(s) of the dataset split have no valid 'label'",
+         "audit"),
     Case("any-classifier-undecodable-image", "one undecodable image under a timm model: internal error",
          _timm_on_bad_image, InputError, "row 3 of the split (image_id 'test_USA3') cannot be decoded",
          "data loading"),

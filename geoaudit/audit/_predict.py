@@ -187,9 +187,15 @@ def predictions_frame(models, dataset, *, group="country_iso3", covariate="gdp_p
     check_columns(dataset.column_names, ["image", label_col, group, covariate], source="The dataset split")
     meta_cols = [c for c in ("image_id",) if c in dataset.column_names] + [label_col, group, covariate]
     meta = dataset.select_columns(list(dict.fromkeys(meta_cols))).to_pandas()
+    data_names = _dataset_class_names(dataset, label_col)
+    if data_names:  # ClassLabel's -1 means "no label": counting it as a wrong answer would bias the audit
+        bad = np.flatnonzero(~pd.to_numeric(meta[label_col], errors="coerce").between(0, len(data_names) - 1))
+        if len(bad):
+            raise InputError(f"{len(bad)} image(s) of the dataset split have no valid {label_col!r} (missing, -1, "
+                             f"or not one of its {len(data_names)} classes), first at row {bad[0]}; filter them "
+                             "out before the audit.")
     preds = predict_many(models, dataset, batch_size=batch_size, device=device, image_size=image_size,
                          channels=channels)
-    data_names = _dataset_class_names(dataset, label_col)
     frames = []
     for name, p in preds.items():
         cmap = _class_map((class_names or {}).get(name), data_names, model=name)
