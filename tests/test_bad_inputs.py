@@ -588,6 +588,8 @@ CASES = [
     Case("audit-models-missing-label", "a ClassLabel -1 (no label) counted as a wrong prediction",
          _damaged("test", _unlabel, _audit_models), 2, "1 image(s) of the dataset split have no valid 'label'",
          "audit"),
+    Case("train-missing-label", "a ClassLabel -1 (no label) in the training split",
+         _damaged("train", _unlabel, _train), 2, "Labels must be in [0, 2], got [-1, 2]", "data loading"),
     Case("any-classifier-undecodable-image", "one undecodable image under a timm model: internal error",
          _timm_on_bad_image, InputError, "row 3 of the split (image_id 'test_USA3') cannot be decoded",
          "data loading"),
