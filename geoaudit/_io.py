@@ -126,6 +126,10 @@ def atomic_save(path, save_fn):
 def replace_dir(tmp_dir, final_dir):
     """Move a finished directory into place, replacing any older one."""
     tmp_dir, final_dir = Path(tmp_dir), Path(final_dir)
+    try:  # mkdtemp made it 0700; give it the mode mkdir would (0755 under umask 022)
+        os.chmod(tmp_dir, 0o777 & ~_umask())
+    except OSError:
+        pass
     if final_dir.exists():
         old = final_dir.with_name(f".{final_dir.name}.old")
         if old.exists():

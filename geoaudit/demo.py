@@ -233,6 +233,9 @@ def _stat(d, new, old):
 def _check_inputs(out: Path, pieapp_weights):
     if out.exists() and not out.is_dir():
         raise InputError(f"The output folder {str(out)!r} is a file; give a folder (new or from an earlier demo run).")
+    from geoaudit.data._export import check_output_dir  # its data/ is rebuilt whole unless it is GeoShapes
+
+    check_output_dir(out / "data", kind="geoshapes", overwrite=None, caller="run_demo")
     if pieapp_weights is not None and not Path(pieapp_weights).is_file():
         raise InputError(f"PieAPP weights file {str(pieapp_weights)!r} does not exist; give the path of the "
                          "weights, or none to use the SSIM cost.")

@@ -45,9 +45,12 @@ def _betas(name, values, *, caller):
     else:
         keys = None
         try:
-            arr = np.asarray(values, dtype=float).ravel()
+            arr = np.asarray(values, dtype=float)
         except (TypeError, ValueError) as e:
             raise InputError(f"{name} of {caller} must be numbers: {e}") from e
+        if arr.ndim > 1 and sum(d > 1 for d in arr.shape) > 1:  # one beta per model, never a table
+            raise InputError(f"{name} of {caller} must be one beta per model (1-D); got shape {arr.shape}.")
+        arr = arr.ravel()
     if not np.all(np.isfinite(arr)):
         raise InputError(f"{name} of {caller} holds NaN or infinite values.")
     return keys, arr

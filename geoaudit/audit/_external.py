@@ -133,7 +133,12 @@ def _predict_topk(model, dataset, *, k=1, batch_size=64, device=None, image_size
     def batches():
         if isinstance(model, ExternalModel) and hasattr(dataset, "column_names"):
             for start in range(0, n, batch_size):
-                ims = dataset[start:start + batch_size]["image"]
+                try:
+                    ims = dataset[start:start + batch_size]["image"]
+                except Exception as e:  # PIL raises many types for broken bytes
+                    from geoaudit.data._load import _raise_undecodable
+
+                    _raise_undecodable(dataset, start, batch_size, e)
                 yield torch.cat([model.preprocess.geometry(_decode(im)[None].to(dev)) for im in ims])
         else:
             yield from _image_batches(dataset, batch_size, image_size, channels, dev)

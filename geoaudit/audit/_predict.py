@@ -67,6 +67,10 @@ def _image_batches(data, batch_size, image_size, channels, device, num_workers=0
         if x.dim() != 4 or not x.is_floating_point():
             raise InputError(f"Expected images of shape (N, C, H, W) as floats in [0, 1], got {x.dtype} "
                              f"of shape {tuple(x.shape)}.")
+        if len(x) and not (float(x.min()) >= 0.0 and float(x.max()) <= 1.0):  # e.g. 0-255 pixels, or NaN
+            raise InputError(f"Expected images with values in [0, 1], got values in [{float(x.min()):.4g}, "
+                             f"{float(x.max()):.4g}]; scale the pixels to [0, 1] (normalization belongs inside "
+                             "the model).")
         for start in range(0, len(x), batch_size):
             yield x[start:start + batch_size].to(device)
         return
@@ -235,9 +239,15 @@ def predictions_frame(models, dataset, *, group="country_iso3", covariate="gdp_p
     check_columns(dataset.column_names, ["image", label_col, group, covariate], source="The dataset split")
     meta_cols = [c for c in ("image_id",) if c in dataset.column_names] + [label_col, group, covariate]
     meta = dataset.select_columns(list(dict.fromkeys(meta_cols))).to_pandas()
+    data_names = _dataset_class_names(dataset, label_col)
+    if data_names:  # ClassLabel's -1 means "no label": counting it as a wrong answer would bias the audit
+        bad = np.flatnonzero(~pd.to_numeric(meta[label_col], errors="coerce").between(0, len(data_names) - 1))
+        if len(bad):
+            raise InputError(f"{len(bad)} image(s) of the dataset split have no valid {label_col!r} (missing, -1, "
+                             f"or not one of its {len(data_names)} classes), first at row {bad[0]}; filter them "
+                             "out before the audit.")
     preds = predict_many(models, dataset, batch_size=batch_size, device=device, image_size=image_size,
                          channels=channels, num_workers=num_workers, amp=amp, channels_last=channels_last)
-    data_names = _dataset_class_names(dataset, label_col)
     frames = []
     for name, p in preds.items():
         cmap = _class_map((class_names or {}).get(name), data_names, model=name)
@@ -338,6 +348,14 @@ def find_checkpoints(path) -> list[Path]:
         part.startswith(".") for part in p.relative_to(path).parts)})
     if not found:
         raise InputError(f"No geoaudit checkpoints (folders with config.json) under {str(path)!r}.")
+    # a checkpoint that lost its config.json would silently shrink the population
+    orphans = sorted({p.parent for p in path.rglob("weights.pt") if not any(
+        part.startswith(".") for part in p.relative_to(path).parts)} - set(found))
+    if orphans:
+        names = ", ".join(str(p.relative_to(path)) for p in orphans[:5]) + (" ..." if len(orphans) > 5 else "")
+        raise InputError(f"{len(orphans)} of {len(found) + len(orphans)} checkpoint folders under {str(path)!r} "
+                         f"hold weights.pt but no config.json ({names}); restore or remove them so that "
+                         "the audited population is the one trained.")
     return found
 
 

@@ -161,7 +161,8 @@ def _check_out(out):
     return out
 
 
-_FLAGS = (("drop_missing_covariate=True", "--drop-missing-covariate"), ("deduplicate=True", "--deduplicate"))
+_FLAGS = (("drop_missing_covariate=True", "--drop-missing-covariate"), ("deduplicate=True", "--deduplicate"),
+          ("log_covariate=False", "--no-log-covariate"))
 
 
 def run(args) -> int:

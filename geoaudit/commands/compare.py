@@ -94,6 +94,14 @@ def run(args) -> int:
         raise InputError("geoaudit compare needs at least two reports (one per population).")
     if args.out and Path(args.out).is_dir():
         raise InputError(f"--out {args.out!r} is a folder; pass a file name such as compare.json.")
+    if args.out:  # the JSON and its HTML must not replace an audit's report.json / report.html
+        stem = Path(args.out).with_suffix("") if Path(args.out).suffix else Path(args.out)
+        written = {Path(args.out).resolve(), Path(f"{stem}.html").resolve()}
+        given = [Path(r) / "report.json" if Path(r).is_dir() else Path(r) for r in args.reports]
+        kept = {q.resolve() for r in given for q in (r, r.with_suffix(".html"))}
+        if written & kept or Path(args.out).name == "report.json":
+            raise InputError(f"--out {args.out!r} would overwrite an audit report (report.json or its HTML); "
+                             "pass a new file name such as compare.json.")
     reports = [load_report(r) for r in args.reports]
     labels = [_label(r) for r in args.reports]
     if args.label_a:

@@ -24,7 +24,10 @@ def register(sub):
                     "the well-represented countries and image capture quality that falls with income) and "
                     "write it as Parquet shards with a dataset card.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", required=True, metavar="DIR", help="dataset folder to write (replaced if it exists)")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="dataset folder to write (new, empty, or an earlier GeoShapes build, which is replaced)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace --out even if it is a non-empty folder that is not a GeoShapes build")
     p.add_argument("--n-images", type=int, default=20000, metavar="N", help="total images (default 20000)")
     p.add_argument("--spurious-strength", type=float, default=0.9, metavar="S",
                    help="strength of the planted colour cue in [0, 1]; 0 = no country effect (default 0.9)")
@@ -50,6 +53,13 @@ def register(sub):
 
 
 def run(args) -> int:
+    from geoaudit._errors import InputError
+    from geoaudit.data._export import check_output_dir
+
+    try:  # never replace an unrelated folder
+        check_output_dir(args.out, kind="geoshapes", overwrite=args.overwrite, caller="geoaudit dataset build")
+    except InputError as e:
+        raise InputError(str(e).replace("allow overwriting it", "pass --overwrite")) from None
     import time
 
     from geoaudit.data import build_geoshapes

@@ -192,6 +192,8 @@ def run_info(args) -> int:
     if args.verify:
         v = s["verified"]
         print(f"Verified: {v['shards']} shards, {v['rows']:,} rows, {v['images']:,} images decoded.")
+    else:
+        print("Images not decoded: --verify reads every shard and decodes every image.")
     for f in s_files:
         print(f"Wrote {f}")
     return 0

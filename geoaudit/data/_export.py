@@ -439,7 +439,7 @@ def output_kind(folder):
     try:
         log_ = json.loads(p.read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return None
+        return _card_kind(folder)
     if not isinstance(log_, dict):
         return None
     if isinstance(log_.get("dataset"), str):
@@ -447,6 +447,15 @@ def output_kind(folder):
     if "location_source" in log_ and "split_rule" in log_:  # logs written before "dataset" was recorded
         return "imagenet-geo"
     return None
+
+
+def _card_kind(folder):
+    """``"geoshapes"`` for a folder holding GeoShapes' dataset card (GeoShapes writes no build log)."""
+    try:
+        head = (Path(folder) / "README.md").read_text(encoding="utf-8")[:2000]
+    except (OSError, ValueError):
+        return None
+    return "geoshapes" if head.startswith("---") and "\npretty_name: GeoShapes\n" in head else None
 
 
 def check_output_dir(out_dir, *, kind, overwrite=False, caller="build"):
@@ -463,8 +472,9 @@ def check_output_dir(out_dir, *, kind, overwrite=False, caller="build"):
         The folder the build will write.
     kind : str
         The dataset the build writes, as recorded in ``build_log.json`` (e.g. ``"imagenet-geo"``).
-    overwrite : bool
-        Replace a non-empty folder that is not an output of this kind.
+    overwrite : bool or None
+        Replace a non-empty folder that is not an output of this kind (None: the caller
+        offers no such option, and the message does not suggest one).
     caller : str
         Named in the messages.
 
@@ -494,5 +504,6 @@ def check_output_dir(out_dir, *, kind, overwrite=False, caller="build"):
         if found != kind and not overwrite:
             what = f"an output of '{found}'" if found else "not an output of geoaudit"
             raise InputError(f"The output folder {str(out_dir)!r} is not empty and is {what}; the build would "
-                             f"replace it whole. Name a new or empty folder, or allow overwriting it.")
+                             f"replace it whole. Name a new or empty folder"
+                             + ("." if overwrite is None else ", or allow overwriting it."))
     return path

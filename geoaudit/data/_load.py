@@ -35,7 +35,7 @@ def load_geo_dataset(path, split=None, *, required=("image", "label", "country_i
         else:
             dd = datasets.load_dataset(str(path))
     except Exception as e:
-        raise InputError(f"Could not load a dataset from {str(path)!r}: {e}") from e
+        dd = _load_despite_broken_shards(path, split, e)
     if isinstance(dd, datasets.Dataset):
         dd = datasets.DatasetDict({"train": dd})
     if split is not None:
@@ -46,6 +46,33 @@ def load_geo_dataset(path, split=None, *, required=("image", "label", "country_i
     for name, ds in dd.items():
         check_columns(ds.column_names, required, source=f"Dataset {str(path)!r} (split {name!r})")
     return dd
+
+
+def _load_despite_broken_shards(path, split, error):
+    """After a failed load: the one ``split`` asked for when only other splits' shards are
+    broken; otherwise an InputError naming the first broken Parquet shard (or ``error``)."""
+    import datasets
+    import pyarrow.parquet as pq
+
+    broken = {}
+    for f in sorted(path.rglob("*.parquet")):
+        try:
+            pq.ParquetFile(f).metadata
+        except Exception as e:  # pyarrow raises several types for a damaged file
+            broken[f.resolve()] = f"{type(e).__name__}: {e}"
+    if not broken:
+        raise InputError(f"Could not load a dataset from {str(path)!r}: {error}") from error
+    if split is not None:
+        try:
+            files = [Path(f) for f in datasets.load_dataset_builder(str(path)).config.data_files.get(split, [])]
+        except Exception:
+            files = []
+        if files and not {f.resolve() for f in files} & set(broken):
+            ds = datasets.load_dataset("parquet", data_files={split: [str(f) for f in files]}, split=split)
+            return datasets.DatasetDict({split: ds})
+    first, why = next(iter(broken.items()))
+    raise InputError(f"Could not load a dataset from {str(path)!r}: {len(broken)} Parquet shard(s) cannot be read, "
+                     f"the first {str(first)!r} ({why}).") from None
 
 
 def _to_array(img, mode, size):
@@ -61,6 +88,33 @@ def _to_array(img, mode, size):
     return a[..., None] if a.ndim == 2 else a
 
 
+def _raise_undecodable(ds, start, batch_size, error):
+    """Name the row (and image id) of the first image in ``ds[start:start + batch_size]`` that
+    does not decode; re-raise ``error`` when none of them is at fault."""
+    import io
+
+    from PIL import Image
+
+    raw = ds.select(range(start, min(start + batch_size, len(ds))))
+    try:
+        import datasets
+
+        raw = raw.cast_column("image", datasets.Image(decode=False))
+    except Exception:
+        raise error
+    for i, ex in enumerate(raw):
+        im = ex["image"]
+        try:
+            if isinstance(im, dict):
+                with Image.open(io.BytesIO(im["bytes"]) if im.get("bytes") else im["path"]) as pil:
+                    pil.load()
+        except Exception as e:
+            iid = ex.get("image_id")
+            raise InputError(f"The image in row {start + i} of the split" + (f" (image_id {iid!r})" if iid else "")
+                             + f" cannot be decoded ({type(e).__name__}).") from None
+    raise error
+
+
 class _DecodedBatches:
     """Batches of a split by start row, decoded to uint8 (for a DataLoader's workers)."""
 
@@ -74,7 +128,10 @@ class _DecodedBatches:
         import torch
 
         start = i * self.batch_size
-        rows = self.ds[start:start + self.batch_size]
+        try:
+            rows = self.ds[start:start + self.batch_size]
+        except Exception as e:  # PIL raises many types for broken bytes
+            _raise_undecodable(self.ds, start, self.batch_size, e)
         arr = np.stack([_to_array(im, self.mode, self.image_size) for im in rows["image"]])
         labels = torch.as_tensor(np.asarray(rows[self.label_col], dtype=np.int64)) if self.label_col else None
         return torch.from_numpy(arr).permute(0, 3, 1, 2), labels, start

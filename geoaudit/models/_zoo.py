@@ -52,6 +52,9 @@ class Normalize(nn.Module):
         torch.Tensor
             ``(x - mean) / std``, per channel.
         """
+        if x.dim() != 4 or x.shape[1] != self.mean.shape[1]:  # else a grey batch broadcasts to colour
+            raise InputError(f"The model takes (N, {self.mean.shape[1]}, H, W) images; got a batch of shape "
+                             f"{tuple(x.shape)}. Convert the images to {self.mean.shape[1]} channel(s) first.")
         return (x - self.mean) / self.std
 
 

@@ -511,6 +511,9 @@ def build_imagenet_geo(out_dir, *, imagenet_dir, urls=None, flickr_key=None, fli
                           per_class=per_class)
     card_template_path()  # fail before hours of work, not after
     work_path = Path(work_dir) if work_dir is not None else default_work_dir(out_dir)
+    if work_path.is_dir() and any(work_path.iterdir()) and not (work_path / "work.sqlite").exists():
+        raise InputError(f"The 'work_dir' folder {str(work_path)!r} is not empty and is not a build's work folder; "
+                         "it is removed after a successful build, so name a new folder.")
     w = _open_work(work_path, inputs.fingerprint(config, rows_per_shard))
     try:
         gdp = _prepare(w, inputs, on_progress)

@@ -192,6 +192,46 @@ def _check_synsets(value, caller):
     return tuple(sorted({x.strip() for x in items}))
 
 
+def _check_csv_places(path, first_row, ids, lat, lon, seen):
+    """Refuse coordinates off the globe and an image id listed at two different places."""
+    import numpy as np
+
+    off = np.flatnonzero((np.abs(lat) > 90) | (np.abs(lon) > 180))
+    if len(off):
+        ex = ", ".join(f"{ids.iloc[i]} ({lat[i]:g}, {lon[i]:g})" for i in off[:3])
+        raise InputError(f"The geo CSV {str(path)!r} has {len(off)} row(s) with a latitude outside [-90, 90] or a "
+                         f"longitude outside [-180, 180] (first at line {first_row + off[0] + 2}): {ex}.")
+    clash = []
+    for i, a, b in zip(ids, lat, lon):
+        key = str(i).strip()
+        here = (round(float(a), 7), round(float(b), 7)) if np.isfinite(a) and np.isfinite(b) else None
+        if key in seen and seen[key] != here:
+            clash.append(key)
+        seen[key] = here
+    if clash:
+        raise InputError(f"The geo CSV {str(path)!r} lists {len(clash)} image id(s) at two different places "
+                         f"({', '.join(clash[:5])}{' ...' if len(clash) > 5 else ''}); keep one location per image.")
+
+
+def _check_geo_csv(path):
+    """Read the geo CSV's locations once before any work folder exists; its format errors are
+    left to the build's own reading of it."""
+    import pandas as pd
+
+    seen, n = {}, 0  # image_id -> (latitude, longitude): one image at two places is refused, not last-wins
+    try:
+        for chunk in pd.read_csv(path, dtype={"image_id": str}, chunksize=100_000):
+            if not {"image_id", "latitude", "longitude"} <= set(chunk.columns):
+                return path
+            lat = pd.to_numeric(chunk["latitude"], errors="coerce").to_numpy(dtype=float)
+            lon = pd.to_numeric(chunk["longitude"], errors="coerce").to_numpy(dtype=float)
+            _check_csv_places(path, n, chunk["image_id"], lat, lon, seen)
+            n += len(chunk)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError):
+        pass
+    return path
+
+
 def _make_inputs(*, imagenet_dir, urls, flickr_key, flickr_secret, geo_csv, flickr_cache, flickr_rate,
                  flickr_rest_url, gdp_year, offline, tolerance_km, max_failed_lookups, caller, flickr_options=None,
                  min_accuracy=0, synsets=None, per_class=None):
@@ -217,7 +257,8 @@ def _make_inputs(*, imagenet_dir, urls, flickr_key, flickr_secret, geo_csv, flic
     return _Inputs(
         imagenet_dir=root,
         urls=_check_file("urls", urls, "the ImageNet URL list: <image_id><TAB><url> per line") if urls is not None else None,
-        geo_csv=_check_file("geo_csv", geo_csv, "a CSV with columns image_id, latitude, longitude") if geo_csv is not None else None,
+        geo_csv=_check_geo_csv(_check_file("geo_csv", geo_csv, "a CSV with columns image_id, latitude, longitude"))
+        if geo_csv is not None else None,
         flickr_key=flickr_key, flickr_secret=flickr_secret,
         flickr_cache=Path(flickr_cache) if flickr_cache is not None else None,
         flickr_rate=check_interval("flickr_rate", flickr_rate, 0, None, caller=caller, closed="neither"),
