@@ -663,8 +663,7 @@ CASES = [
          check=lambda c, out: _assert(not (c.tmp / "mine" / "thesis.txt").exists())),
     Case("geoshapes-api-out-unrelated-folder", "build_geoshapes(DIR) deletes an unrelated DIR",
          _build_geoshapes_into_unrelated,
-         InputError, "not empty", "output folders", open_for="build_geoshapes must call check_output_dir(kind='geoshapes')",
-         slow=True),
+         InputError, "not empty", "output folders", slow=True),
 ]
 
 

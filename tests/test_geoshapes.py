@@ -363,7 +363,7 @@ def _train_and_audit(strength, seed=0):
     from geoaudit.audit import gls_test
 
     res = gls_test({"accuracy": grp["acc"].to_numpy(), "covariate": np.exp(grp["g"].to_numpy()),
-                    "n": grp["n"].to_numpy()})
+                    "n": grp["n"].to_numpy()}, variance="paper")
     assert res.beta == pytest.approx(fit.params[1], rel=1e-6, abs=1e-9)
     return fit.params[1], fit.pvalues[1], len(grp), float((pred == yte).float().mean())
 

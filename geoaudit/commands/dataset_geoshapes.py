@@ -73,7 +73,7 @@ def run(args) -> int:
         capture_strength=args.capture_strength, image_size=args.image_size, random_state=args.random_state,
         n_classes=args.n_classes, n_audit_countries=args.n_audit_countries,
         min_test_images=args.min_test_images, cue_countries=cue, image_format=args.image_format,
-        rows_per_shard=args.rows_per_shard,
+        rows_per_shard=args.rows_per_shard, overwrite=args.overwrite,
     )
     dt = time.perf_counter() - t0
     n = r.num_examples

@@ -101,7 +101,7 @@ def _country_markdown(plan, limit=40):
     return "\n".join(lines)
 
 
-def build_geoshapes(out_dir, config=None, *, rows_per_shard=5000, **params):
+def build_geoshapes(out_dir, config=None, *, rows_per_shard=5000, overwrite=False, **params):
     """Generate GeoShapes and write it as a dataset folder: Parquet shards + dataset card.
 
     ``datasets.load_dataset(out_dir)`` then loads it with no geoaudit code, and
@@ -118,6 +118,9 @@ def build_geoshapes(out_dir, config=None, *, rows_per_shard=5000, **params):
         rows, byte for byte).
     rows_per_shard : int
         Rows per Parquet shard (memory is bounded by about 1,000 rendered images at a time).
+    overwrite : bool
+        Replace a non-empty ``out_dir`` that is not a GeoShapes build (refused otherwise, so an
+        unrelated folder is never deleted).
     **params
         Overrides of ``config``'s fields (see :class:`GeoShapesConfig`); ``seed`` is a
         deprecated alias of ``random_state``.
@@ -143,9 +146,12 @@ def build_geoshapes(out_dir, config=None, *, rows_per_shard=5000, **params):
                                     integer=True)
     cfg, plan, lat, coords = _builder.prepare(config, params)
     template = _card_template()
+    from geoaudit.data._export import check_output_dir
+
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"The 'out_dir' parameter of build_geoshapes must be a folder. Got the file {str(out_dir)!r}.")
+    check_output_dir(out_dir, kind="geoshapes", overwrite=overwrite, caller="build_geoshapes")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     names = CLASS_NAMES[:cfg.n_classes]
     features = geo_features(names)
