@@ -381,3 +381,17 @@ def test_parse_url_line_bom_and_scheme_less():
     assert parse_url_line(b"n01440764_2 www.flickr.com/photos/x/5/") == ("n01440764_2", "www.flickr.com/photos/x/5/")
     assert parse_url_line(b"n01440764_3\t\xff\xfe broken") is None
     assert parse_url_line(b"# comment") is None and parse_url_line(b"   \n") is None
+
+
+def test_the_source_parameters_are_defined_once():
+    """ImageNetGeoConfig mirrors ImageNetGeoSources (datasets needs its own fields): same names,
+    same defaults; build_imagenet_geo takes them as keywords and refuses unknown ones."""
+    import dataclasses
+
+    from geoaudit.data import ImageNetGeoConfig, ImageNetGeoSources, build_imagenet_geo
+
+    src = {f.name: f.default for f in dataclasses.fields(ImageNetGeoSources)}
+    cfg = {f.name: f.default for f in dataclasses.fields(ImageNetGeoConfig)}
+    assert {k: cfg[k] for k in src} == src
+    with pytest.raises(InputError, match="the location and GDP sources accept urls, flickr_key"):
+        build_imagenet_geo("never-built", imagenet_dir=".", flickr_rate_per_hour=10)

@@ -22,7 +22,7 @@ from geoaudit.data._geoshapes import (
     geoshapes_latents,
 )
 from geoaudit.data._geocode import reverse_geocode
-from geoaudit.data.imagenet_geo import ImageNetGeo, ImageNetGeoConfig, build_imagenet_geo
+from geoaudit.data.imagenet_geo import ImageNetGeo, ImageNetGeoConfig, ImageNetGeoSources, build_imagenet_geo
 from geoaudit.data._load import iter_image_batches, load_geo_dataset, split_to_tensors
 from geoaudit.data._schema import REQUIRED_COLUMNS, geo_features, imagenet_classes
 
@@ -49,6 +49,7 @@ __all__ = [
     "capture_corruption",
     "ImageNetGeo",
     "ImageNetGeoConfig",
+    "ImageNetGeoSources",
     "build_imagenet_geo",
     "reverse_geocode",
     "REQUIRED_COLUMNS",

@@ -25,7 +25,7 @@ or removed, and the three splits are 60/20/20 in expectation.
 from geoaudit.data.imagenet_geo.build import (ImageNetGeoBuildResult, build_imagenet_geo, default_work_dir,
                                               write_build_log)
 from geoaudit.data.imagenet_geo.builder import ImageNetGeo, ImageNetGeoConfig
-from geoaudit.data.imagenet_geo.inputs import SPLITS, card_template_path, split_of
+from geoaudit.data.imagenet_geo.inputs import SOURCE_FIELDS, SPLITS, ImageNetGeoSources, card_template_path, split_of
 
-__all__ = ["ImageNetGeo", "ImageNetGeoConfig", "ImageNetGeoBuildResult", "build_imagenet_geo", "split_of",
+__all__ = ["ImageNetGeo", "ImageNetGeoConfig", "ImageNetGeoSources", "SOURCE_FIELDS", "ImageNetGeoBuildResult", "build_imagenet_geo", "split_of",
            "card_template_path", "default_work_dir", "write_build_log", "SPLITS"]

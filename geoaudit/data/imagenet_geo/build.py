@@ -413,12 +413,9 @@ def default_work_dir(out_dir) -> Path:
     return out_dir.parent / f".{out_dir.name}.building"
 
 
-def build_imagenet_geo(out_dir, *, imagenet_dir, urls=None, flickr_key=None, flickr_secret=None, geo_csv=None,
-                       config="full", gdp_year="latest", offline=False, flickr_rate=3600.0, flickr_cache=None,
-                       flickr_rest_url=None, tolerance_km=25.0, rows_per_shard=1000, max_failed_lookups=0,
-                       flickr_options=None, work_dir=None, keep_work_dir=False,
-                       on_progress=None, min_accuracy=0, synsets=None, per_class=None,
-                       overwrite=False) -> ImageNetGeoBuildResult:
+def build_imagenet_geo(out_dir, *, imagenet_dir, config="full", rows_per_shard=1000, max_failed_lookups=0,
+                       flickr_options=None, work_dir=None, keep_work_dir=False, on_progress=None,
+                       overwrite=False, **sources) -> ImageNetGeoBuildResult:
     """Build the ImageNet geo-location dataset into ``out_dir`` (Parquet shards + dataset card).
 
     The folder loads with plain ``datasets.load_dataset(out_dir)`` (config ``full``, the
@@ -503,12 +500,8 @@ def build_imagenet_geo(out_dir, *, imagenet_dir, urls=None, flickr_key=None, fli
     check_options("config", config, CONFIGS, caller=_CALLER)
     rows_per_shard = check_interval("rows_per_shard", rows_per_shard, 1, None, caller=_CALLER, integer=True)
     out_dir = check_output_dir(out_dir, kind="imagenet-geo", overwrite=overwrite, caller=_CALLER)
-    inputs = _make_inputs(imagenet_dir=imagenet_dir, urls=urls, flickr_key=flickr_key, flickr_secret=flickr_secret,
-                          geo_csv=geo_csv, flickr_cache=flickr_cache, flickr_rate=flickr_rate,
-                          flickr_rest_url=flickr_rest_url, gdp_year=gdp_year, offline=offline,
-                          tolerance_km=tolerance_km, max_failed_lookups=max_failed_lookups, caller=_CALLER,
-                          flickr_options=flickr_options, min_accuracy=min_accuracy, synsets=synsets,
-                          per_class=per_class)
+    inputs = _make_inputs(imagenet_dir=imagenet_dir, max_failed_lookups=max_failed_lookups, caller=_CALLER,
+                          flickr_options=flickr_options, **sources)
     card_template_path()  # fail before hours of work, not after
     work_path = Path(work_dir) if work_dir is not None else default_work_dir(out_dir)
     if work_path.is_dir() and any(work_path.iterdir()) and not (work_path / "work.sqlite").exists():

@@ -13,7 +13,7 @@ from geoaudit._validation import check_interval
 
 log = logging.getLogger(__name__)
 from geoaudit.data.imagenet_geo.build import _iter_examples
-from geoaudit.data.imagenet_geo.inputs import CITATION, DESCRIPTION, SPLITS, _make_inputs
+from geoaudit.data.imagenet_geo.inputs import CITATION, DESCRIPTION, SOURCE_DEFAULTS as _D, SOURCE_FIELDS, SPLITS, _make_inputs
 from geoaudit.data.imagenet_geo.stages import _prepare
 from geoaudit.data.imagenet_geo.work import _open_work, _Work
 
@@ -57,21 +57,23 @@ class ImageNetGeoConfig(datasets.BuilderConfig):
         At most this many images per class.
     """
 
+    # datasets needs each field declared here; names and defaults are ImageNetGeoSources'
+    # (a test keeps the two in step)
     with_image: bool = True
-    urls: Optional[str] = None
-    flickr_key: Optional[str] = None
-    flickr_secret: Optional[str] = None
-    geo_csv: Optional[str] = None
-    flickr_cache: Optional[str] = None
-    flickr_rate: float = 3600.0
-    flickr_rest_url: Optional[str] = None
-    gdp_year: Union[str, int] = "latest"
-    offline: bool = False
-    tolerance_km: float = 25.0
-    min_accuracy: int = 0
+    urls: Optional[str] = _D.urls
+    flickr_key: Optional[str] = _D.flickr_key
+    flickr_secret: Optional[str] = _D.flickr_secret
+    geo_csv: Optional[str] = _D.geo_csv
+    flickr_cache: Optional[str] = _D.flickr_cache
+    flickr_rate: float = _D.flickr_rate
+    flickr_rest_url: Optional[str] = _D.flickr_rest_url
+    gdp_year: Union[str, int] = _D.gdp_year
+    offline: bool = _D.offline
+    tolerance_km: float = _D.tolerance_km
+    min_accuracy: int = _D.min_accuracy
     with_location_source: bool = False
-    synsets: Optional[tuple] = None
-    per_class: Optional[int] = None
+    synsets: Optional[tuple] = _D.synsets
+    per_class: Optional[int] = _D.per_class
 
     def __post_init__(self):
         super().__post_init__()
@@ -132,12 +134,8 @@ class ImageNetGeo(datasets.GeneratorBasedBuilder):
 
     def _inputs(self):
         c = self.config
-        return _make_inputs(imagenet_dir=c.data_dir, urls=c.urls, flickr_key=c.flickr_key,
-                            flickr_secret=c.flickr_secret, geo_csv=c.geo_csv, flickr_cache=c.flickr_cache,
-                            flickr_rate=c.flickr_rate, flickr_rest_url=c.flickr_rest_url, gdp_year=c.gdp_year,
-                            offline=c.offline, tolerance_km=c.tolerance_km, max_failed_lookups=0,
-                            caller="ImageNetGeo", min_accuracy=c.min_accuracy, synsets=c.synsets,
-                            per_class=c.per_class)
+        return _make_inputs(imagenet_dir=c.data_dir, max_failed_lookups=0, caller="ImageNetGeo",
+                            **{f: getattr(c, f) for f in SOURCE_FIELDS})
 
     def _split_generators(self, dl_manager):
         inputs = self._inputs()

@@ -7,7 +7,7 @@ import json
 import logging
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Optional, Union
 
@@ -63,6 +63,67 @@ def card_template_path() -> Path:
 # --------------------------------------------------------------------------------------------
 # inputs
 # --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ImageNetGeoSources:
+    """Where an ImageNet geo-location build gets its locations and GDP: the one definition of
+    these parameters and their defaults.  :func:`build_imagenet_geo` takes them as keyword
+    arguments and :class:`ImageNetGeoConfig` as fields; both are checked by the same code.
+
+    Attributes
+    ----------
+    urls : str, optional
+        ImageNet URL list (``<image_id><TAB><url>``); needs ``flickr_key`` and ``flickr_secret``.
+    flickr_key, flickr_secret : str, optional
+        Flickr API credentials.
+    geo_csv : str, optional
+        CSV of known locations (image_id, latitude, longitude) instead of Flickr.
+    flickr_cache : str, optional
+        SQLite cache of Flickr answers.
+    flickr_rate : float
+        Flickr calls per hour (Flickr allows 3,600 per key).
+    flickr_rest_url : str, optional
+        Flickr REST endpoint (tests point it at a local server).
+    gdp_year : "latest" or int
+        World Bank year.
+    offline : bool
+        GDP from the shipped snapshot instead of the World Bank API.
+    tolerance_km : float
+        Coastal tolerance of the reverse geocoding.
+    min_accuracy : int
+        Minimum Flickr accuracy level (0 keeps all).
+    synsets : tuple of str, optional
+        Only these classes.
+    per_class : int, optional
+        At most this many images per class.
+    """
+
+    urls: Optional[str] = None
+    flickr_key: Optional[str] = None
+    flickr_secret: Optional[str] = None
+    geo_csv: Optional[str] = None
+    flickr_cache: Optional[str] = None
+    flickr_rate: float = 3600.0
+    flickr_rest_url: Optional[str] = None
+    gdp_year: Union[str, int] = "latest"
+    offline: bool = False
+    tolerance_km: float = 25.0
+    min_accuracy: int = 0
+    synsets: Optional[tuple] = None
+    per_class: Optional[int] = None
+
+
+SOURCE_FIELDS = tuple(f.name for f in fields(ImageNetGeoSources))
+SOURCE_DEFAULTS = ImageNetGeoSources()
+
+
+def _resolve_sources(params, caller):
+    unknown = sorted(set(params) - set(SOURCE_FIELDS))
+    if unknown:
+        raise InputError(f"Unknown parameter(s) {', '.join(map(repr, unknown))} of {caller}; the location and GDP "
+                         f"sources accept {', '.join(SOURCE_FIELDS)}.")
+    return {f: params.get(f, getattr(SOURCE_DEFAULTS, f)) for f in SOURCE_FIELDS}
+
+
 @dataclass(frozen=True)
 class _Inputs:
     imagenet_dir: Path
@@ -232,9 +293,12 @@ def _check_geo_csv(path):
     return path
 
 
-def _make_inputs(*, imagenet_dir, urls, flickr_key, flickr_secret, geo_csv, flickr_cache, flickr_rate,
-                 flickr_rest_url, gdp_year, offline, tolerance_km, max_failed_lookups, caller, flickr_options=None,
-                 min_accuracy=0, synsets=None, per_class=None):
+def _make_inputs(*, imagenet_dir, max_failed_lookups, caller, flickr_options=None, **sources):
+    src = _resolve_sources(sources, caller)
+    urls, geo_csv, flickr_key, flickr_secret = src["urls"], src["geo_csv"], src["flickr_key"], src["flickr_secret"]
+    flickr_cache, flickr_rate, flickr_rest_url = src["flickr_cache"], src["flickr_rate"], src["flickr_rest_url"]
+    gdp_year, offline, tolerance_km = src["gdp_year"], src["offline"], src["tolerance_km"]
+    min_accuracy, synsets, per_class = src["min_accuracy"], src["synsets"], src["per_class"]
     from geoaudit.data._gdp import parse_gdp_year
 
     root = _check_imagenet_dir(imagenet_dir)
