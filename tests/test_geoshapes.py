@@ -26,7 +26,7 @@ from geoaudit.data import (
 from geoaudit.data._export import ParquetShardWriter, render_dataset_card, write_dataset_card
 from geoaudit.data._geoshapes import CLASS_NAMES
 
-SMALL = dict(n_images=400, image_size=24, seed=3)
+SMALL = dict(n_images=400, image_size=24, random_state=3)
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +48,7 @@ def test_same_arguments_give_byte_identical_data(small):
     again = geoshapes(**SMALL)
     for split in ("train", "validation", "test"):
         assert _table_bytes(small[split]) == _table_bytes(again[split])
-    other = geoshapes(**{**SMALL, "seed": 4})
+    other = geoshapes(**{**SMALL, "random_state": 4})
     assert _table_bytes(other["test"]) != _table_bytes(small["test"])
 
 
@@ -122,7 +122,7 @@ def test_default_plan_is_skewed_like_imagenet_and_has_30_audit_countries():
 
 
 def test_generated_counts_follow_the_plan():
-    args = dict(n_images=2400, image_size=24, seed=0, n_audit_countries=5)
+    args = dict(n_images=2400, image_size=24, random_state=0, n_audit_countries=5)
     plan = geoshapes_country_plan(**args)
     lat = geoshapes_latents(**args)
     got = lat[lat["split"] == "test"]["iso3"].value_counts()
@@ -152,7 +152,7 @@ def test_cue_predicts_the_label_as_asked_in_and_out_of_cue_countries(strength):
 def test_rendered_colour_carries_the_palette():
     from matplotlib.colors import rgb_to_hsv
 
-    args = dict(n_images=300, image_size=32, seed=5, spurious_strength=0.9)
+    args = dict(n_images=300, image_size=32, random_state=5, spurious_strength=0.9)
     dd = geoshapes(**args)
     lat = geoshapes_latents(**args).set_index("image_id")
     ds = dd["train"]
@@ -251,15 +251,15 @@ def test_export_is_atomic_and_replaces(tmp_path, monkeypatch):
     out = tmp_path / "gs"
     build_geoshapes(out, **SMALL)
     before = (out / "README.md").read_text()
-    import geoaudit.data._geoshapes as G
+    import geoaudit.data._geoshapes.builder as G
 
     def boom(*a, **k):
         raise RuntimeError("killed")
         yield
 
-    monkeypatch.setattr(G, "_iter_split_batches", boom)
+    monkeypatch.setattr(G, "iter_split_batches", boom)
     with pytest.raises(RuntimeError, match="killed"):
-        build_geoshapes(out, **{**SMALL, "seed": 9})
+        build_geoshapes(out, **{**SMALL, "random_state": 9})
     assert (out / "README.md").read_text() == before  # the old folder is intact
     assert sorted(p.name for p in tmp_path.iterdir()) == ["gs"]  # no partial folder left
     monkeypatch.undo()
@@ -315,6 +315,10 @@ def test_cli_build_and_bad_input(tmp_path, capsys):
     text = capsys.readouterr().out
     assert rc == 0
     assert "300 GeoShapes images" in text and "spurious_strength=0.5" in text
+    rc = main(["dataset", "build", "geoshapes", "--out", str(tmp_path / "cap"), "--n-images", "300",
+               "--image-size", "24", "--random-state", "2", "--capture-strength", "0.7"])
+    assert rc == 0 and "capture_strength=0.7" in capsys.readouterr().out
+    assert '"capture_strength": 0.7' in (tmp_path / "cap" / "README.md").read_text()
     assert (out / "README.md").exists() and (tmp_path / "g.png").exists()
     rc = main(["dataset", "build", "geoshapes", "--out", str(tmp_path / "bad"), "--spurious-strength", "2"])
     err = capsys.readouterr().err
@@ -332,7 +336,7 @@ def _train_and_audit(strength, seed=0):
     from geoaudit.train import build_model
 
     k = 6
-    dd = geoshapes(n_images=4000, image_size=24, n_classes=k, seed=seed, spurious_strength=strength)
+    dd = geoshapes(n_images=4000, image_size=24, n_classes=k, random_state=seed, spurious_strength=strength)
     xtr, ytr = split_to_tensors(dd["train"])
     xte, yte = split_to_tensors(dd["test"])
     torch.manual_seed(seed)
@@ -381,3 +385,245 @@ def test_small_cnn_learns_the_shortcut_and_the_audit_sees_it():
     # no planted bias: no slope to speak of
     assert p0 > 0.05 and abs(beta0) < beta / 3, (beta0, p0)
     assert acc0 > 1 / 6 + 0.1  # the shapes themselves are being learned
+
+
+# --- one configuration object ------------------------------------------------------------------
+def test_config_is_the_single_source_of_parameters():
+    from geoaudit.data import GeoShapesConfig
+
+    cfg = GeoShapesConfig(n_images=400, image_size=24, random_state=3)
+    # config=, keyword overrides, and both together give the same draw
+    a = geoshapes_latents(cfg)
+    b = geoshapes_latents(n_images=400, image_size=24, random_state=3)
+    c = geoshapes_latents(GeoShapesConfig(n_images=400), image_size=24, random_state=3)
+    pd.testing.assert_frame_equal(a, b)
+    pd.testing.assert_frame_equal(a, c)
+    # the deprecated 'seed' is random_state
+    with pytest.warns(DeprecationWarning, match="'seed' parameter of geoshapes is deprecated"):
+        d = geoshapes_latents(n_images=400, image_size=24, seed=3)
+    pd.testing.assert_frame_equal(a, d)
+    with pytest.warns(DeprecationWarning):
+        assert cfg.seed == 3
+    assert cfg.replace(capture_strength=0.5).capture_strength == 0.5 and cfg.capture_strength == 0.0
+    import dataclasses
+
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.n_images = 5
+
+
+@pytest.mark.parametrize(
+    "call, pattern",
+    [
+        (lambda C: C(capture_strength=1.5), r"'capture_strength' parameter of GeoShapesConfig must be a float in \[0.0, 1.0\]"),
+        (lambda C: C(random_state="x"), r"'random_state' parameter of GeoShapesConfig must be an int in \[0, \d+\], a numpy"),
+        (lambda C: C(random_state=-1), r"'random_state' parameter of GeoShapesConfig must be an int in \[0, "),
+        (lambda C: C(year="2019"), r"'year' parameter of GeoShapesConfig must be 'latest' or an int"),
+        (lambda C: C().replace(n_images=10), r"'n_images' parameter of GeoShapesConfig.replace must be an int"),
+        (lambda C: geoshapes_country_plan(colour=1), r"unknown parameter\(s\) 'colour'; accepted: n_images, "
+                                                     r"spurious_strength, capture_strength, image_size, random_state"),
+        (lambda C: geoshapes_country_plan(capture_strength=-0.5), r"'capture_strength' parameter of geoshapes"),
+        (lambda C: geoshapes_country_plan(seed=1, random_state=1), r"both 'seed' and its replacement 'random_state'"),
+        (lambda C: geoshapes_country_plan(config=[1]), r"'config' parameter of geoshapes must be a GeoShapesConfig"),
+    ],
+)
+def test_config_validation_messages(call, pattern):
+    from geoaudit.data import GeoShapesConfig
+
+    with pytest.raises(InputError, match=pattern):
+        call(GeoShapesConfig)
+
+
+def test_random_state_generators_are_drawn_once_and_recorded():
+    from geoaudit.data import GeoShapesConfig
+
+    a = GeoShapesConfig(random_state=np.random.default_rng(7)).random_state
+    b = GeoShapesConfig(random_state=np.random.default_rng(7)).random_state
+    assert isinstance(a, int) and a == b
+    assert isinstance(GeoShapesConfig(random_state=None).random_state, int)
+
+
+# --- the two mechanisms in the hidden truth ----------------------------------------------------
+def test_null_has_no_country_dependence_in_the_latents():
+    null = dict(n_images=3000, spurious_strength=0.0, capture_strength=0.0, image_size=32)
+    lat = geoshapes_latents(**null)
+    assert not lat["follows_cue"].any()
+    assert (lat["capture_severity"] == 0).all() and (lat["jpeg_quality"] == 0).all()
+    assert (lat["blur_sigma_px"] == 0).all() and (lat["exposure"] == 1).all()
+    # moving the cue to other countries changes nothing but the cue flag: no variable depends on
+    # which countries are favoured
+    other = geoshapes_latents(**null, cue_countries=["IND", "NGA"])
+    cols = [c for c in lat.columns if c != "cue_country"]
+    pd.testing.assert_frame_equal(lat[cols], other[cols])
+    assert not lat["cue_country"].equals(other["cue_country"])
+
+
+def test_capture_severity_falls_with_gdp_and_leaves_the_rest_alone():
+    from geoaudit.data._geoshapes import capture_deficit
+
+    args = dict(n_images=4000, image_size=32, random_state=1)
+    lat = geoshapes_latents(**args, capture_strength=0.8)
+    plan = geoshapes_country_plan(**args, capture_strength=0.8)
+    by = lat.groupby("iso3")["capture_severity"].mean()
+    gdp = plan.loc[by.index, "gdp_per_capita_usd"]
+    assert by.rank().corr(gdp.rank()) < -0.9  # Spearman: poorer, worse capture
+    assert (lat.loc[lat["iso3"] == "USA", "capture_severity"] == 0).all()  # above US$50,000: clean
+    # severity = capture_mean * (0.5 + U(0, 1)) when that stays below 1: its mean is capture_mean
+    big = plan[(plan["n_images"] >= 200) & (plan["capture_mean"] > 0) & (1.5 * plan["capture_mean"] <= 1)]
+    assert len(big) >= 3
+    for iso, m in big["capture_mean"].items():
+        assert by[iso] == pytest.approx(m, abs=0.05), iso  # 4 SE at 250 images
+    assert lat["capture_severity"].between(0, 1).all()
+    assert plan["capture_mean"].to_numpy() == pytest.approx(0.8 * capture_deficit(plan["gdp_per_capita_usd"]))
+    # the capture knob has its own random stream: the colour mechanism and geometry are unchanged
+    base = geoshapes_latents(**args, capture_strength=0.0)
+    for col in ("label", "palette", "follows_cue", "split", "iso3", "scale", "rotation", "noise_sd"):
+        assert lat[col].equals(base[col]), col
+    # and the degradation parameters grow with the severity
+    assert lat["blur_sigma_px"].corr(lat["capture_severity"]) == pytest.approx(1.0)
+    assert (lat.loc[lat["capture_severity"] > 0, "jpeg_quality"].between(20, 90)).all()
+
+
+def test_capture_strength_degrades_exactly_the_images_with_severity():
+    import datasets
+
+    args = dict(n_images=300, image_size=32, random_state=4)
+    clean, poor = geoshapes(**args), geoshapes(**args, capture_strength=1.0)
+    sev = geoshapes_latents(**args, capture_strength=1.0).set_index("image_id")["capture_severity"]
+    raw = lambda ds: [im["bytes"] for im in ds.cast_column("image", datasets.Image(decode=False))["image"]]  # noqa: E731
+    ids = clean["train"]["image_id"]
+    same = np.array([a == b for a, b in zip(raw(clean["train"]), raw(poor["train"]))])
+    assert ((sev.loc[ids] == 0).to_numpy() == same).all()
+    assert 0 < same.sum() < len(same)
+    # degraded images lose detail: less high-frequency energy than their clean versions
+    x0 = np.asarray([np.asarray(im, np.float32) for im in clean["train"]["image"]])[~same]
+    x1 = np.asarray([np.asarray(im, np.float32) for im in poor["train"]["image"]])[~same]
+    assert x1.mean() < x0.mean()  # darker
+
+
+# --- the corruption as a function --------------------------------------------------------------
+def _batch(n=6, size=32, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+
+
+def test_capture_corruption_shapes_dtypes_ranges():
+    import torch
+
+    from geoaudit.data import capture_corruption
+
+    x = _batch()
+    y = capture_corruption(x, 0.7, random_state=0)
+    assert y.shape == x.shape and y.dtype == np.uint8 and not np.array_equal(x, y)
+    xf = x.astype(np.float32) / 255
+    yf = capture_corruption(xf, np.linspace(0.1, 1, 6), random_state=0)
+    assert yf.dtype == np.float32 and yf.shape == xf.shape and yf.min() >= 0 and yf.max() <= 1
+    one = capture_corruption(xf[0], 0.5, random_state=1)  # a single (H, W, C) image
+    assert one.shape == (32, 32, 3)
+    xt = torch.from_numpy(xf).permute(0, 3, 1, 2).contiguous()  # torch: (N, C, H, W)
+    yt = capture_corruption(xt, torch.full((6,), 0.5).numpy(), random_state=torch.Generator().manual_seed(0))
+    assert isinstance(yt, torch.Tensor) and yt.shape == xt.shape and yt.dtype == torch.float32
+    assert float(yt.min()) >= 0 and float(yt.max()) <= 1
+    yu = capture_corruption(torch.from_numpy(x).permute(0, 3, 1, 2), 0.3, random_state=0)
+    assert yu.dtype == torch.uint8 and yu.shape == (6, 3, 32, 32)
+    grey = capture_corruption(xf[..., :1], 0.5, random_state=0)
+    assert grey.shape == (6, 32, 32, 1)
+    # odd sizes (not a multiple of JPEG's 8x8 blocks) keep their shape
+    assert capture_corruption(_batch(2, 27), 0.9, random_state=0).shape == (2, 27, 27, 3)
+
+
+def test_capture_corruption_severity_zero_is_identity_and_randomness_is_reproducible():
+    import torch
+
+    from geoaudit.data import capture_corruption
+
+    x = _batch()
+    assert np.array_equal(capture_corruption(x, 0.0, random_state=0), x)
+    xf = torch.rand(4, 3, 24, 24, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    assert torch.equal(capture_corruption(xf, 0.0), xf)
+    sev = np.array([0.0, 0.4, 0.0, 0.9, 1.0, 0.2])
+    y = capture_corruption(x, sev, random_state=3)
+    assert np.array_equal(y[sev == 0], x[sev == 0]) and not np.array_equal(y[sev > 0], x[sev > 0])
+    assert np.array_equal(y, capture_corruption(x, sev, random_state=3))
+    assert not np.array_equal(y, capture_corruption(x, sev, random_state=4))
+    # stronger severity, larger change
+    err = [np.abs(capture_corruption(x, s, random_state=0).astype(float) - x).mean() for s in (0.1, 0.5, 1.0)]
+    assert err[0] < err[1] < err[2]
+
+
+@pytest.mark.parametrize(
+    "images, severity, pattern",
+    [
+        (np.zeros((2, 8, 8, 3), np.uint8), 1.5, r"'severity' parameter of capture_corruption must be in \[0, 1\]"),
+        (np.zeros((2, 8, 8, 3), np.uint8), [0.1, 0.2, 0.3], r"'severity'.*one value per image \(2\)"),
+        (np.full((2, 8, 8, 3), 2.0), 0.5, r"must hold floats in \[0, 1\]"),
+        (np.zeros((2, 8, 8, 4), np.uint8), 0.5, r"must have 1 or 3 channels"),
+        (np.zeros((8, 8), np.uint8), 0.5, r"must have 3 or 4 dimensions"),
+        (np.zeros((2, 8, 8, 3), np.int32), 0.5, r"must be uint8 or float"),
+        ([[0.0]], 0.5, r"must be a numpy array or a torch tensor"),
+    ],
+)
+def test_capture_corruption_bad_input(images, severity, pattern):
+    from geoaudit.data import capture_corruption
+
+    with pytest.raises(InputError, match=pattern):
+        capture_corruption(images, severity, random_state=0)
+
+
+# --- the datasets builder and the build result ------------------------------------------------
+def test_builder_loads_with_datasets_and_matches_geoshapes(tmp_path):
+    import datasets
+
+    from geoaudit.data import GeoShapes
+
+    args = dict(n_images=300, image_size=24, random_state=2, capture_strength=0.6)
+    b = GeoShapes(cache_dir=str(tmp_path / "hf"), **args)
+    assert b.config.geoshapes_config().capture_strength == 0.6
+    b.download_and_prepare()
+    built = b.as_dataset(split="test")
+    mem = geoshapes(**args)["test"]
+    assert isinstance(built, datasets.Dataset) and built.features == mem.features
+    order = {i: k for k, i in enumerate(built["image_id"])}
+    assert sorted(order) == sorted(mem["image_id"])
+    raw = built.cast_column("image", datasets.Image(decode=False))["image"]
+    mraw = mem.cast_column("image", datasets.Image(decode=False))["image"]
+    for i, im in zip(mem["image_id"], mraw):
+        assert raw[order[i]]["bytes"] == im["bytes"]
+    assert [c.name for c in GeoShapes.BUILDER_CONFIGS] == ["default", "capture", "both", "null"]
+    with pytest.raises(InputError, match="'capture_strength' parameter of GeoShapes"):
+        GeoShapes(cache_dir=str(tmp_path / "hf"), capture_strength=3.0)
+
+
+def test_build_result_follows_the_result_protocol(tmp_path):
+    import dataclasses
+
+    r = build_geoshapes(tmp_path / "gs", n_images=300, image_size=24, random_state=1, capture_strength=0.4)
+    assert r.config["capture_strength"] == 0.4 and r.config["random_state"] == 1
+    with pytest.raises(TypeError):
+        r.config["n_images"] = 3  # read-only mapping
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        r.cue_share = 0.0
+    d = r.to_dict()
+    assert json.loads(json.dumps(d))["num_examples"] == dict(r.num_examples)
+    assert "capture_strength=0.4" in r.summary() and "300 images" in r.summary()
+    card = (tmp_path / "gs" / "README.md").read_text()
+    assert "`capture_strength = 0.4`" in card and "capture severity (mean)" in card
+
+
+def test_grid_mosaic_and_figure(tmp_path):
+    from matplotlib.figure import Figure
+
+    from geoaudit.report._geoshapes_figures import geoshapes_grid_figure
+
+    dd = geoshapes(n_images=3000, image_size=24, capture_strength=1.0, random_state=0)
+    m = geoshapes_grid(dd, per_group=3)
+    assert m.row_labels == ("High income", "Upper middle income", "Lower middle income", "Low income")
+    assert m.tiles.shape == (4, 3, 24, 24, 3) and m.present.all()
+    assert m.image.shape == (4 * 24 + 3 * 3, 3 * 24 + 2 * 3, 3)
+    lat = geoshapes_latents(n_images=3000, image_size=24, capture_strength=1.0, random_state=0)
+    # every caption carries the tile's hidden truth; low-income captures are worse than high-income ones
+    assert all(s > 0 for s in m.severity[3]) and np.mean(m.severity[0]) < np.mean(m.severity[3])
+    assert all(h is not None for h in m.cue_held[0]) and set(m.iso3[3]) <= set(lat["iso3"])
+    assert m.caption(3, 0).startswith(m.iso3[3][0] + "\nsev ")
+    fig = geoshapes_grid_figure(m, tmp_path / "g.png")
+    assert isinstance(fig, Figure) and (tmp_path / "g.png").stat().st_size > 10_000
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert titles[:3] == list(m.iso3[0]) and all(ax.title.get_fontsize() >= 9 for ax in fig.axes if ax.get_title())

@@ -8,7 +8,10 @@ from geoaudit.data._builtin import BUILTIN_DATA, load_builtin, load_digits_tenso
 from geoaudit.data._countries import country_table, load_boundaries
 from geoaudit.data._gdp import gdp_per_capita
 from geoaudit.data._geoshapes import (
+    GeoShapes,
+    GeoShapesConfig,
     build_geoshapes,
+    capture_corruption,
     geoshapes,
     geoshapes_country_plan,
     geoshapes_grid,
@@ -25,6 +28,9 @@ __all__ = [
     "load_digits_tensors",
     "load_split",
     "load_torchvision_mnist",
+    "GeoShapes",
+    "GeoShapesConfig",
+    "capture_corruption",
     "ImageNetGeo",
     "ImageNetGeoConfig",
     "build_imagenet_geo",
