@@ -65,7 +65,7 @@ def _states_equal(a, b):
 def test_algorithm2_weights_sequence(tmp_path, tiny):
     n, rounds, b = tiny.n, 3, 5
     res = build_adversarial_dataset(tiny, attack=FGSM(eps=0.05), out_dir=tmp_path / "D", rounds=rounds,
-                                    batch_size=b, reuse=False)
+                                    batch_size=b, reuse=False, storage="uint8")
     d = WeightedDataset.open(res.folder)
     assert d.complete and d.size == n * (rounds + 1) == res.size
     expected = [1.0] * n + [float((k - 1) * n + i) for k in range(1, rounds + 1) for i in range(1, n + 1)]
@@ -75,14 +75,14 @@ def test_algorithm2_weights_sequence(tmp_path, tiny):
     np.testing.assert_array_equal(d.labels[:d.size], tiny.labels.numpy()[d.source[:d.size]])
     np.testing.assert_array_equal(np.asarray(d.images[:n]), tiny.images.numpy())
     assert res.stats["attacks_computed"] == res.stats["fresh_attacks"] == n * rounds
-    assert res.stats["attacks_per_round"] == [n] * rounds
+    assert list(res.stats["attacks_per_round"]) == [n] * rounds
     # a finished D with the same settings is returned as is; other settings are refused
     again = build_adversarial_dataset(tiny, attack=FGSM(eps=0.05), out_dir=tmp_path / "D", rounds=rounds,
-                                      batch_size=b, reuse=False)
+                                      batch_size=b, reuse=False, storage="uint8")
     assert again.stats == res.stats
     with pytest.raises(InputError, match="other settings"):
         build_adversarial_dataset(tiny, attack=FGSM(eps=0.1), out_dir=tmp_path / "D", rounds=rounds,
-                                  batch_size=b, reuse=False)
+                                  batch_size=b, reuse=False, storage="uint8")
 
 
 def test_weighted_sampling_proportions(tmp_path, tiny):
@@ -360,6 +360,8 @@ def test_cli_train_resume_and_refusals(tmp_path, data_dir, capsys):
     (["--backend", "spark"], "'--backend' parameter"),
     (["--augment", "pgd", "--cost", "ssim"], "--cost do(es) not apply to --augment pgd"),
     (["--models", "0"], "--models must be at least 1"),
+    (["--storage", "int4"], "'--storage' parameter of geoaudit train must be one of"),
+    (["--reuse", "maybe"], "'--reuse' parameter of geoaudit train must be one of"),
 ])
 def test_cli_bad_arguments(tmp_path, data_dir, capsys, argv, message):
     rc = main(["train", "--data", str(data_dir), "--out", str(tmp_path / "o"), "--epochs", "1", *argv])
@@ -400,3 +402,149 @@ def test_perceptual_population_and_default_attacks(tmp_path, data_dir):
     a2 = m["weighted_dataset"]["algorithm2"]
     assert m["weighted_dataset"]["size"] == 2 * 30 and a2["appended"] == 30
     assert a2["attacks_computed"] == a2["center_refreshes"] + a2["fresh_attacks"]
+
+
+# --- result protocol, attack preset, random_state ------------------------------------------------
+def test_results_are_frozen_and_summarised(tmp_path, tiny):
+    import dataclasses
+
+    from geoaudit.train import DEFAULT_ATTACK_PARAMS, DROResult, make_attack
+
+    res = build_adversarial_dataset(tiny, attack=FGSM(eps=0.05), out_dir=tmp_path / "D", rounds=1, batch_size=6,
+                                    reuse=False, random_state=1)
+    assert isinstance(res, DROResult) and res.settings["seed"] == 1
+    with pytest.raises(TypeError):
+        res.stats["attacks_computed"] = 0          # read-only mapping
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        res.size = 0
+    assert "Algorithm 2:" in res.summary() and json.dumps(res.to_dict())
+    # the deprecated name still works, with a warning, and gives the same D
+    with pytest.warns(DeprecationWarning, match="random_state"):
+        old = build_adversarial_dataset(tiny, attack=FGSM(eps=0.05), out_dir=tmp_path / "D", rounds=1,
+                                        batch_size=6, reuse=False, seed=1)
+    assert old.stats == res.stats
+    # the training preset goes through geoaudit.attacks.make_attack, preset values explicit
+    atk = make_attack("pgd")
+    assert atk.eps == DEFAULT_ATTACK_PARAMS["pgd"]["eps"] and atk.steps == DEFAULT_ATTACK_PARAMS["pgd"]["steps"]
+    assert make_attack("pgd", eps=2.0, random_start=True).random_start is True   # any class parameter
+
+
+def test_population_result_protocol(tmp_path, data_dir):
+    r = train_population(data_dir, augment="plain", n_models=1, epochs=1, batch_size=16, out_dir=tmp_path / "p")
+    with pytest.raises(TypeError):
+        r.manifest["method"] = "pgd"
+    assert r.to_dict()["manifest"]["method"] == "plain" and "1/1 models done" in r.summary()
+    from geoaudit._io import to_json
+
+    assert json.loads(to_json(r.manifest))["seeds"] == [0]
+
+
+def test_damaged_checkpoint_is_retrained_not_counted(tmp_path, data_dir, capsys):
+    out = tmp_path / "plain"
+    base = ["train", "--data", str(data_dir), "--models", "2", "--epochs", "1", "--batch-size", "16",
+            "--device", "cpu", "--out", str(out)]
+    assert main(base) == 0
+    capsys.readouterr()
+    w = out / "model_001" / "weights.pt"
+    good = w.read_bytes()
+    cfg = json.loads((out / "model_001" / "config.json").read_text())
+    import hashlib
+
+    assert cfg["weights_sha256"] == hashlib.sha256(good).hexdigest()
+    w.write_bytes(good[: len(good) // 2])                                  # truncated after it finished
+    with pytest.raises(InputError, match=r"model_001.*weights\.pt.*sha256 does not match"):
+        load_model(out / "model_001")
+    assert main(base) == 0
+    text = capsys.readouterr().out
+    assert "model_001: trained again" in text and "trained 1 this run" in text and "2/2 models" in text
+    assert w.read_bytes() == good                                          # same seed, same weights
+    m = json.loads((out / "manifest.json").read_text())
+    assert [r["name"] for r in m["retrained_damaged"]] == ["model_001"]
+    # a checkpoint written before hashes were recorded still loads; one that does not load is retrained
+    cfg0 = json.loads((out / "model_000" / "config.json").read_text())
+    del cfg0["weights_sha256"]
+    (out / "model_000" / "config.json").write_text(json.dumps(cfg0))
+    model, _ = load_model(out / "model_000")
+    assert main(base) == 0 and "trained 0 this run" in capsys.readouterr().out
+    (out / "model_000" / "weights.pt").write_bytes(b"not a torch file")
+    with pytest.raises(InputError, match="Corrupt checkpoint weights"):
+        load_model(out / "model_000")
+    assert main(base) == 0 and "model_000: trained again" in capsys.readouterr().out
+
+
+# --- D keeps what the attack did; work counted in gradient steps; reuse "auto" ------------------
+class _Nudge:
+    """A 'perceptual' attack that changes every pixel by 0.001 (below uint8's 1/255 step), 3 steps each."""
+
+    def _params(self):
+        return {"delta": 0.001}
+
+    def __call__(self, model, images, labels):
+        from geoaudit.attacks._base import AttackResult
+
+        n = images.shape[0]
+        return AttackResult(images=(images + 0.001).clamp(0, 1), success=torch.ones(n, dtype=torch.bool),
+                            steps=torch.full((n,), 3), margins=torch.zeros(n), seconds=0.0, method="nudge")
+
+
+@pytest.mark.parametrize("storage, survives", [("float16", True), ("uint8", False)])
+def test_storage_keeps_sub_quantum_perturbations(tmp_path, tiny, storage, survives):
+    res = build_adversarial_dataset(tiny, attack=_Nudge(), out_dir=tmp_path / "D", rounds=1, batch_size=6,
+                                    reuse=False, storage=storage)
+    d = WeightedDataset.open(res.folder)
+    assert d.storage == storage and d.meta["settings"]["storage"] == storage
+    assert d.bytes_per_image == 3 * 16 * 16 * (2 if storage == "float16" else 1)
+    # every stored attack byte-identical to its input under uint8; none under float16
+    assert res.stats["unchanged_rate"] == (0.0 if survives else 1.0)
+    x, _, _ = d.batch(np.arange(tiny.n), "cpu")
+    np.testing.assert_allclose(x.numpy(), tiny.images.float().numpy() / 255, atol=2.5e-4)   # clean rows
+    assert res.stats["gradient_steps"] == 3 * tiny.n == res.stats["fresh_steps"]
+    assert res.stats["mean_one_minus_ssim"] is not None and res.stats["mean_one_minus_ssim"] >= 0
+
+
+def test_reuse_auto_decides_from_a_pilot(tmp_path, tiny):
+    res = build_adversarial_dataset(tiny, attack=PGD(1.0, 0.5, 2), out_dir=tmp_path / "D", rounds=2, batch_size=3,
+                                    reuse="auto", cluster_size=4)
+    s = res.stats
+    dec = s["reuse_decision"]
+    assert dec["pilot_rows"] >= 3 and s["reuse_used"] == dec["use_reuse"]
+    assert dec["use_reuse"] == (dec["projected_steps_per_round_with_reuse"]
+                                < dec["projected_steps_per_round_without_reuse"])
+    assert s["kmeans"]["backend"] == "torch" and s["kmeans"]["feature_size"] == 16
+    assert s["gradient_steps"] == s["center_steps"] + s["fresh_steps"] and s["gradient_steps"] > 0
+    assert s["attacks_computed"] == s["center_refreshes"] + s["fresh_attacks"]
+    assert sum(s["steps_per_round"]) == s["gradient_steps"]
+    # the same call on a finished D returns it; the decision is deterministic
+    again = build_adversarial_dataset(tiny, attack=PGD(1.0, 0.5, 2), out_dir=tmp_path / "D2", rounds=2,
+                                      batch_size=3, reuse="auto", cluster_size=4)
+    assert again.stats["reuse_decision"]["use_reuse"] == dec["use_reuse"]
+    with pytest.raises(InputError, match="'reuse' parameter"):
+        build_adversarial_dataset(tiny, attack=FGSM(eps=0.1), out_dir=tmp_path / "x", reuse="yes")
+
+
+def test_kmeans_reduced_features_in_chunks(monkeypatch):
+    from geoaudit.train import _kmeans
+
+    ims, labs = make_images(n_per_class=23, n_classes=2, size=16, seed=2)
+    x = torch.from_numpy(ims).permute(0, 3, 1, 2).contiguous()
+    y = torch.from_numpy(labs)
+    f = _kmeans.features(x, feature_size=4, chunk=7)
+    assert f.shape == (46, 3 * 4 * 4) and f.dtype == torch.float32
+    torch.testing.assert_close(f, torch.nn.functional.adaptive_avg_pool2d(x.float() / 255, 4).flatten(1))
+    whole = cluster_by_label(x, y, cluster_size=5, backend="torch", feature_size=4)
+    monkeypatch.setattr(_kmeans, "CHUNK_ROWS", 5)             # distances in chunks of 5 rows: same answer
+    chunked = cluster_by_label(x, y, cluster_size=5, backend="torch", feature_size=4)
+    assert torch.equal(whole.assignment, chunked.assignment) and torch.equal(whole.centers, chunked.centers)
+    assert cluster_by_label(x, y, backend="auto").backend == "torch"
+
+
+def test_cli_storage_and_reuse_recorded(tmp_path, data_dir, capsys):
+    out = tmp_path / "pgd"
+    assert main(["train", "--data", str(data_dir), "--augment", "pgd", "--models", "1", "--epochs", "1",
+                 "--rounds", "1", "--attack-steps", "1", "--batch-size", "16", "--device", "cpu",
+                 "--storage", "uint8", "--reuse", "off", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "uint8" in text and "gradient steps" in text and "reuse off" in text
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["weighted_dataset"]["storage"] == "uint8" and m["weighted_dataset"]["bytes_per_image"] == 3 * 16 * 16
+    assert m["settings"]["dro"]["storage"] == "uint8" and m["settings"]["dro"]["reuse"] is False

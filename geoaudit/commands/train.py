@@ -34,10 +34,16 @@ def register(sub):
     g = p.add_argument_group("Algorithm 2 (pgd and perceptual)")
     g.add_argument("--rounds", type=int, default=3, help="T1 of Algorithm 2 (default: 3)")
     g.add_argument("--dro-seed", type=int, default=0, help="seed of Algorithm 2 (default: 0)")
-    g.add_argument("--no-reuse", action="store_true", help="turn off the cluster-center attack reuse")
+    g.add_argument("--reuse", default="auto",
+                   help="cluster-center attack reuse: auto (kept only where a pilot shows it saves gradient "
+                        "steps), on or off (default: auto)")
+    g.add_argument("--no-reuse", action="store_true", help="same as --reuse off")
+    g.add_argument("--storage", default="float16",
+                   help="how D stores attacks: float16 (keeps perturbations finer than 1/255) or uint8 "
+                        "(half the bytes, rounds to 1/255) (default: float16)")
     g.add_argument("--cluster-size", type=int, default=5, help="images per k-means cluster (default: 5)")
-    g.add_argument("--kmeans", default="auto", help="auto, sklearn or torch (default: auto)")
-    a = p.add_argument_group("attack hyperparameters (defaults: geoaudit.train.DEFAULT_ATTACK_PARAMS)")
+    g.add_argument("--kmeans", default="auto", help="auto (torch), sklearn or torch (default: auto)")
+    a = p.add_argument_group("attack hyperparameters (the training preset geoaudit.train.DEFAULT_ATTACK_PARAMS, for small images)")
     a.add_argument("--eps", type=float, default=None, help="pgd: radius of the perturbation ball")
     a.add_argument("--norm", default=None, help="pgd: l2 or linf")
     a.add_argument("--step-size", type=float, default=None, help="pgd and perceptual: step length")
@@ -78,6 +84,9 @@ def run(args) -> int:
         from geoaudit._errors import InputError
 
         raise InputError(f"--models must be at least 1. Got {args.models} instead.")
+    check_options("--reuse", args.reuse, ("auto", "on", "off"), caller="geoaudit train")
+    check_options("--storage", args.storage, ("float16", "uint8"), caller="geoaudit train")
+    reuse = False if args.no_reuse else {"auto": "auto", "on": True, "off": False}[args.reuse]
     device = resolve_device(args.device)
     attack = make_attack(args.augment, **_attack_params(args)) if args.augment != "plain" else None
     seeds = list(range(args.seed_start, args.seed_start + args.models))
@@ -85,17 +94,28 @@ def run(args) -> int:
         args.data, augment=args.augment, n_models=args.models, epochs=args.epochs, arch=args.arch, seeds=seeds,
         out_dir=args.out, backend=args.backend, attack=attack, device=device, split=args.split,
         image_size=args.image_size, channels=args.channels, batch_size=args.batch_size, lr=args.lr,
-        momentum=args.momentum, weight_decay=args.weight_decay, dro_rounds=args.rounds, dro_seed=args.dro_seed,
-        reuse=not args.no_reuse, cluster_size=args.cluster_size, kmeans=args.kmeans, pretrained=args.pretrained,
+        momentum=args.momentum, weight_decay=args.weight_decay, dro_rounds=args.rounds, dro_random_state=args.dro_seed,
+        reuse=reuse, storage=args.storage, cluster_size=args.cluster_size, kmeans=args.kmeans, pretrained=args.pretrained,
         ray_address=args.ray_address, ray_gpus_per_model=args.ray_gpus_per_model)
     m = res.manifest
+    for r in m.get("retrained_damaged", ()):
+        print(f"{r['name']}: trained again, its finished checkpoint was damaged ({r['reason']})")
     done = [e for e in m["models"] if e["status"] == "done"]
     print(f"{args.augment}: {len(done)}/{len(m['models'])} models in {res.out_dir} "
           f"(trained {m['timing'].get('models_trained_this_run', 0)} this run, "
           f"{m['timing'].get('total_seconds_this_run', 0.0):.1f} s); manifest: {res.out_dir / 'manifest.json'}")
     a2 = (m.get("weighted_dataset") or {}).get("algorithm2")
     if a2:
-        print(f"Algorithm 2: D has {m['weighted_dataset']['size']} examples ({m['weighted_dataset']['bytes'] / 1e6:.1f} MB); "
-              f"{a2['attacks_computed']} attacks computed, reuse rate {a2['reuse_rate']:.1%}, "
-              f"attack success {a2['success_rate']:.1%}, time saved ~{a2['time_saved_seconds']:.1f} s")
+        wd = m["weighted_dataset"]
+        q = a2.get("mean_one_minus_ssim")
+        print(f"Algorithm 2: D has {wd['size']} examples ({wd['bytes'] / 1e6:.1f} MB, {wd.get('storage', 'uint8')}); "
+              f"{a2['attacks_computed']} attacks computed, {a2.get('gradient_steps', 0)} gradient steps, "
+              f"reuse {'on' if a2.get('reuse_used') else 'off'} (rate {a2['reuse_rate']:.1%}), "
+              f"attack success {a2['success_rate']:.1%}" + (f", mean 1-SSIM {q:.4f}" if q is not None else ""))
+        dec = a2.get("reuse_decision")
+        if dec:
+            print(f"Attack reuse (auto): {'kept' if dec['use_reuse'] else 'switched off'}; projected "
+                  f"{dec['projected_steps_per_round_with_reuse']:.0f} gradient steps per round with it vs "
+                  f"{dec['projected_steps_per_round_without_reuse']:.0f} without "
+                  f"(k-means {dec['kmeans_seconds']:.1f} s)")
     return 0

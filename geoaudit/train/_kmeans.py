@@ -2,8 +2,14 @@
 
 Images of each label are grouped into clusters of about ``cluster_size`` images; the member
 nearest each cluster's mean is the cluster's *center*.  Two interchangeable backends:
-scikit-learn on the CPU, and a torch implementation (k-means++ seeding, Lloyd iterations)
-that runs on whatever device the images are on, so the reuse step never leaves the GPU.
+geoaudit's torch implementation (k-means++ seeding, Lloyd iterations, distances in chunks of
+rows), which runs on any device, and scikit-learn (CPU, BLAS limited to one thread: with
+unlimited threads on a shared machine it was 4-5x slower).  "auto" is torch everywhere: it was
+the faster of the two on the CPU too (``benchmarks/training.py``, section k-means).
+
+Clustering runs on reduced features: the images, read in chunks and average-pooled to
+``feature_size`` pixels square, so neither a float copy of the data set nor its full pixels
+are ever held at once.
 """
 from __future__ import annotations
 
@@ -53,14 +59,22 @@ class Clustering:
                 "mean_cluster_size": float(sizes.float().mean()), "max_cluster_size": int(sizes.max())}
 
 
+#: Rows per chunk of the (rows, k) distance matrix: bounds k-means' memory at any N.
+CHUNK_ROWS = 16384
+
+
 def _kmeans_torch(x: torch.Tensor, k: int, seed: int, n_iter=100, tol=1e-6):
     """Lloyd's k-means with k-means++ seeding, on ``x``'s device.  Returns (assignment, means)."""
     n = x.shape[0]
     g = torch.Generator(device="cpu").manual_seed(seed)
     sq = (x * x).sum(1)
 
-    def dist2(c):  # (n, k) squared distances, clamped against round-off
-        return (sq[:, None] - 2.0 * x @ c.T + (c * c).sum(1)[None, :]).clamp_min_(0)
+    def dist2(c):  # (n, k) squared distances, clamped against round-off; in chunks of rows
+        cc = (c * c).sum(1)[None, :]
+        if n <= CHUNK_ROWS:
+            return (sq[:, None] - 2.0 * x @ c.T + cc).clamp_min_(0)
+        return torch.cat([(sq[lo:lo + CHUNK_ROWS, None] - 2.0 * x[lo:lo + CHUNK_ROWS] @ c.T + cc).clamp_min_(0)
+                          for lo in range(0, n, CHUNK_ROWS)])
 
     first = int(torch.randint(n, (1,), generator=g))
     means = x[first:first + 1].clone()
@@ -95,15 +109,48 @@ def _kmeans_torch(x: torch.Tensor, k: int, seed: int, n_iter=100, tol=1e-6):
     return assign, means
 
 
-def _kmeans_sklearn(x: torch.Tensor, k: int, seed: int):
+def _kmeans_sklearn(x: torch.Tensor, k: int, seed: int, threads=1):
     from sklearn.cluster import KMeans
+    from threadpoolctl import threadpool_limits
 
     xn = x.detach().cpu().numpy().astype(np.float32)
-    km = KMeans(n_clusters=k, n_init=1, random_state=seed).fit(xn)
+    with threadpool_limits(limits=threads):  # unlimited BLAS threads oversubscribe small problems
+        km = KMeans(n_clusters=k, n_init=1, random_state=seed).fit(xn)
     return torch.as_tensor(km.labels_, dtype=torch.long, device=x.device), None
 
 
-def cluster_by_label(images, labels, *, cluster_size=5, backend="auto", random_state=0, feature_size=None) -> Clustering:
+def features(images: torch.Tensor, *, feature_size=None, device=None, chunk=4096) -> torch.Tensor:
+    """Flattened float32 features of ``images`` in [0, 1], average-pooled to ``feature_size``.
+
+    Parameters
+    ----------
+    images : torch.Tensor
+        ``(N, C, H, W)``, uint8 or float in [0, 1], on any device.
+    feature_size : int, optional
+        Pool to this many pixels square when the images are larger.
+    device : torch.device, optional
+        Where the features go (default: the images' device); chunks move there one at a time.
+    chunk : int
+        Images converted at once (bounds the float copy).
+
+    Returns
+    -------
+    torch.Tensor
+        float32 ``(N, C * s * s)``.
+    """
+    device = images.device if device is None else torch.device(device)
+    out = []
+    for lo in range(0, images.shape[0], chunk):
+        x = images[lo:lo + chunk].to(device)
+        x = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
+        if feature_size is not None and x.shape[-1] > feature_size:
+            x = torch.nn.functional.adaptive_avg_pool2d(x, feature_size)
+        out.append(x.flatten(1))
+    return torch.cat(out)
+
+
+def cluster_by_label(images, labels, *, cluster_size=5, backend="auto", random_state=0, feature_size=None,
+                     device=None) -> Clustering:
     """k-means within each label, about ``cluster_size`` examples per cluster.
 
     Parameters
@@ -117,10 +164,13 @@ def cluster_by_label(images, labels, *, cluster_size=5, backend="auto", random_s
         Target members per cluster; a label with ``n`` examples gets ``max(1, round(n / cluster_size))``
         clusters.
     backend : {"auto", "sklearn", "torch"}
-        "auto": torch when the images are on a GPU, scikit-learn otherwise.
+        "auto": torch (measured faster on the CPU as well as on a GPU).
     random_state : int
     feature_size : int, optional
         Downsample images to this square size before clustering (cheaper for large images).
+    device : torch.device, optional
+        Where the torch backend clusters (default: the images' device); the images move there
+        in chunks.
 
     Returns
     -------
@@ -132,14 +182,11 @@ def cluster_by_label(images, labels, *, cluster_size=5, backend="auto", random_s
     random_state = check_interval("random_state", random_state, 0, None, caller=caller, integer=True)
     if not isinstance(images, torch.Tensor) or images.dim() != 4:
         raise InputError("Expected images of shape (N, C, H, W) for cluster_by_label.")
+    if feature_size is not None:
+        feature_size = check_interval("feature_size", feature_size, 1, None, caller=caller, integer=True)
     if backend == "auto":
-        backend = "torch" if images.device.type != "cpu" else "sklearn"
-    x = images.float()
-    if images.dtype == torch.uint8:
-        x = x / 255.0
-    if feature_size is not None and x.shape[-1] > feature_size:
-        x = torch.nn.functional.adaptive_avg_pool2d(x, feature_size)
-    x = x.flatten(1)
+        backend = "torch"
+    x = features(images, feature_size=feature_size, device=device if backend == "torch" else "cpu")
     labels = labels.to(x.device).long()
     n = x.shape[0]
     assignment = torch.empty(n, dtype=torch.long, device=x.device)
@@ -173,7 +220,7 @@ def cluster_by_label(images, labels, *, cluster_size=5, backend="auto", random_s
         cluster_labels += [int(lab)] * kk
         offset += kk
     log.debug("k-means (%s): %d examples in %d clusters", backend, n, offset)
-    dev = images.device
+    dev = images.device if device is None else torch.device(device)
     return Clustering(assignment.to(dev), torch.cat(centers).to(dev),
                       torch.as_tensor(cluster_labels, dtype=torch.long, device=dev), backend)
 

@@ -24,20 +24,24 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Mapping
 
 import torch
+
+import geoaudit.attacks as _attacks
+from geoaudit._results import Result, frozen_mapping
 
 from geoaudit._errors import GeoauditError, InputError
 from geoaudit._io import atomic_write_json, to_json
 from geoaudit._progress import progress
 from geoaudit._validation import check_interval, check_options
-from geoaudit.models._checkpoint import CONFIG, WEIGHTS, make_config, read_config, save_checkpoint
+from geoaudit.models._checkpoint import CONFIG, make_config, read_config, save_checkpoint, verify_checkpoint
 from geoaudit.train._data import load_training_data
-from geoaudit.train._dro import build_adversarial_dataset, describe_attack
+from geoaudit.train._dro import _algorithm2_line, as_seed, build_adversarial_dataset, describe_attack, take_deprecated
 from geoaudit.train._kmeans import KMEANS_BACKENDS
 from geoaudit.models._zoo import ARCHITECTURES
 from geoaudit.train._sample import sample_model
-from geoaudit.train._store import META, WeightedDataset
+from geoaudit.train._store import META, STORAGES, WeightedDataset
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +52,10 @@ DATASET_DIR = "weighted_dataset"
 STATE_DIR = ".state"
 FORMAT = "geoaudit-population"
 
-#: Attack hyperparameters used when ``attack`` is not given (small enough for GeoShapes on a CPU).
+#: The training preset: attack hyperparameters sized for small images (16-64 px GeoShapes, sklearn
+#: digits) on a CPU, where T1 x N attacks must finish in minutes.  Not the attacks' defaults (those
+#: live once, on the attack classes, see :func:`geoaudit.attacks.make_attack`); for the paper's
+#: 224 px ImageNet setting pass the paper's values explicitly.
 DEFAULT_ATTACK_PARAMS = {
     "pgd": {"eps": 0.5, "step_size": 0.1, "steps": 10, "norm": "l2"},
     "perceptual": {"cost": "ssim", "lam": 1.0, "step_size": 0.1, "steps": 20, "confidence": 0.0},
@@ -56,28 +63,34 @@ DEFAULT_ATTACK_PARAMS = {
 
 
 def make_attack(augment, **params):
-    """The default attack of an augmentation: ``PGD`` for "pgd", ``PerceptualDRO`` for "perceptual".
+    """The attack of a training method, built from the training preset.
 
-    ``params`` override :data:`DEFAULT_ATTACK_PARAMS` (unknown names raise ``InputError``)."""
+    Parameters
+    ----------
+    augment : {"pgd", "perceptual"}
+        The training method; its attack is ``geoaudit.attacks.make_attack(augment, ...)``.
+    **params
+        Hyperparameters over :data:`DEFAULT_ATTACK_PARAMS` (``None`` keeps the preset); any
+        parameter the attack class accepts may be given.
+
+    Returns
+    -------
+    Attack
+        ``PGD`` for "pgd", ``PerceptualDRO`` for "perceptual".
+
+    Raises
+    ------
+    InputError
+        For another ``augment`` or a parameter the attack does not accept.
+    """
     check_options("augment", augment, ("pgd", "perceptual"), caller="make_attack")
     merged = dict(DEFAULT_ATTACK_PARAMS[augment])
-    unknown = sorted(set(params) - set(merged))
-    if unknown:
-        raise InputError(f"Unknown {augment} attack parameter(s) {', '.join(map(repr, unknown))}; "
-                         f"accepted: {', '.join(merged)}.")
     merged.update({k: v for k, v in params.items() if v is not None})
-    import geoaudit.attacks as attacks
-
-    if augment == "pgd":
-        p = merged
-        return attacks.PGD(p["eps"], p["step_size"], p["steps"], norm=p["norm"])
-    if not hasattr(attacks, "PerceptualDRO"):
-        raise GeoauditError("The perceptual DRO attack (geoaudit.attacks.PerceptualDRO) is not available in this build.")
-    return attacks.PerceptualDRO(**merged)
+    return _attacks.make_attack(augment, **merged)
 
 
 @dataclass(frozen=True)
-class PopulationResult:
+class PopulationResult(Result):
     """What :func:`train_population` returns.
 
     Attributes
@@ -88,20 +101,38 @@ class PopulationResult:
     checkpoints : tuple of Path
         The finished checkpoint folders, in model order.
     seeds : tuple of int
-    manifest : dict
-        The content of ``manifest.json``.
+        The members' seeds (a member's identity: ``model_003`` of a default population has seed 3).
+    manifest : Mapping
+        The content of ``manifest.json`` (read-only).
     """
 
     out_dir: Path
     method: str
     checkpoints: tuple = ()
     seeds: tuple = ()
-    manifest: dict = field(default_factory=dict)
+    manifest: Mapping = field(default_factory=dict)
 
-    def to_dict(self) -> dict:
-        return {"out_dir": str(self.out_dir), "method": self.method,
-                "checkpoints": [str(p) for p in self.checkpoints], "seeds": list(self.seeds),
-                "manifest": self.manifest}
+    def __post_init__(self):
+        object.__setattr__(self, "out_dir", Path(self.out_dir))
+        object.__setattr__(self, "checkpoints", tuple(Path(p) for p in self.checkpoints))
+        object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))
+        object.__setattr__(self, "manifest", frozen_mapping(self.manifest))
+
+    def summary(self) -> str:
+        """Method, how many members are done, D's size and Algorithm 2's work, one line each."""
+        m = self.manifest
+        models = m.get("models", ())
+        done = sum(1 for e in models if e.get("status") == "done")
+        lines = [f"{self.method} population in {self.out_dir}: {done}/{len(models)} models done "
+                 f"(seeds {', '.join(map(str, self.seeds[:5]))}{', ...' if len(self.seeds) > 5 else ''})"]
+        wd = m.get("weighted_dataset") or {}
+        if wd:
+            lines.append(f"D: {wd.get('size')} examples, {wd.get('bytes', 0) / 1e6:.1f} MB "
+                         f"({wd.get('storage', 'uint8')})")
+        a2 = wd.get("algorithm2") or {}
+        if a2:
+            lines.append(_algorithm2_line(a2))
+        return "\n".join(lines)
 
 
 def _hash(obj) -> str:
@@ -171,8 +202,9 @@ def _check_existing(out: Path, name: str, seed: int, settings_hash: str, arch: s
     if pop.get("settings_hash") != settings_hash or tr.get("seed") != seed:
         raise InputError(f"Checkpoint {str(folder)!r} was trained with other settings or seed "
                          f"(seed {tr.get('seed')!r}, expected {seed}); use another --out folder.")
-    if not (folder / WEIGHTS).exists():
-        raise InputError(f"Checkpoint {str(folder)!r} has no {WEIGHTS}; delete the folder to retrain it.")
+    problem = verify_checkpoint(folder, cfg)
+    if problem is not None:  # a finished model whose weights were damaged later: trained again
+        return {"name": name, "seed": seed, "status": "damaged", "problem": problem}
     return {"name": name, "index": pop.get("index"), "seed": seed, "status": "done",
             "train_seconds": tr.get("timing", {}).get("train_seconds"), "final_loss": tr.get("final_loss"),
             "train_accuracy": tr.get("train_accuracy"),
@@ -188,13 +220,13 @@ def _settings_diff(old: dict, new: dict):
 def train_population(data, *, augment="plain", n_models=50, epochs=10, arch="small_cnn", seeds=None, out_dir,
                      backend="local", attack=None, device="cpu", split="train", image_size=None, channels=3,
                      batch_size=64, lr=0.05, momentum=0.9, weight_decay=5e-4, weight_loss=True,
-                     samples_per_epoch=None, dro_rounds=3, dro_seed=0, reuse=True, cluster_size=5,
-                     kmeans="auto", pretrained=False, ray_address=None, ray_gpus_per_model=0.0,
-                     on_epoch_end=None, on_model_end=None) -> PopulationResult:
+                     samples_per_epoch=None, dro_rounds=3, dro_random_state=0, reuse="auto", cluster_size=5,
+                     kmeans="auto", storage="float16", pretrained=False, ray_address=None, ray_gpus_per_model=0.0,
+                     on_epoch_end=None, on_model_end=None, dro_seed=None) -> PopulationResult:
     """Train a population of K models alike but for their seeds.
 
     ``plain`` runs Algorithm 3 on the clean data with uniform weights.  ``pgd`` and
-    ``perceptual`` run Algorithm 2 once (seed ``dro_seed``) to build the weighted adversarial
+    ``perceptual`` run Algorithm 2 once (seeded by ``dro_random_state``) to build the weighted adversarial
     dataset D, then Algorithm 3 on D once per seed.  Populations trained with the same seeds
     (default 0..K-1) under different methods are paired.
 
@@ -210,7 +242,8 @@ def train_population(data, *, augment="plain", n_models=50, epochs=10, arch="sma
     arch : str
         One of :data:`geoaudit.train.ARCHITECTURES`.
     seeds : sequence of int, optional
-        One seed per model; default ``range(n_models)``.
+        One seed per model, the member's identity (its initial weights and draws); default
+        ``range(n_models)``.
     out_dir : str or Path
         Output folder (see the module docstring); re-running with the same settings resumes,
         other settings are refused.
@@ -225,10 +258,14 @@ def train_population(data, *, augment="plain", n_models=50, epochs=10, arch="sma
         SGD of Algorithms 2 and 3 (see ``geoaudit.train._sample``).
     dro_rounds : int
         T1 of Algorithm 2.
-    dro_seed : int
-        Seed of Algorithm 2 (D is shared by the whole population).
+    dro_random_state : int, numpy.random.Generator, torch.Generator or None
+        Randomness of Algorithm 2 (D is shared by the whole population); recorded as an int.
     reuse, cluster_size, kmeans :
-        The appendix-D attack reuse (see :func:`build_adversarial_dataset`).
+        The appendix-D attack reuse (see :func:`build_adversarial_dataset`); ``reuse="auto"``
+        keeps it only where a pilot shows it saves gradient steps.
+    storage : {"float16", "uint8"}
+        How D stores the attacks (float16 keeps perturbations finer than 1/255); ``plain``
+        populations store their clean uint8 images as uint8 (exact).
     pretrained : bool
         ResNets start from torchvision weights when available (recorded per checkpoint).
     ray_address : str, optional
@@ -238,6 +275,8 @@ def train_population(data, *, augment="plain", n_models=50, epochs=10, arch="sma
         Local backend: ``on_epoch_end(name, epoch, stats)`` after each saved epoch.
     on_model_end : callable, optional
         ``on_model_end(entry)`` after each finished model (its manifest entry).
+    dro_seed : int, optional
+        Deprecated name of ``dro_random_state``.
 
     Returns
     -------
@@ -254,8 +293,13 @@ def train_population(data, *, augment="plain", n_models=50, epochs=10, arch="sma
     momentum = check_interval("momentum", momentum, 0, 1, caller=caller, closed="left")
     weight_decay = check_interval("weight_decay", weight_decay, 0, None, caller=caller)
     dro_rounds = check_interval("dro_rounds", dro_rounds, 1, None, caller=caller, integer=True)
-    dro_seed = check_interval("dro_seed", dro_seed, 0, None, caller=caller, integer=True)
+    dro_random_state = take_deprecated("dro_random_state", dro_random_state, "dro_seed", dro_seed, caller=caller,
+                                       default=0)
+    dro_seed = as_seed(dro_random_state, caller=caller, name="dro_random_state")
     check_options("kmeans", kmeans, KMEANS_BACKENDS, caller=caller)
+    check_options("storage", storage, STORAGES, caller=caller)
+    if reuse not in (True, False, "auto") or not isinstance(reuse, (bool, str)):
+        raise InputError(f"The 'reuse' parameter of {caller} must be one of True, False, 'auto'. Got {reuse!r} instead.")
     if samples_per_epoch is not None:
         samples_per_epoch = check_interval("samples_per_epoch", samples_per_epoch, 1, None, caller=caller, integer=True)
     if seeds is None:
@@ -283,8 +327,8 @@ def train_population(data, *, augment="plain", n_models=50, epochs=10, arch="sma
     normalization = {"mean": mean, "std": std}
     dro = None
     if augment != "plain":
-        dro = {"rounds": dro_rounds, "seed": dro_seed, "reuse": bool(reuse), "cluster_size": cluster_size,
-               "kmeans": kmeans}
+        dro = {"rounds": dro_rounds, "seed": dro_seed, "reuse": reuse, "cluster_size": cluster_size,
+               "kmeans": kmeans, "storage": storage}
     settings = {"method": augment, "arch": arch, "epochs": epochs, "batch_size": batch_size, "lr": lr,
                 "momentum": momentum, "weight_decay": weight_decay, "weight_loss": bool(weight_loss),
                 "samples_per_epoch": samples_per_epoch, "pretrained": bool(pretrained),
@@ -316,9 +360,14 @@ def train_population(data, *, augment="plain", n_models=50, epochs=10, arch="sma
                                  "resume with the same seeds (--seed-start) or use another --out folder.")
     for i, (name, seed) in enumerate(zip(names, seeds)):
         entries[name] = {"name": name, "index": i, "seed": seed, "status": "pending"}
+    retrained = []
     for name, e in list(entries.items()):
         done = _check_existing(out, name, e["seed"], settings_hash, arch)
-        if done is not None:
+        if done is not None and done["status"] == "damaged":
+            log.warning("%s: %s; training it again.", name, done["problem"])
+            retrained.append({"name": name, "reason": done["problem"]})
+            entries[name]["status"] = "pending"
+        elif done is not None:
             entries[name] = dict(done, index=e["index"])
         elif (out / STATE_DIR / f"{name}.pt").exists():
             entries[name]["status"] = "partial"
@@ -337,6 +386,7 @@ def train_population(data, *, augment="plain", n_models=50, epochs=10, arch="sma
         "weighted_dataset": (manifest or {}).get("weighted_dataset"),
         "models": [entries[k] for k in sorted(entries)],
         "timing": (manifest or {}).get("timing", {}),
+        "retrained_damaged": retrained,
     }
 
     def write_manifest():
@@ -364,12 +414,13 @@ def train_population(data, *, augment="plain", n_models=50, epochs=10, arch="sma
     else:
         res = build_adversarial_dataset(
             data, attack=attack, out_dir=dfolder, arch=arch, rounds=dro_rounds, batch_size=batch_size, lr=lr,
-            momentum=momentum, weight_decay=weight_decay, weight_loss=weight_loss, seed=dro_seed, reuse=reuse,
-            cluster_size=cluster_size, kmeans=kmeans, device=device, pretrained=pretrained,
+            momentum=momentum, weight_decay=weight_decay, weight_loss=weight_loss, random_state=dro_seed, reuse=reuse,
+            cluster_size=cluster_size, kmeans=kmeans, storage=storage, device=device, pretrained=pretrained,
             normalization=normalization)
         dstats = res.stats
     dset = WeightedDataset.open(dfolder)
     manifest["weighted_dataset"] = {"folder": DATASET_DIR, "size": dset.size, "bytes": dset.nbytes,
+                                    "storage": dset.storage, "bytes_per_image": dset.bytes_per_image,
                                     "float32_bytes": dset.size * int(dset.images[0].size) * 4,
                                     "algorithm2": dstats}
     manifest["timing"]["dataset_seconds_this_run"] = time.perf_counter() - t0
