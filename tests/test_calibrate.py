@@ -50,7 +50,7 @@ def test_pairwise_ssim_matches_piq():
 def test_matrices_eps_rule_and_reach_check():
     x, y = toy(n_per=6)
     res = calibrate_epsilon(x, y, norms=["l2", "linf", "ssim"], per_class=None, fraction=0.5)
-    assert set(res.norms) == {"l2", "linf", "ssim"} and res.counts == [6, 6, 6]
+    assert set(res.norms) == {"l2", "linf", "ssim"} and res.counts == (6, 6, 6)
     for name, nc in res.norms.items():
         m = nc.mean_distance
         d = res.distances[name].double()

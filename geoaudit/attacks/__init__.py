@@ -5,6 +5,7 @@ Every attack is an object holding validated hyperparameters, called as
 any input normalization belongs inside the model (:class:`Normalized`).
 """
 from geoaudit.attacks._base import Attack, AttackResult, margins_of
+from geoaudit.attacks._calibrate import CalibrationResult, NormCalibration, calibrate_epsilon
 from geoaudit.attacks._costs import (
     PIEAPP_ENV,
     CallableCost,
@@ -25,6 +26,9 @@ from geoaudit.models import Normalize, NormalizedModel
 Normalized = NormalizedModel
 
 __all__ = [
+    "CalibrationResult",
+    "NormCalibration",
+    "calibrate_epsilon",
     "ATTACKS",
     "attack_parameters",
     "make_attack",

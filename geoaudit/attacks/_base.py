@@ -16,18 +16,20 @@ import contextlib
 import numbers
 import time
 from dataclasses import dataclass, field
+from typing import Mapping
 
 import torch
 from torch import nn
 
 from geoaudit._device import model_device  # noqa: F401  (used here and by the attacks)
 from geoaudit._errors import InputError
+from geoaudit._results import Result, frozen_mapping
 from geoaudit._validation import check_images, check_labels
 
 
 @dataclass(frozen=True)
-class AttackResult:
-    """What an attack returns.
+class AttackResult(Result):
+    """What an attack returns (frozen; its tensors are to be treated as read-only).
 
     Attributes
     ----------
@@ -46,8 +48,8 @@ class AttackResult:
         Wall-clock time of the whole call.
     method : str
         The attack's name.
-    params : dict
-        The attack's hyperparameters.
+    params : Mapping
+        The attack's hyperparameters (a read-only mapping).
     """
 
     images: torch.Tensor
@@ -56,12 +58,21 @@ class AttackResult:
     margins: torch.Tensor
     seconds: float
     method: str
-    params: dict = field(default_factory=dict)
+    params: Mapping = field(default_factory=dict)
+
+    def __post_init__(self):
+        object.__setattr__(self, "params", frozen_mapping(self.params))
 
     @property
     def success_rate(self) -> float:
         """Fraction of samples where the attack reached its goal."""
         return float(self.success.float().mean())
+
+    def summary(self) -> str:
+        """One line: method, images, success rate, mean steps, time."""
+        d = self.to_dict()
+        return (f"{d['method']}: {d['n']} images, success rate {d['success_rate']:.3f}, mean steps "
+                f"{d['mean_steps']:.1f}, {d['seconds']:.2f} s")
 
     def to_dict(self) -> dict:
         """JSON-safe summary (no tensors)."""

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from geoaudit._errors import DependencyError, InputError
+from geoaudit._results import Result, frozen_mapping
 from geoaudit._validation import check_images, check_labels, check_options
 from geoaudit.attacks._base import AttackResult, attack_mode, check_model, model_device, model_dtype
 
@@ -24,8 +25,11 @@ DISTS_FILES = ("dists_weights.pt", "vgg16-397923af.pth")
 
 
 @dataclass(frozen=True)
-class EvaluationResult:
+class EvaluationResult(Result):
     """Metrics of one set of adversarial images against one model.
+
+    Frozen and immutable: ``distances``, ``unavailable``, ``defenses`` and ``per_image`` are
+    read-only mappings (the per-image tensors are to be treated as read-only).
 
     Attributes
     ----------
@@ -61,6 +65,10 @@ class EvaluationResult:
     defenses: dict
     seconds_per_image: float | None
     per_image: dict = field(default_factory=dict, repr=False)
+
+    def __post_init__(self):
+        for name in ("distances", "unavailable", "defenses", "per_image"):
+            object.__setattr__(self, name, frozen_mapping(getattr(self, name)))
 
     def to_dict(self) -> dict:
         """JSON-safe dict of the summary numbers (per-image tensors left out)."""

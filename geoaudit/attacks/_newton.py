@@ -27,7 +27,8 @@ class SSIMNewton(Attack):
     Parameters
     ----------
     eps : float
-        L2 length of the perturbation on the [0, 1] pixel scale, > 0.
+        L2 length of the perturbation on the [0, 1] pixel scale, > 0 (default 1.0, the L2
+        default of :class:`PGD`).
     lam : float
         Penalty lambda, > 0.
     solver : {"exact", "cg"}
@@ -50,7 +51,7 @@ class SSIMNewton(Attack):
 
     name = "ssim-newton"
 
-    def __init__(self, eps, *, lam=1.0, solver="cg", cg_iters=300, cg_tol=1e-4, damping=1e-2):
+    def __init__(self, eps=1.0, *, lam=1.0, solver="cg", cg_iters=300, cg_tol=1e-4, damping=1e-2):
         caller = type(self).__name__
         self.eps = check_interval("eps", eps, 0, None, caller=caller, closed="neither")
         self.lam = check_interval("lam", lam, 0, None, caller=caller, closed="neither")

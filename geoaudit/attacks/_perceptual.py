@@ -3,28 +3,67 @@ from __future__ import annotations
 
 import torch
 
-from geoaudit._validation import check_interval
+from geoaudit._validation import check_interval, check_options
 from geoaudit.attacks._base import Attack, margins_of
-from geoaudit.attacks._costs import make_cost
-from geoaudit.attacks._pgd import input_gradient
+from geoaudit.attacks._costs import SSIMCost, make_cost
+from geoaudit.attacks._pgd import _flat_norm, input_gradient
+
+
+#: When the cost gradient is recomputed (see :class:`PerceptualDRO`).
+COST_SCHEDULES = ("first-step", "paper")
+#: How the cost gradient is weighed against the loss gradient (see :class:`PerceptualDRO`).
+COST_SCALES = ("ssim", "curvature", "raw")
+_TINY = 1e-12
+#: RMS pixel change of the probe that measures the cost's curvature (quadratic regime of
+#: 1 - SSIM and PieAPP, far above float32 rounding).
+PROBE_RMS = 1e-3
 
 
 class PerceptualDRO(Attack):
     """Gradient ascent on ``loss(x_adv, y) - lam * c0(x_adv, x)`` (Algorithm 1, "Human Perc OT").
 
-    For k = 1..steps: stop for a sample once ``max_{i != y} logit_i - logit_y > confidence``;
-    otherwise ``x_adv <- clip(x_adv + step_size * (grad loss - lam * grad c0), 0, 1)``.
-    The batch is attacked at once and each sample stops on its own: finished samples leave the
-    working batch, so they cost nothing more.  The cost gradient is recomputed every
-    ``cost_every`` steps and reused in between (the paper: 5).
+    For k = 0..steps-1: stop for a sample once ``max_{i != y} logit_i - logit_y > confidence``;
+    otherwise ``x_adv <- clip(x_adv + step_size * Delta, 0, 1)`` with
+    ``Delta = grad loss - lam * s * grad c0``.  The batch is attacked at once and each sample
+    stops on its own: finished samples leave the working batch, so they cost nothing more.
+    The cost gradient is recomputed every ``cost_every`` steps and reused in between (the
+    paper: 5).
+
+    Two choices make the cost act, and ``lam`` mean the same for every cost (defaults);
+    ``cost_schedule="paper", cost_scale="raw"`` is Algorithm 1 read literally:
+
+    * ``cost_schedule="first-step"``: refreshes at steps 1, 1 + cost_every, 1 + 2 cost_every,
+      ... (and at step 0 too unless the cost's gradient at ``x_adv = x`` is known to be 0, as
+      for 1 - SSIM).  Read literally, the paper refreshes at steps 0, cost_every, ...: at step 0
+      ``x_adv = x`` is the minimum of 1 - SSIM, its gradient is exactly 0, and that zero is then
+      reused for the next ``cost_every - 1`` steps, so the cost does not act before step
+      ``cost_every``; many attacks finish before then and equal the ``lam = 0`` attack.
+      Refreshing first at step 1, the first point where the gradient is not zero, costs the same
+      number of refreshes and lets the cost act from the second step on.  (No schedule can
+      change the very first step for 1 - SSIM: its gradient at ``x`` is 0.)
+    * ``cost_scale="ssim"``: lam means for every cost what it means for 1 - SSIM in the
+      paper's form.  The cost is multiplied, per sample, by ``h_ssim / h_c0``, the ratio of
+      the two costs' curvatures at ``x`` along the first loss gradient ``u`` (``h = u.H u``,
+      ``H`` the Hessian at ``x_adv = x``, the matrix eq. 5 inverts), so near ``x`` both
+      penalize a step along ``u`` equally.  For ``cost="ssim"`` the factor is 1 and this is
+      the paper's form exactly; 1 - SSIM and PieAPP otherwise differ by orders of magnitude.
+      Each curvature is measured by one extra cost gradient per sample at step 0, a finite
+      difference ``u . (grad c(x + t u) - grad c(x)) / t`` at an RMS pixel change of 1e-3.
+      Images under 11 px (no SSIM window fits) keep the factor 1.
+    * ``cost_scale="curvature"``: the cost divided by ``h_c0``: near ``x`` it is
+      ``||Delta||^2 / 2`` along ``u``, so lam is a penalty in squared-L2 pixel units
+      (1 - SSIM has ``h`` of a few hundredths on 32 px images, so lam = 1 here is a far
+      stronger penalty than the paper's lam = 1).
+    * ``cost_scale="raw"``: no scaling, the paper's form: lam trades loss units against the
+      cost's own units.
 
     Parameters
     ----------
     cost : {"pieapp", "ssim"}, Cost or callable
-        The perceptual cost c0.  "pieapp": PieAPP via piq (needs its weights, see
-        ``pieapp_weights``; images >= 64 px).  "ssim": ``1 - SSIM`` (piq's definition, computed
-        with a fused closed-form gradient).  A callable ``cost(x_adv, x) -> Tensor[N]``
-        differentiable in ``x_adv`` is differentiated by autograd.
+        The perceptual cost c0 (default "pieapp", the paper's).  "pieapp": PieAPP via piq
+        (needs its weights, see ``pieapp_weights``; images >= 64 px).  "ssim": ``1 - SSIM``
+        (piq's definition, computed with a fused closed-form gradient).  A callable
+        ``cost(x_adv, x) -> Tensor[N]`` differentiable in ``x_adv`` is differentiated by autograd.
     lam : float
         Penalty lambda on the cost, >= 0 (paper: 1).
     step_size : float
@@ -32,9 +71,13 @@ class PerceptualDRO(Attack):
     steps : int
         Most steps N per sample, >= 1 (paper: 100).
     confidence : float
-        Margin a the attack must exceed before a sample stops, >= 0 (paper: 0, 1 or 5).
+        Margin a the attack must exceed before a sample stops, >= 0 (paper: 0, 1 or 5; default 0).
     cost_every : int
         Recompute the cost gradient every this many steps, >= 1 (paper: 5; 1 = every step).
+    cost_schedule : {"first-step", "paper"}
+        When the refreshes happen (see above; default "first-step").
+    cost_scale : {"ssim", "curvature", "raw"}
+        How the cost is weighed (see above; default "ssim"; "raw" is the paper's).
     pieapp_weights : str, Path or None
         Local PieAPP weights file (else ``$GEOAUDIT_PIEAPP_WEIGHTS``, else piq's download).
     memory_budget_mb : float
@@ -55,20 +98,23 @@ class PerceptualDRO(Attack):
 
     References
     ----------
-    Algorithm 1 and appendix D of "Human imperceptible attacks and applications to improve
-    fairness" (the paper this package follows).
+    Algorithm 1, section 3.2 and appendix D of "Human imperceptible attacks and applications
+    to improve fairness" (the paper this package follows).
     """
 
     name = "perceptual"
 
     def __init__(self, cost="pieapp", *, lam=1.0, step_size=0.1, steps=100, confidence=0.0, cost_every=5,
-                 pieapp_weights=None, memory_budget_mb=1024, cost_chunk_size=None):
+                 cost_schedule="first-step", cost_scale="ssim", pieapp_weights=None, memory_budget_mb=1024,
+                 cost_chunk_size=None):
         caller = type(self).__name__
         self.lam = check_interval("lam", lam, 0, None, caller=caller, closed="left")
         self.step_size = check_interval("step_size", step_size, 0, None, caller=caller, closed="neither")
         self.steps = check_interval("steps", steps, 1, None, caller=caller, integer=True)
         self.confidence = check_interval("confidence", confidence, 0, None, caller=caller)
         self.cost_every = check_interval("cost_every", cost_every, 1, None, caller=caller, integer=True)
+        self.cost_schedule = check_options("cost_schedule", cost_schedule, COST_SCHEDULES, caller=caller)
+        self.cost_scale = check_options("cost_scale", cost_scale, COST_SCALES, caller=caller)
         self.pieapp_weights = pieapp_weights
         self.memory_budget_mb = check_interval("memory_budget_mb", memory_budget_mb, 0, None, caller=caller,
                                                closed="neither")
@@ -87,8 +133,75 @@ class PerceptualDRO(Attack):
         return {"cost": self._cost_arg if isinstance(self._cost_arg, str) else self.cost,
                 "lam": self.lam, "step_size": self.step_size, "steps": self.steps,
                 "confidence": self.confidence, "cost_every": self.cost_every,
+                "cost_schedule": self.cost_schedule, "cost_scale": self.cost_scale,
                 "pieapp_weights": self.pieapp_weights, "memory_budget_mb": self.memory_budget_mb,
                 "cost_chunk_size": self.cost_chunk_size}
+
+    def refresh_steps(self, n_steps):
+        """The steps k (0-based, below ``n_steps``) at which the cost gradient is recomputed.
+
+        Parameters
+        ----------
+        n_steps : int
+            Steps a sample takes.
+
+        Returns
+        -------
+        list of int
+        """
+        return [k for k in range(n_steps) if self._refresh(k)]
+
+    def _refresh(self, k):
+        if self.cost_schedule == "paper":
+            return k % self.cost_every == 0
+        if k == 0:
+            return not self.cost.zero_grad_at_reference
+        return (k - 1) % self.cost_every == 0
+
+    def curvature(self, x, grad, ref, grad_at_x=None, cost=None):
+        """Per sample, the cost's curvature at ``x`` along ``grad``: ``u.H u``, ``u = grad/||grad||``.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            Clean images ``(N, C, H, W)``.
+        grad : torch.Tensor
+            Directions, same shape (the loss gradients at ``x``).
+        ref : dict
+            ``self.cost.prepare(x)``.
+        grad_at_x : torch.Tensor, optional
+            The cost's gradient at ``x`` when known (else 0 is assumed for a cost whose
+            gradient vanishes there, and it is computed otherwise).
+        cost : Cost, optional
+            The cost to measure (default: the attack's).
+
+        Returns
+        -------
+        torch.Tensor
+            ``(N,)`` finite-difference curvatures (may be <= 0 for a non-convex cost; the attack uses its absolute value).
+        """
+        cost = self.cost if cost is None else cost
+        u = grad / _flat_norm(grad)
+        t = PROBE_RMS * x[0].numel() ** 0.5
+        _, g1 = cost.value_and_grad(x + t * u, ref)
+        if grad_at_x is None and not cost.zero_grad_at_reference:
+            _, grad_at_x = cost.value_and_grad(x, ref)
+        if grad_at_x is not None:
+            g1 = g1 - grad_at_x
+        return (u * g1).flatten(1).sum(1) / t
+
+    def _weight(self, x, grad, ref, grad_at_x):
+        """Per-sample factor on the cost (``cost_scale``), from curvatures at ``x``."""
+        one = torch.ones(x.shape[0], dtype=x.dtype, device=x.device)
+        if self.cost_scale == "raw" or (self.cost_scale == "ssim" and isinstance(self.cost, SSIMCost)):
+            return one
+        h = self.curvature(x, grad, ref, grad_at_x).abs().clamp_min(_TINY)
+        if self.cost_scale == "curvature":
+            return 1.0 / h
+        ssim = SSIMCost()
+        if min(x.shape[-2:]) < ssim.kernel_size:
+            return one
+        return self.curvature(x, grad, ssim.prepare(x), cost=ssim).abs() / h
 
     def _run(self, model, x, y):
         n = x.shape[0]
@@ -98,6 +211,7 @@ class PerceptualDRO(Attack):
         active = torch.arange(n, device=x.device)
         ref = self.cost.prepare(x) if self.lam > 0 else None
         cost_grad = torch.zeros_like(x) if self.lam > 0 else None
+        weight = torch.ones(n, dtype=x.dtype, device=x.device)  # cost_scale's factor per sample
         for k in range(self.steps):
             xa, ya = adv[active], y[active]
             logits, grad = input_gradient(model, xa, ya)
@@ -109,9 +223,12 @@ class PerceptualDRO(Attack):
                 if active.numel() == 0:
                     break
             if self.lam > 0:
-                if k % self.cost_every == 0:
-                    _, cost_grad[active] = self.cost.value_and_grad(xa, self.cost.select(ref, active))
-                grad = grad - self.lam * cost_grad[active]
+                sub = self.cost.select(ref, active)
+                if self._refresh(k):
+                    _, cost_grad[active] = self.cost.value_and_grad(xa, sub)
+                if k == 0:  # every sample is still at x here
+                    weight[active] = self._weight(xa, grad, sub, cost_grad[active] if self._refresh(0) else None)
+                grad = grad - self.lam * weight[active].view(-1, *([1] * (x.dim() - 1))) * cost_grad[active]
             adv[active] = (xa + self.step_size * grad).clamp_(0.0, 1.0)
             steps[active] += 1
         else:  # the last step's images have not been checked yet

@@ -29,13 +29,16 @@ class PGD(Attack):
 
     Parameters
     ----------
-    eps : float
+    eps : float or None
         Radius of the perturbation ball (L2 or Linf norm, in [0, 1] pixel units), > 0.
-    step_size : float
+        Default (None): ``DEFAULT_EPS[norm]``, 1.0 for L2 and 8/255 for Linf (budgets common
+        in the robustness literature).
+    step_size : float or None
         Step length per iteration, > 0.  L2: the step is ``step_size * g / ||g||_2``;
-        Linf: ``step_size * sign(g)``.
+        Linf: ``step_size * sign(g)``.  Default (None): ``eps / 4``.
     steps : int
-        Number of iterations, >= 1.  Every sample gets all of them (no early stop).
+        Number of iterations, >= 1 (default 10).  Every sample gets all of them (no early
+        stop).
     norm : {"l2", "linf"}
         The threat model.
     random_start : bool
@@ -62,13 +65,18 @@ class PGD(Attack):
     """
 
     name = "pgd"
+    #: Ball radius per norm when ``eps`` is None.
+    DEFAULT_EPS = {"l2": 1.0, "linf": 8 / 255}
 
-    def __init__(self, eps, step_size, steps, *, norm="l2", random_start=False, random_state=None):
+    def __init__(self, eps=None, step_size=None, steps=10, *, norm="l2", random_start=False,
+                 random_state=None):
         caller = type(self).__name__
+        self.norm = check_options("norm", norm, ("l2", "linf"), caller=caller)
+        eps = self.DEFAULT_EPS[self.norm] if eps is None else eps
         self.eps = check_interval("eps", eps, 0, None, caller=caller, closed="neither")
+        step_size = self.eps / 4 if step_size is None else step_size
         self.step_size = check_interval("step_size", step_size, 0, None, caller=caller, closed="neither")
         self.steps = check_interval("steps", steps, 1, None, caller=caller, integer=True)
-        self.norm = check_options("norm", norm, ("l2", "linf"), caller=caller)
         self.random_start = check_options("random_start", random_start, (False, True), caller=caller)
         make_generator(random_state)  # validate early
         self.random_state = random_state
@@ -120,7 +128,7 @@ class FGSM(Attack):
     Parameters
     ----------
     eps : float
-        Linf size of the single step, > 0.
+        Linf size of the single step, > 0 (default 8/255, the usual Linf budget).
 
     References
     ----------
@@ -129,7 +137,7 @@ class FGSM(Attack):
 
     name = "fgsm"
 
-    def __init__(self, eps):
+    def __init__(self, eps=8 / 255):
         self.eps = check_interval("eps", eps, 0, None, caller=type(self).__name__, closed="neither")
 
     def _params(self):

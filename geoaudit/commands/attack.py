@@ -28,23 +28,28 @@ def register(sub):
     p.add_argument("--image-size", type=int, default=None,
                    help="resize images to this square size (default: the checkpoint's; 224 for --arch)")
     p.add_argument("--method", default="perceptual", help=f"{', '.join(METHODS)} (default: perceptual)")
-    h = p.add_argument_group("hyperparameters (defaults: the paper's)")
+    h = p.add_argument_group("hyperparameters (default: each attack class's own default, the paper's where "
+                             "it has one; see docs/attacks.md)")
     h.add_argument("--eps", type=float, default=None,
-                   help="pgd: ball radius (default 1.0 l2 / 8/255 linf); fgsm: step (8/255); ssim-newton: "
-                        "L2 length (1.0)")
+                   help="pgd: ball radius (1.0 l2 / 8/255 linf); fgsm: step (8/255); ssim-newton: L2 length (1.0)")
     h.add_argument("--step-size", type=float, default=None, help="perceptual: step (0.1); pgd: step (eps/4)")
     h.add_argument("--steps", type=int, default=None, help="perceptual: most steps (100); pgd: steps (10)")
-    h.add_argument("--norm", default="l2", help="pgd: l2 or linf (default: l2)")
-    h.add_argument("--lam", type=float, default=1.0, help="perceptual and ssim-newton: lambda (default: 1)")
-    h.add_argument("--confidence", type=float, default=0.0, help="perceptual: margin a (default: 0)")
-    h.add_argument("--cost", default="pieapp", help="perceptual: pieapp or ssim (default: pieapp)")
-    h.add_argument("--cost-every", type=int, default=5, help="perceptual: cost-gradient refresh (default: 5)")
+    h.add_argument("--norm", default=None, help="pgd: l2 or linf (l2)")
+    h.add_argument("--lam", type=float, default=None, help="perceptual and ssim-newton: lambda (1)")
+    h.add_argument("--confidence", type=float, default=None, help="perceptual: margin a (0)")
+    h.add_argument("--cost", default=None, help="perceptual: pieapp or ssim (pieapp)")
+    h.add_argument("--cost-every", type=int, default=None, help="perceptual: cost-gradient refresh (5)")
+    h.add_argument("--cost-schedule", default=None,
+                   help="perceptual: first-step (refresh at steps 1, 1+E, ...) or paper (0, E, ...) (first-step)")
+    h.add_argument("--cost-scale", default=None,
+                   help="perceptual: loss (lambda = ratio of gradient lengths) or raw (the paper's) (loss)")
     h.add_argument("--pieapp-weights", default=None,
                    help="local PieAPP weights file PieAPPv0.1.pth (else $GEOAUDIT_PIEAPP_WEIGHTS, else download)")
-    h.add_argument("--memory-budget-mb", type=float, default=1024, help="perceptual: PieAPP chunk budget")
-    h.add_argument("--solver", default="cg", help="ssim-newton: exact or cg (default: cg)")
-    h.add_argument("--random-start", action="store_true", help="pgd: random start in the ball")
-    h.add_argument("--seed", type=int, default=0, help="pgd random start seed (default: 0)")
+    h.add_argument("--memory-budget-mb", type=float, default=None, help="perceptual: PieAPP chunk budget (1024)")
+    h.add_argument("--solver", default=None, help="ssim-newton: exact or cg (cg)")
+    h.add_argument("--random-start", action="store_true", default=None, help="pgd: random start in the ball")
+    h.add_argument("--random-state", "--seed", dest="seed", type=int, default=0,
+                   help="pgd: seed of the random start (default: 0)")
     ev = p.add_argument_group("evaluation")
     ev.add_argument("--jpeg-quality", type=int, default=75, help="JPEG defense quality, 0 to skip (default: 75)")
     ev.add_argument("--bit-depth", type=int, default=4, help="bit-depth defense bits, 0 to skip (default: 4)")
@@ -58,25 +63,28 @@ def register(sub):
     p.set_defaults(func=run)
 
 
+#: CLI option (argparse dest) -> attack parameter, per method; unset options (None) leave the
+#: class default in place.
+ATTACK_OPTIONS = {
+    "perceptual": ("cost", "lam", "step_size", "steps", "confidence", "cost_every", "cost_schedule", "cost_scale",
+                   "pieapp_weights", "memory_budget_mb"),
+    "pgd": ("eps", "step_size", "steps", "norm", "random_start", ("seed", "random_state")),
+    "fgsm": ("eps",),
+    "ssim-newton": ("eps", "lam", "solver"),
+}
+
+
 def build_attack(args):
-    """The attack object for the parsed arguments (hyperparameters validated by the class)."""
+    """The attack for the parsed arguments, built by :func:`geoaudit.attacks.make_attack`."""
     from geoaudit._validation import check_options
-    from geoaudit.attacks import FGSM, PGD, PerceptualDRO, SSIMNewton
+    from geoaudit.attacks import make_attack
 
     method = check_options("--method", args.method, METHODS, caller="geoaudit attack")
-    if method == "perceptual":
-        return PerceptualDRO(args.cost, lam=args.lam, step_size=0.1 if args.step_size is None else args.step_size,
-                             steps=100 if args.steps is None else args.steps, confidence=args.confidence,
-                             cost_every=args.cost_every, pieapp_weights=args.pieapp_weights,
-                             memory_budget_mb=args.memory_budget_mb)
-    if method == "pgd":
-        eps = args.eps if args.eps is not None else (1.0 if args.norm == "l2" else 8 / 255)
-        return PGD(eps, eps / 4 if args.step_size is None else args.step_size,
-                   10 if args.steps is None else args.steps, norm=args.norm, random_start=args.random_start,
-                   random_state=args.seed)
-    if method == "fgsm":
-        return FGSM(8 / 255 if args.eps is None else args.eps)
-    return SSIMNewton(1.0 if args.eps is None else args.eps, lam=args.lam, solver=args.solver)
+    params = {}
+    for opt in ATTACK_OPTIONS[method]:
+        dest, name = (opt, opt) if isinstance(opt, str) else opt
+        params[name] = getattr(args, dest, None)
+    return make_attack(method, **params)
 
 
 def _load_model(args, device, num_classes_data):
@@ -127,37 +135,9 @@ def _flag(name, value):
 
 def save_grid(path, images, adv, *, labels=None, preds=None, k=8):
     """PNG: row 1 originals, row 2 adversarial images, row 3 the difference amplified to full range."""
-    import matplotlib
+    from geoaudit.report import save_attack_grid
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from geoaudit._io import atomic_save
-
-    k = min(k, images.shape[0])
-    diff = (adv[:k] - images[:k]).float()
-    amp = diff.abs().amax(dim=(1, 2, 3), keepdim=True).clamp_min(1e-8)
-    shown = [images[:k].float(), adv[:k].float(), 0.5 + 0.5 * diff / amp]
-    fig, axes = plt.subplots(3, k, figsize=(1.6 * k, 5.0), squeeze=False)
-    for r, (row, title) in enumerate(zip(shown, ("original", "adversarial", "difference (amplified)"))):
-        for c in range(k):
-            ax = axes[r][c]
-            img = row[c].clamp(0, 1).permute(1, 2, 0).cpu().numpy()
-            ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray" if img.shape[-1] == 1 else None,
-                      vmin=0, vmax=1)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if c == 0:
-                ax.set_ylabel(title, fontsize=8)
-            if r == 0 and labels is not None:
-                ax.set_title(f"y={int(labels[c])}", fontsize=8)
-            if r == 1 and preds is not None:
-                ax.set_title(f"pred={int(preds[c])}", fontsize=8)
-            if r == 2:
-                ax.set_title(f"x{1 / float(amp[c]):.0f}", fontsize=7)
-    fig.tight_layout()
-    atomic_save(path, lambda t: fig.savefig(t, format="png", dpi=100))
-    plt.close(fig)
+    return save_attack_grid(path, images, adv, labels=labels, preds=preds, k=k)
 
 
 def run(args) -> int:

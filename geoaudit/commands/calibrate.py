@@ -34,7 +34,8 @@ def register(sub):
                    help="resize images to this side (default: the data's own size; digits: 28)")
     p.add_argument("--channels", type=int, choices=(1, 3), default=None,
                    help="1 (greyscale) or 3 (RGB); default: from the data")
-    p.add_argument("--seed", type=int, default=0, help="seed of the per-class sample")
+    p.add_argument("--random-state", "--seed", dest="seed", type=int, default=0,
+                   help="seed of the per-class sample (default: 0)")
     p.add_argument("--data-root", default=None, help="where torchvision keeps MNIST / Fashion-MNIST")
     add_device_arg(p)
     p.add_argument("--out", required=True, help="output folder")
@@ -53,7 +54,8 @@ def run(args) -> int:
 
     from geoaudit._errors import InputError
     from geoaudit._io import atomic_write_json
-    from geoaudit.calibrate import calibrate_epsilon
+    from geoaudit.attacks import calibrate_epsilon
+    from geoaudit.report import plot_calibration_heatmaps
 
     if args.per_class < 2:
         raise InputError(f"--per-class must be at least 2 (within-class pairs), got {args.per_class}.")
@@ -71,7 +73,7 @@ def run(args) -> int:
     d = result.to_dict()
     d["meta"].update({"data": str(args.data), "split": args.split, "per_class": args.per_class})
     atomic_write_json(out / "calibration.json", d)
-    figs = result.plot_heatmaps(out)
+    figs = plot_calibration_heatmaps(result, out)
     print(result.summary())
     print(f"wrote {out / 'calibration.json'} and {', '.join(p.name for p in figs)}")
     return 0

@@ -9,6 +9,12 @@ in :func:`section`, tables with :func:`table_html`, and the whole in :func:`html
 :func:`write_centroid_evaluation` writes the centroid defense's files.  Every figure of geoaudit
 is drawn here.
 """
+from geoaudit.report._attack_figures import (
+    attack_comparison_figure,
+    attack_grid_figure,
+    plot_calibration_heatmaps,
+    save_attack_grid,
+)
 from geoaudit.report._audit import render_audit, render_compare, write_compare, write_report
 from geoaudit.report._defense_figures import plot_centroid_curve, plot_centroid_images, write_centroid_evaluation
 from geoaudit.report._demo import comparison_verdict, plot_attack_grid, render_demo
@@ -33,6 +39,10 @@ from geoaudit.report._plots import (
 
 __all__ = [
     "comparison_verdict",
+    "attack_comparison_figure",
+    "attack_grid_figure",
+    "plot_calibration_heatmaps",
+    "save_attack_grid",
     "fig_to_data_uri",
     "fig_to_png",
     "figure_html",
