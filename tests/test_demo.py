@@ -10,6 +10,7 @@ from geoaudit._errors import InputError
 from geoaudit.cli import main
 from geoaudit.demo import (
     COMPARISON_PLAN,
+    ORACLE_COPIES,
     PRESETS,
     comparison_plan,
     demo_settings,
@@ -131,24 +132,9 @@ def test_presets_and_mechanism_subsets():
     d, q = demo_settings(), demo_settings(quick=True)
     assert d.mechanisms == ("capture", "colour", "null") and d.methods_of("capture") == ALL["capture"]
     assert q.mechanisms == ("capture",) and q.quick and q.models == PRESETS["quick"]["models"]
+    assert d.methods_of("null") == d.methods_of("colour") == ("plain", "perceptual")
     sub = demo_settings(mechanisms=["null", "capture"])
-    assert sub.mechanisms == ("capture", "null") and sub.methods_of("null") == ALL["null"]
-
-
-def test_capture_corruption_attack_is_seeded_and_takes_no_steps():
-    import torch
-
-    from geoaudit.attacks import CaptureCorruption
-
-    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 16 * 16, 4))
-    x, y = torch.rand(5, 3, 16, 16), torch.tensor([0, 1, 2, 3, 0])
-    r1 = CaptureCorruption(random_state=3)(model, x, y)
-    r2 = CaptureCorruption(random_state=3)(model, x, y)
-    assert torch.equal(r1.images, r2.images) and r1.images.shape == x.shape
-    assert not torch.equal(r1.images, x) and 0 <= float(r1.images.min()) and float(r1.images.max()) <= 1
-    assert int(r1.steps.sum()) == 0 and r1.method == "capture"
-    with pytest.raises(InputError, match="max_severity"):
-        CaptureCorruption(0.0)
+    assert sub.mechanisms == ("capture", "null") and sub.methods_of("null") == ("plain", "perceptual")
 
 
 # ------------------------------------------------------------------------------ the report
@@ -266,10 +252,11 @@ def test_quick_demo_report_holds_the_plan_and_its_results(quick_demo):
         assert c["ci_low"] <= c["difference"] <= c["ci_high"] and 0 <= c["pvalue"] <= 1
     assert "Primary comparison" in html and "Positive control" in html and "adjusted p" in html
     assert {r["setting"] for r in report["paper_settings"]} >= {"Algorithm 2 rounds (T1)", "perceptual attack steps (N)"}
-    # the oracle population is Algorithm 2 with the capture corruption as its attack: D = clean + corrupted
+    # the oracle trains on the clean images plus capture-corrupted copies, as many steps as plain
     manifest = json.loads((out / "populations" / "capture" / "oracle" / "manifest.json").read_text())
-    assert manifest["settings"]["attack"]["class"] == "CaptureCorruption"
-    assert manifest["weighted_dataset"]["size"] == 2 * report["mechanisms"]["capture"]["splits"]["train"]
+    n_train = report["mechanisms"]["capture"]["splits"]["train"]
+    assert manifest["weighted_dataset"]["size"] == (ORACLE_COPIES + 1) * n_train
+    assert "capture-corrupted" in manifest["data"]["source"] and manifest["settings"]["samples_per_epoch"] == n_train
     assert report["settings"]["perceptual_cost"] == "ssim"  # no PieAPP weights offline
     assert re.search(r"\[\s*\d+ s\] \[2/5\] plain on 'capture' \(1/4\): training 3 models", printed)
 

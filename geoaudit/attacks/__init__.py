@@ -6,7 +6,6 @@ any input normalization belongs inside the model (:class:`Normalized`).
 """
 from geoaudit.attacks._base import Attack, AttackResult, margins_of
 from geoaudit.attacks._calibrate import CalibrationResult, NormCalibration, calibrate_epsilon
-from geoaudit.attacks._corruption import CaptureCorruption
 from geoaudit.attacks._costs import (
     PIEAPP_ENV,
     CallableCost,
@@ -37,7 +36,6 @@ __all__ = [
     "EvaluationResult",
     "evaluate",
     "CallableCost",
-    "CaptureCorruption",
     "Cost",
     "PerceptualDRO",
     "PieAPPCost",
