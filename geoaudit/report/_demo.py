@@ -89,6 +89,14 @@ def comparison_verdict(comparison) -> str:
 
 _SHORT = {"capture": "capture quality falls with income", "colour": "colour shortcut in rich countries",
           "null": "no bias"}
+_METHOD_COLOURS = {"plain": "C0", "pgd": "C1", "perceptual": "C2", "oracle": "C3"}
+
+
+def _colour(method, i):
+    """One colour per training method in every panel."""
+    return _METHOD_COLOURS.get(method, f"C{4 + i}")
+
+
 _ROLE_ORDER = ("primary", "positive control", "secondary", "negative check")
 
 
@@ -120,7 +128,7 @@ def plot_demo_slopes(result):
             ax.plot(range(len(names)), ys, color="0.75", lw=0.8, zorder=1)
         for i, n in enumerate(names):
             b = np.asarray(list(pops[n]["betas"].values()), float)
-            ax.scatter(np.full(len(b), i), b, s=18, color=f"C{i}", zorder=3)
+            ax.scatter(np.full(len(b), i), b, s=18, color=_colour(n, i), zorder=3)
             ax.plot([i - 0.25, i + 0.25], [b.mean()] * 2, color="k", lw=2, zorder=4)
         ax.axhline(0, color="0.4", lw=0.8, ls="--")
         ax.set_xticks(range(len(names)), [pops[n]["label"].replace(" (", "\n(") for n in names], fontsize=7.5)
@@ -162,9 +170,9 @@ def plot_demo_accuracy(result):
                 continue
             x = np.array([r["covariate"] for r in g], float)
             y = np.array([r["accuracy"] for r in g], float)
-            ax.scatter(x, y, s=14, color=f"C{i}", alpha=0.7)
+            ax.scatter(x, y, s=14, color=_colour(name, i), alpha=0.7)
             xs = np.geomspace(x.min(), x.max(), 50)
-            ax.plot(xs, p["intercept_mean"] + p["beta_mean"] * np.log(xs), color=f"C{i}", lw=1.8,
+            ax.plot(xs, p["intercept_mean"] + p["beta_mean"] * np.log(xs), color=_colour(name, i), lw=1.8,
                     label=f"{p['label']}: beta {p['beta_mean']:+.3f}")
         ax.set_xscale("log")
         ax.xaxis.set_minor_formatter(NullFormatter())
