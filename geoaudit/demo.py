@@ -326,7 +326,7 @@ _ALL_METHODS = (("capture", ("plain", "pgd", "perceptual", "oracle")), ("colour"
                 ("null", ("plain", "perceptual")))
 
 PRESETS = {
-    # the default run: 8 populations of 5 models on 3 datasets, about 15 minutes on 2 CPU cores
+    # the default run: 8 populations of 5 models on 3 datasets (16 min measured on 2 loaded cores; docs/demo.md)
     "default": dict(n_images=6000, image_size=24, n_classes=4, capture_strength=1.0, spurious_strength=0.9, models=5,
                     epochs=3, dro_rounds=1, pgd_steps=10, perceptual_steps=20, attack_sample=32,
                     mechanisms=("capture", "colour", "null"), methods=_ALL_METHODS),
