@@ -1,22 +1,41 @@
-"""``geoaudit demo``: the paper's whole experiment on GeoShapes in one command.
+"""``geoaudit demo``: the paper's experiment on GeoShapes, with a truth known both ways.
+
+Three GeoShapes datasets differ only in the bias planted in them:
+
+* ``capture``: image capture quality falls with income (blur, low light, sensor noise, JPEG);
+  a bias robust training can be expected to reduce;
+* ``colour``: a colour shortcut holds in rich countries only; small perturbations cannot
+  remove it;
+* ``null``: no bias at all.
+
+On each, populations of models that differ only in their training method are trained with
+the same seeds (paired): plain, PGD-DRO and perceptual-DRO (Algorithm 2 then Algorithm 3),
+and, on ``capture``, an *oracle* trained with the capture corruption itself as augmentation
+(Algorithm 3 on the training images plus capture-corrupted copies at severities drawn from
+U(0, 1)), the standard remedy for that bias.  Every model is audited (GLS slope of per-country accuracy on log
+GDP), and the comparisons named up front in :data:`COMPARISON_PLAN` are tested: the primary
+one (the paper's claim) at alpha, the others with Holm's adjustment.  The oracle is the
+positive control (the test must see an improvement that is there); the ``null`` (and, as an
+expectation rather than a certainty, ``colour``) comparisons are negative checks (it should
+stay silent).
 
 Stages (each resumes when the command is run again with the same settings)::
 
     OUT/
-      settings.json            what this run was asked to do (a re-run must match)
-      data/                    GeoShapes (Parquet + dataset card)
-      populations/plain/       Algorithm 3 on clean data, K models (seeds 0..K-1)
-      populations/pgd/         Algorithm 2 with L2 PGD, then Algorithm 3, same seeds
-      populations/perceptual/  Algorithm 2 with the perceptual DRO attack, same seeds
-      audits/<method>/         report.json + report.html of each population
-      attacks/                 attack quality on a sample of test images (metrics + grid)
-      report.html, report.json the combined report
-
-The reference model (the paper's pretrained theta_0) is the first plain model (seed 0).
+      settings.json                      what this run was asked to do (a re-run must match)
+      data/<mechanism>/                  GeoShapes (Parquet + dataset card)
+      populations/<mechanism>/<method>/  one population (Algorithm 2's D, then K checkpoints)
+      audits/<mechanism>/<method>/       report.json + report.html of each population
+      attacks/                           attack quality on a sample of test images
+      figures/                           the report's figures as PNG
+      report.html, report.json           the combined report
 """
 from __future__ import annotations
 
+import io
+import json
 import logging
+import math
 import os
 import time
 from collections.abc import Mapping
@@ -26,79 +45,346 @@ from pathlib import Path
 from geoaudit._errors import InputError
 from geoaudit._io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from geoaudit._results import Result, frozen_mapping, json_safe
-from geoaudit._validation import check_interval
+from geoaudit._validation import check_interval, check_options
 
-__all__ = ["COMPARISONS", "METHODS", "METHOD_LABELS", "PRESETS", "DemoResult", "DemoSettings", "demo_settings",
-           "pieapp_available", "run_demo"]
+__all__ = ["ALPHA", "COMPARISON_PLAN", "ORACLE_COPIES", "MECHANISMS", "METHODS", "METHOD_LABELS", "PAPER_SETTINGS", "PRESETS",
+           "DemoResult", "DemoSettings", "PlannedComparison", "comparison_plan", "demo_settings", "holm_adjust",
+           "paired_difference_ci", "pieapp_available", "run_comparisons", "run_demo", "settings_table"]
 
 log = logging.getLogger(__name__)
 
-METHODS = ("plain", "pgd", "perceptual")
-METHOD_LABELS = {"plain": "plain", "pgd": "PGD-DRO", "perceptual": "perceptual-DRO"}
-# (A, B) pairs compared with H1: mean beta of A < mean beta of B (A is fairer).
-COMPARISONS = (("perceptual", "pgd"), ("perceptual", "plain"), ("pgd", "plain"))
+ALPHA = 0.05
+#: Corrupted copies of each training image the oracle population trains on, beside the clean one.
+ORACLE_COPIES = 3
+METHODS = ("plain", "pgd", "perceptual", "oracle")
+METHOD_LABELS = {"plain": "plain", "pgd": "PGD-DRO", "perceptual": "perceptual-DRO",
+                 "oracle": "oracle (capture augmentation)"}
+#: Mechanism -> (what is planted, in words).
+MECHANISMS = {
+    "capture": "capture quality falls with income (blur, low light, sensor noise, JPEG)",
+    "colour": "a colour shortcut that holds in high-income countries only",
+    "null": "no bias: nothing in an image depends on its country",
+}
+
+
+@dataclass(frozen=True)
+class PlannedComparison:
+    """One comparison of the demo, named before any model is trained.
+
+    H1 is always "mean beta of ``a`` < mean beta of ``b``" (``a`` is fairer), tested with the
+    paired t-test (the populations share seeds).
+
+    Attributes
+    ----------
+    mechanism : str
+        The dataset (``capture``, ``colour`` or ``null``).
+    a, b : str
+        Training methods (keys of :data:`METHOD_LABELS`).
+    role : str
+        ``primary``, ``positive control``, ``secondary`` or ``negative check``.
+    expectation : str
+        What a working test should say, and why.
+    """
+
+    mechanism: str
+    a: str
+    b: str
+    role: str
+    expectation: str
+
+    @property
+    def key(self) -> str:
+        """``"<mechanism>: <a> < <b>"``."""
+        return f"{self.mechanism}: {self.a} < {self.b}"
+
+    @property
+    def family(self) -> str:
+        """``primary`` (tested alone at alpha) or ``secondary`` (Holm-adjusted together)."""
+        return "primary" if self.role == "primary" else "secondary"
+
+
+#: Every comparison the demo may make, in report order; those whose populations a run does not
+#: train are left out (see :func:`comparison_plan`).
+COMPARISON_PLAN = (
+    PlannedComparison("capture", "perceptual", "pgd", "primary",
+                      "the paper's claim: perceptual-DRO makes models fairer than PGD-DRO"),
+    PlannedComparison("capture", "oracle", "plain", "positive control",
+                      "should be detected: training with the bias's own corruption as augmentation is the "
+                      "standard remedy for a shift in image quality; a test that misses it cannot see an "
+                      "improvement of this size"),
+    PlannedComparison("capture", "perceptual", "plain", "secondary",
+                      "unknown: does perceptual-DRO reduce a bias robust training may help with?"),
+    PlannedComparison("capture", "pgd", "plain", "secondary",
+                      "unknown: does PGD-DRO reduce a bias robust training may help with?"),
+    PlannedComparison("colour", "perceptual", "plain", "negative check",
+                      "expected silent: small perturbations do not remove a colour shortcut"),
+    PlannedComparison("colour", "pgd", "plain", "negative check",
+                      "expected silent: small perturbations do not remove a colour shortcut"),
+    PlannedComparison("null", "perceptual", "plain", "negative check",
+                      "must be silent (up to alpha): with no bias every method's true mean slope is 0"),
+    PlannedComparison("null", "pgd", "plain", "negative check",
+                      "must be silent (up to alpha): with no bias every method's true mean slope is 0"),
+)
+
+
+def comparison_plan(populations) -> tuple:
+    """The planned comparisons that the trained populations allow, in report order.
+
+    Parameters
+    ----------
+    populations : Mapping of str -> sequence of str
+        Mechanism -> the training methods trained on it.
+
+    Returns
+    -------
+    tuple of PlannedComparison
+    """
+    return tuple(c for c in COMPARISON_PLAN
+                 if c.mechanism in populations and c.a in populations[c.mechanism]
+                 and c.b in populations[c.mechanism])
+
+
+def holm_adjust(pvalues):
+    """Holm's step-down adjusted p-values, in the given order.
+
+    Parameters
+    ----------
+    pvalues : sequence of float
+
+    Returns
+    -------
+    list of float
+        Reject hypothesis i at family-wise level alpha when ``adjusted[i] < alpha``.
+    """
+    p = [float(x) for x in pvalues]
+    m = len(p)
+    order = sorted(range(m), key=lambda i: p[i])
+    out, running = [0.0] * m, 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p[i]))
+        out[i] = running
+    return out
+
+
+def paired_difference_ci(betas_a, betas_b, *, level=0.95):
+    """Two-sided t confidence interval of the mean paired difference ``a - b``.
+
+    Parameters
+    ----------
+    betas_a, betas_b : sequence of float
+        Paired values, in matching order.
+    level : float
+
+    Returns
+    -------
+    (mean difference, low, high) : tuple of float
+    """
+    import numpy as np
+    from scipy import stats
+
+    d = np.asarray(betas_a, float) - np.asarray(betas_b, float)
+    n = len(d)
+    mean = float(d.mean())
+    if n < 2:
+        return mean, float("nan"), float("nan")
+    half = float(stats.t.ppf(0.5 + level / 2, n - 1) * d.std(ddof=1) / math.sqrt(n))
+    return mean, mean - half, mean + half
+
+
+def _stat(d, new, old):
+    """A statistic under its statsmodels name, or under the name older results used."""
+    return d[new] if d.get(new) is not None else d.get(old)
+
+
+def run_comparisons(betas, plan, *, alpha=ALPHA):
+    """Test each planned comparison (paired, one-sided) and adjust the secondary ones by Holm.
+
+    Parameters
+    ----------
+    betas : Mapping of str -> Mapping of str -> Mapping of str -> float
+        Mechanism -> method -> model name -> beta (names shared across methods pair models).
+    plan : sequence of PlannedComparison
+    alpha : float
+
+    Returns
+    -------
+    list of dict
+        One row per comparison: its plan (``key``, ``mechanism``, ``a``, ``b``, ``role``,
+        ``family``, ``expectation``), the test (``test``, ``statistic``, ``df``, ``pvalue``),
+        ``p_adjusted`` (Holm within the secondary family; the primary's own p), the means, the
+        mean paired difference and its two-sided ``1 - alpha`` CI (``difference``, ``ci_low``,
+        ``ci_high``), ``n_pairs``, ``rejected`` (``p_adjusted < alpha``) and ``verdict`` (words).
+    """
+    from geoaudit.audit import compare_populations
+
+    rows = []
+    for c in plan:
+        ba, bb = betas[c.mechanism][c.a], betas[c.mechanism][c.b]
+        res = compare_populations(ba, bb, test="paired", alternative="less", alpha=alpha,
+                                  label_a=METHOD_LABELS[c.a], label_b=METHOD_LABELS[c.b]).to_dict()
+        pairs = res.get("pairs") or [[k, k] for k in ba if k in bb]
+        diff, lo, hi = paired_difference_ci([ba[x] for x, _ in pairs], [bb[y] for _, y in pairs],
+                                            level=1 - alpha)
+        rows.append({"key": c.key, "mechanism": c.mechanism, "a": c.a, "b": c.b,
+                     "label_a": METHOD_LABELS[c.a], "label_b": METHOD_LABELS[c.b], "role": c.role,
+                     "family": c.family, "expectation": c.expectation, "test": res["test"],
+                     "alternative": res["alternative"], "statistic": res["statistic"], "df": res.get("df"),
+                     "pvalue": _stat(res, "pvalue", "p_value"), "mean_a": res["mean_a"], "mean_b": res["mean_b"],
+                     "difference": diff, "ci_low": lo, "ci_high": hi, "ci_level": 1 - alpha,
+                     "n_pairs": len(pairs), "alpha": alpha})
+    secondary = [r for r in rows if r["family"] == "secondary"]
+    for r, p in zip(secondary, holm_adjust([r["pvalue"] for r in secondary])):
+        r["p_adjusted"] = p
+    for r in rows:
+        if r["family"] == "primary":
+            r["p_adjusted"] = r["pvalue"]
+        r["adjustment"] = "none (the one primary comparison)" if r["family"] == "primary" else \
+            f"Holm over {len(secondary)} secondary comparisons"
+        r["rejected"] = bool(r["p_adjusted"] < alpha)
+        r["verdict"] = _verdict(r)
+    return rows
+
+
+def _verdict(r) -> str:
+    a, b = r["label_a"], r["label_b"]
+    ci = f"mean difference {r['difference']:+.4f} ({r['ci_level']:.0%} CI [{r['ci_low']:+.4f}, {r['ci_high']:+.4f}])"
+    p = f"p = {r['p_adjusted']:.3g}" + (" Holm-adjusted" if r["family"] == "secondary" else "")
+    if r["role"] == "positive control":
+        return (f"DETECTED: {a} is fairer than {b}, {p}, {ci}; the comparison test sees an improvement "
+                "that is there." if r["rejected"] else
+                f"NOT DETECTED: {a} is not shown fairer than {b} ({p}, {ci}), although it was built to remove "
+                "this bias; at these sizes the test does not see an improvement of this size, so its "
+                "silence elsewhere is no evidence of no effect.")
+    if r["role"] == "negative check":
+        return (f"silent, as it should be: {a} not shown fairer than {b} ({p}, {ci})." if not r["rejected"] else
+                f"FIRED: {a} came out fairer than {b} ({p}, {ci}) where no improvement was expected; "
+                "either a false positive or the method does act on this mechanism.")
+    return (f"{a} is fairer than {b} ({p}, {ci})." if r["rejected"] else
+            f"{a} is not shown fairer than {b} ({p}, {ci}).")
 
 
 @dataclass(frozen=True)
 class DemoSettings:
-    """Sizes of a demo run (see ``PRESETS``).
+    """Sizes of a demo run (see ``PRESETS`` and :data:`PAPER_SETTINGS`).
 
     Attributes
     ----------
     n_images : int
-        GeoShapes images.
+        GeoShapes images per dataset.
     image_size : int
         Image side in pixels.
+    n_classes : int
+        Shape classes.
+    capture_strength : float
+        Strength of the capture-quality bias of the ``capture`` dataset, in (0, 1].
     spurious_strength : float
-        Strength of the planted colour cue in [0, 1].
+        Strength of the colour shortcut of the ``colour`` dataset, in (0, 1].
     models : int
-        Models per training method.
+        Models per population (K).
     epochs : int
-        Epochs per model (Algorithm 3).
+        Epochs per model (T2 of Algorithm 3).
     dro_rounds : int
-        Rounds of Algorithm 2.
-    attack_steps : int
-        Steps of the training attacks.
+        Rounds of Algorithm 2 (T1).
+    pgd_steps : int
+        Steps of the PGD training attack.
+    perceptual_steps : int
+        Maximum steps N of the perceptual training attack (it stops early per image).
     attack_sample : int
         Test images the attack-quality section attacks.
+    mechanisms : tuple of str
+        The datasets run.
+    methods : tuple of (str, tuple of str)
+        Per mechanism, the training methods.
     seed : int
-        Seed of the dataset and of Algorithm 2.
+        Seed of the datasets and of Algorithm 2.
     quick : bool
         The smoke preset.
     """
 
     n_images: int
     image_size: int
+    n_classes: int
+    capture_strength: float
     spurious_strength: float
     models: int
     epochs: int
     dro_rounds: int
-    attack_steps: int
+    pgd_steps: int
+    perceptual_steps: int
     attack_sample: int
+    mechanisms: tuple
+    methods: tuple
     seed: int = 0
     quick: bool = False
 
+    def methods_of(self, mechanism) -> tuple:
+        """The training methods run on ``mechanism``."""
+        return dict(self.methods)[mechanism]
+
+
+_ALL_METHODS = (("capture", ("plain", "pgd", "perceptual", "oracle")), ("colour", ("plain", "perceptual")),
+                ("null", ("plain", "perceptual")))
 
 PRESETS = {
-    # the default run: 3 x 10 models, about 10-15 minutes on 2 CPU cores
-    "default": dict(n_images=8000, image_size=32, spurious_strength=0.95, models=10, epochs=4,
-                    dro_rounds=1, attack_steps=10, attack_sample=64),
-    # a smoke run for CI and the impatient: the report says it is one
-    "quick": dict(n_images=3000, image_size=32, spurious_strength=0.95, models=3, epochs=2,
-                  dro_rounds=1, attack_steps=5, attack_sample=16),
+    # the default run: 8 populations of 5 models on 3 datasets (16 min measured on 2 loaded cores; docs/demo.md)
+    "default": dict(n_images=6000, image_size=24, n_classes=4, capture_strength=1.0, spurious_strength=0.9, models=5,
+                    epochs=3, dro_rounds=1, pgd_steps=10, perceptual_steps=20, attack_sample=32,
+                    mechanisms=("capture", "colour", "null"), methods=_ALL_METHODS),
+    # a smoke run for CI and the impatient: the capture dataset only; the report says it is one
+    "quick": dict(n_images=3000, image_size=24, n_classes=4, capture_strength=1.0, spurious_strength=0.9, models=3,
+                  epochs=2, dro_rounds=1, pgd_steps=5, perceptual_steps=5, attack_sample=8,
+                  mechanisms=("capture",), methods=_ALL_METHODS[:1]),
 }
 
+#: The paper's settings next to the default demo's, and why they differ (the report's table).
+PAPER_SETTINGS = (
+    ("data", "ImageNet geo-located images, 224 px", "GeoShapes {n_images} images per dataset, {image_size} px",
+     "a dataset whose planted bias is known, small enough for a CPU"),
+    ("models per population (K)", "50", "{models}", "time: K models x 8 populations on 2 cores"),
+    ("architecture", "pretrained ResNet", "small_cnn (3 conv blocks)", "time"),
+    ("Algorithm 2 rounds (T1)", "3", "{dro_rounds}", "each round attacks every training image"),
+    ("perceptual attack steps (N)", "100", "{perceptual_steps} (early stop per image)",
+     "time; most attacks on the small CNN stop well before"),
+    ("PGD steps", "10 (L2)", "{pgd_steps} (L2, eps 0.5)", ""),
+    ("perceptual cost", "PieAPP (and 1 - SSIM)", "{perceptual_cost}", "PieAPP needs weights and >= 64 px"),
+    ("lambda, step size", "1, 0.1", "1, 0.1", "paper's values"),
+    ("Algorithm 3 epochs (T2)", "not stated", "{epochs}", "time"),
+    ("cluster-center reuse (appendix D)", "on", "off", "it does not save gradient steps for early-stopping "
+     "attacks (docs/training.md)"),
+    ("comparison test", "t-test on betas", "paired t-test (shared seeds), Holm for secondary comparisons",
+     "populations share seeds; several comparisons"),
+)
 
-def demo_settings(*, quick=False, n_images=None, image_size=None, spurious_strength=None, models=None,
-                  epochs=None, seed=0) -> DemoSettings:
+
+def settings_table(settings) -> list:
+    """The paper-vs-demo settings table as rows of dicts.
+
+    Parameters
+    ----------
+    settings : Mapping
+        The run's settings (``DemoSettings`` fields and ``perceptual_cost``).
+
+    Returns
+    -------
+    list of dict
+        ``setting``, ``paper``, ``demo``, ``why``.
+    """
+    return [{"setting": name, "paper": paper, "demo": demo.format(**settings), "why": why}
+            for name, paper, demo, why in PAPER_SETTINGS]
+
+
+def demo_settings(*, quick=False, n_images=None, image_size=None, capture_strength=None, spurious_strength=None,
+                  models=None, epochs=None, mechanisms=None, seed=0) -> DemoSettings:
     """The preset (``quick`` or default) with the given overrides, validated.
 
     Parameters
     ----------
     quick : bool
         Start from the smoke preset.
-    n_images, image_size, spurious_strength, models, epochs : optional
+    n_images, image_size, capture_strength, spurious_strength, models, epochs : optional
         Overrides of the preset (None keeps it).
+    mechanisms : sequence of str, optional
+        A subset of ``capture``, ``colour``, ``null`` (None keeps the preset's).
     seed : int
 
     Returns
@@ -106,17 +392,26 @@ def demo_settings(*, quick=False, n_images=None, image_size=None, spurious_stren
     DemoSettings
     """
     base = dict(PRESETS["quick" if quick else "default"])
-    for key, value in dict(n_images=n_images, image_size=image_size, spurious_strength=spurious_strength,
-                           models=models, epochs=epochs).items():
+    for key, value in dict(n_images=n_images, image_size=image_size, capture_strength=capture_strength,
+                           spurious_strength=spurious_strength, models=models, epochs=epochs).items():
         if value is not None:
             base[key] = value
     caller = "demo_settings"
     check_interval("n_images", base["n_images"], 1000, None, caller=caller, integer=True)
-    check_interval("image_size", base["image_size"], 32, 256, caller=caller, integer=True)
-    check_interval("spurious_strength", base["spurious_strength"], 0.0, 1.0, caller=caller)
+    check_interval("image_size", base["image_size"], 24, 256, caller=caller, integer=True)
+    check_interval("capture_strength", base["capture_strength"], 0.0, 1.0, caller=caller, closed="right")
+    check_interval("spurious_strength", base["spurious_strength"], 0.0, 1.0, caller=caller, closed="right")
     check_interval("models", base["models"], 2, None, caller=caller, integer=True)
     check_interval("epochs", base["epochs"], 1, None, caller=caller, integer=True)
     check_interval("seed", seed, 0, None, caller=caller, integer=True)
+    if mechanisms is not None:
+        if isinstance(mechanisms, str) or not mechanisms:
+            raise InputError("The 'mechanisms' parameter of demo_settings must be a non-empty list of "
+                             f"{', '.join(MECHANISMS)}. Got {mechanisms!r} instead.")
+        for m in mechanisms:
+            check_options("mechanisms", m, tuple(MECHANISMS), caller=caller)
+        base["mechanisms"] = tuple(m for m in MECHANISMS if m in mechanisms)
+        base["methods"] = tuple((m, dict(_ALL_METHODS)[m]) for m in base["mechanisms"])
     return DemoSettings(**base, seed=int(seed), quick=bool(quick))
 
 
@@ -150,8 +445,6 @@ def pieapp_available(weights=None) -> bool:
 def _check_settings(out: Path, settings: dict):
     path = out / "settings.json"
     if path.exists():
-        import json
-
         try:
             old = json.loads(path.read_text())
         except (OSError, ValueError):
@@ -183,8 +476,9 @@ class DemoResult(Result, Mapping):
     """What :func:`run_demo` returns: the combined report (also ``OUT/report.json``).
 
     A read-only mapping with the keys of ``report.json`` (``kind``, ``geoaudit_version``,
-    ``quick``, ``settings``, ``dataset``, ``reference``, ``populations``, ``comparisons``,
-    ``attacks``, ``timings_seconds``, ``files``), so ``result["reference"]["beta"]`` works.
+    ``quick``, ``settings``, ``paper_settings``, ``reference``, ``mechanisms``,
+    ``comparisons``, ``verdicts``, ``attacks``, ``timings_seconds``, ``files``), so
+    ``result["mechanisms"]["capture"]["populations"]["oracle"]["beta_mean"]`` works.
 
     Attributes
     ----------
@@ -216,7 +510,7 @@ class DemoResult(Result, Mapping):
         return json_safe(self.data)
 
     def summary(self) -> str:
-        """The lines the command prints: the reference fit, each population, each comparison.
+        """The lines the command prints: populations per mechanism, each comparison, the verdicts.
 
         Returns
         -------
@@ -225,24 +519,63 @@ class DemoResult(Result, Mapping):
         return _summary_text(self.to_dict())
 
 
-def _stat(d, new, old):
-    """A statistic under its statsmodels name, or under the name older results used."""
-    return d[new] if d.get(new) is not None else d.get(old)
-
-
 def _check_inputs(out: Path, pieapp_weights):
     if out.exists() and not out.is_dir():
         raise InputError(f"The output folder {str(out)!r} is a file; give a folder (new or from an earlier demo run).")
-    from geoaudit.data._export import check_output_dir  # its data/ is rebuilt whole unless it is GeoShapes
+    from geoaudit.data._export import output_kind
 
-    check_output_dir(out / "data", kind="geoshapes", overwrite=None, caller="run_demo")
+    # data/ holds one GeoShapes build per mechanism (and a build's hidden partial folder); anything
+    # else there is someone's work, which the demo must not mix with its own
+    data = out / "data"
+    foreign = [p.name for p in (data.iterdir() if data.is_dir() else ())
+               if not (p.name.startswith(".") or (p.name in MECHANISMS and p.is_dir()
+                                                   and (not any(p.iterdir()) or output_kind(p) == "geoshapes")))]
+    if foreign:
+        raise InputError(f"The output folder {str(data)!r} is not empty and is not an output of geoaudit "
+                         f"(it holds {', '.join(sorted(foreign)[:3])}); give the demo a new folder or one of an "
+                         "earlier demo run.")
     if pieapp_weights is not None and not Path(pieapp_weights).is_file():
         raise InputError(f"PieAPP weights file {str(pieapp_weights)!r} does not exist; give the path of the "
                          "weights, or none to use the SSIM cost.")
 
 
-def run_demo(out_dir, *, quick=False, n_images=None, image_size=None, spurious_strength=None, models=None,
-             epochs=None, seed=0, device="auto", pieapp_weights=None, echo=print) -> DemoResult:
+def _population_state(folder: Path, n_models: int):
+    """(models already finished, whether D is built) of a population folder from an earlier run."""
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return 0, False
+    names = {f"model_{i:0{max(3, len(str(n_models - 1)))}d}" for i in range(n_models)}
+    done = sum(1 for e in manifest.get("models", []) if e.get("name") in names and e.get("status") == "done"
+               and (folder / e["name"] / "weights.pt").exists())
+    return done, manifest.get("weighted_dataset") is not None
+
+
+def _augmented_training_data(folder, *, copies, random_state):
+    """The training split plus ``copies`` capture-corrupted copies (severity U(0, 1) per image)."""
+    import numpy as np
+    import torch
+
+    from geoaudit.data import capture_corruption
+    from geoaudit.train import from_tensors, load_training_data
+
+    clean = load_training_data(folder)
+    rng = np.random.default_rng([random_state, 7])
+    images = [clean.images] + [capture_corruption(clean.images, rng.uniform(0.0, 1.0, clean.n), random_state=rng)
+                               for _ in range(copies)]
+    return from_tensors(torch.cat(images), clean.labels.repeat(copies + 1), class_names=clean.class_names,
+                        source=f"{clean.source} + {copies} capture-corrupted copies", split=clean.split)
+
+
+def _data_config(s: DemoSettings, mechanism: str) -> dict:
+    return {"capture": dict(spurious_strength=0.0, capture_strength=s.capture_strength),
+            "colour": dict(spurious_strength=s.spurious_strength, capture_strength=0.0),
+            "null": dict(spurious_strength=0.0, capture_strength=0.0)}[mechanism]
+
+
+def run_demo(out_dir, *, quick=False, n_images=None, image_size=None, capture_strength=None, spurious_strength=None,
+             models=None, epochs=None, mechanisms=None, seed=0, device="auto", pieapp_weights=None,
+             echo=print) -> DemoResult:
     """Run the demo into ``out_dir`` and return the combined report (also report.json).
 
     Parameters
@@ -250,11 +583,11 @@ def run_demo(out_dir, *, quick=False, n_images=None, image_size=None, spurious_s
     out_dir : str or Path
         A new folder, or one of an earlier run with the same settings (it resumes).
     quick : bool
-        The smoke preset (3 models per method).
-    n_images, image_size, spurious_strength, models, epochs : optional
-        Overrides of the preset.
+        The smoke preset (the capture dataset only, 3 models per population).
+    n_images, image_size, capture_strength, spurious_strength, models, epochs, mechanisms : optional
+        Overrides of the preset (see :func:`demo_settings`).
     seed : int
-        Seed of the dataset and of Algorithm 2; the models use seeds 0..K-1.
+        Seed of the datasets and of Algorithm 2; the models use seeds 0..K-1.
     device : str
         ``"auto"``, ``"cpu"``, ``"cuda"`` ...
     pieapp_weights : str or Path, optional
@@ -270,92 +603,128 @@ def run_demo(out_dir, *, quick=False, n_images=None, image_size=None, spurious_s
     """
     from geoaudit._device import resolve_device
 
-    s = demo_settings(quick=quick, n_images=n_images, image_size=image_size, spurious_strength=spurious_strength,
-                      models=models, epochs=epochs, seed=seed)
+    s = demo_settings(quick=quick, n_images=n_images, image_size=image_size, capture_strength=capture_strength,
+                      spurious_strength=spurious_strength, models=models, epochs=epochs, mechanisms=mechanisms,
+                      seed=seed)
     out = Path(out_dir)
     _check_inputs(out, pieapp_weights)
     dev = resolve_device(device)
     cost = "pieapp" if pieapp_available(pieapp_weights) else "ssim"
     if cost == "pieapp" and s.image_size < 64:
         s = DemoSettings(**{**asdict(s), "image_size": 64})
-    settings = {**asdict(s), "perceptual_cost": cost}
+    settings = json.loads(json.dumps({**asdict(s), "perceptual_cost": cost}))
     _check_settings(out, settings)
     timings = {}
     started = time.perf_counter()
 
+    def say(msg):
+        echo(f"[{time.perf_counter() - started:6.0f} s] {msg}")
+
+    plan = comparison_plan({m: s.methods_of(m) for m in s.mechanisms})
+    say(f"geoaudit demo{' (QUICK smoke run: not evidence)' if s.quick else ''}: "
+        f"{len(s.mechanisms)} dataset(s), {sum(len(s.methods_of(m)) for m in s.mechanisms)} populations of "
+        f"{s.models} models, {len(plan)} planned comparisons (primary: capture, perceptual-DRO < PGD-DRO)")
+
     # 1. data
     from geoaudit.data import build_geoshapes, load_geo_dataset
 
-    data_dir = out / "data"
+    data = {}
     with _timed(timings, "data"):
-        if not (data_dir / "README.md").exists():
-            echo(f"[1/5] building GeoShapes ({s.n_images} images, strength {s.spurious_strength}) ...")
-            build_geoshapes(data_dir, n_images=s.n_images, spurious_strength=s.spurious_strength,
-                            image_size=s.image_size, seed=s.seed)
-        else:
-            echo("[1/5] GeoShapes already built; reusing it")
-        dd = load_geo_dataset(data_dir)
+        for mech in s.mechanisms:
+            folder = out / "data" / mech
+            if not (folder / "README.md").exists():
+                say(f"[1/5] building GeoShapes '{mech}' ({s.n_images} images; {MECHANISMS[mech]}) ...")
+                build_geoshapes(folder, n_images=s.n_images, image_size=s.image_size, n_classes=s.n_classes,
+                                random_state=s.seed,
+                                **_data_config(s, mech))
+            else:
+                say(f"[1/5] GeoShapes '{mech}' already built; reusing it")
+            data[mech] = load_geo_dataset(folder)
 
     # 2. populations
     from geoaudit.attacks import make_attack
     from geoaudit.train import train_population
 
     attack_params = {
-        "pgd": dict(eps=0.5, step_size=0.1, steps=s.attack_steps, norm="l2"),
-        "perceptual": dict(cost=cost, lam=1.0, step_size=0.1, steps=s.attack_steps, confidence=0.0),
+        "pgd": dict(eps=0.5, step_size=0.1, steps=s.pgd_steps, norm="l2"),
+        "perceptual": dict(cost=cost, lam=1.0, step_size=0.1, steps=s.perceptual_steps, confidence=0.0),
     }
     if cost == "pieapp" and pieapp_weights:
         attack_params["perceptual"]["pieapp_weights"] = str(pieapp_weights)
     pops = {}
-    for i, method in enumerate(METHODS):
-        echo(f"[2/5] training {s.models} {METHOD_LABELS[method]} models ({i + 1}/3) ...")
-        attack = make_attack(method, **attack_params[method]) if method != "plain" else None
-        with _timed(timings, f"train_{method}"):
-            pops[method] = train_population(
-                data_dir, augment=method, n_models=s.models, epochs=s.epochs, arch="small_cnn",
-                seeds=list(range(s.models)), out_dir=out / "populations" / method, attack=attack, device=dev,
-                dro_rounds=s.dro_rounds, dro_seed=s.seed,
-                # every method takes the same number of SGD steps per epoch (one pass's worth of
-                # the clean data), so the populations differ in what they see, not how long
-                samples_per_epoch=len(dd["train"]),
-            )
+    total = sum(len(s.methods_of(m)) for m in s.mechanisms)
+    i = 0
+    for mech in s.mechanisms:
+        pops[mech] = {}
+        for method in s.methods_of(mech):
+            i += 1
+            folder = out / "populations" / mech / method
+            done, has_d = _population_state(folder, s.models)
+            what = f"{METHOD_LABELS[method]} on '{mech}' ({i}/{total})"
+            if done >= s.models:
+                say(f"[2/5] {what}: all {s.models} models already trained; reusing them")
+            else:
+                dro = "" if method in ("plain", "oracle") or has_d else \
+                    f"building D (Algorithm 2, T1 = {s.dro_rounds}), then "
+                left = f"{s.models - done} of {s.models}" if done else f"{s.models}"
+                say(f"[2/5] {what}: {dro}training {left} models ...")
+            train_data = out / "data" / mech
+            if method == "plain":
+                augment, attack, reuse = "plain", None, "auto"
+            elif method == "oracle":
+                # the bias's own corruption as augmentation: clean images plus corrupted copies
+                augment, attack, reuse = "plain", None, "auto"
+                train_data = _augmented_training_data(train_data, copies=ORACLE_COPIES, random_state=s.seed)
+            else:
+                augment, attack, reuse = method, make_attack(method, **attack_params[method]), False
+            with _timed(timings, f"train {mech}/{method}"):
+                pops[mech][method] = train_population(
+                    train_data, augment=augment, n_models=s.models, epochs=s.epochs, arch="small_cnn",
+                    seeds=list(range(s.models)), out_dir=folder, attack=attack, device=dev,
+                    dro_rounds=s.dro_rounds, dro_random_state=s.seed, reuse=reuse,
+                    # every method takes the same number of SGD steps per epoch (one pass's worth of
+                    # the clean data), so the populations differ in what they see, not how long
+                    samples_per_epoch=len(data[mech]["train"]),
+                    on_model_end=lambda e, what=what: say(f"      {what}: {e['name']} trained"),
+                )
 
     # 3. audits
     from geoaudit.audit import audit_checkpoints, write_report
 
-    echo("[3/5] auditing every model on the test split ...")
+    say("[3/5] auditing every model on its test split ...")
     audits = {}
     with _timed(timings, "audit"):
-        test = dd["test"]
-        for method in METHODS:
-            report, preds = audit_checkpoints(pops[method].checkpoints, test, device=dev,
-                                              source=f"GeoShapes test split, {METHOD_LABELS[method]} population")
-            write_report(report, out / "audits" / method, predictions=preds,
-                         title=f"GeoShapes audit: {METHOD_LABELS[method]} population")
-            audits[method] = report
-    reference_name = Path(pops["plain"].checkpoints[0]).name
-    reference_fit = audits["plain"].fits[reference_name]
+        for mech in s.mechanisms:
+            audits[mech] = {}
+            for method in s.methods_of(mech):
+                report, preds = audit_checkpoints(
+                    pops[mech][method].checkpoints, data[mech]["test"], device=dev,
+                    source=f"GeoShapes '{mech}' test split, {METHOD_LABELS[method]} population")
+                folder = out / "audits" / mech / method
+                if method == "plain":  # the full audit page (figures, map) for the reference population
+                    write_report(report, folder, predictions=preds,
+                                 title=f"GeoShapes '{mech}' audit: {METHOD_LABELS[method]} population")
+                else:  # what `geoaudit compare` reads; the page's figures would cost more than the audit
+                    atomic_write_json(folder / "report.json", report.to_dict())
+                    buf = io.BytesIO()
+                    preds.to_parquet(buf, index=False)
+                    atomic_write_bytes(folder / "predictions.parquet", buf.getvalue())
+                audits[mech][method] = report
 
     # 4. comparisons
-    from geoaudit.audit import compare_populations
+    betas = {m: {k: dict(a.betas) for k, a in audits[m].items()} for m in s.mechanisms}
+    comparisons = run_comparisons(betas, plan, alpha=ALPHA)
 
-    comparisons = []
-    for a, b in COMPARISONS:
-        for test_name in ("welch", "paired", "permutation"):
-            res = compare_populations(audits[a].betas, audits[b].betas, test=test_name, alternative="less",
-                                      label_a=METHOD_LABELS[a], label_b=METHOD_LABELS[b])
-            comparisons.append(res)
-
-    # 5. attack quality
-    echo("[4/5] measuring attack quality on a sample of test images ...")
+    # 5. attack quality, on the first dataset's reference model
+    say("[4/5] measuring attack quality on a sample of test images ...")
+    first = s.mechanisms[0]
     with _timed(timings, "attacks"):
-        attack_section = _attack_quality(pops["plain"].checkpoints[0], test, s, cost, attack_params, dev,
-                                         out / "attacks")
+        attack_section = _attack_quality(pops[first]["plain"].checkpoints[0], data[first]["test"], s, cost,
+                                         attack_params, dev, out / "attacks")
 
-    echo("[5/5] writing the report ...")
+    say("[5/5] writing the report ...")
     timings["total"] = time.perf_counter() - started
-    result = _assemble(out, s, cost, dd, audits, reference_name, reference_fit, comparisons, attack_section,
-                       pops, timings, data_dir, str(dev))
+    result = _assemble(out, s, cost, data, audits, pops, comparisons, attack_section, timings, str(dev))
     echo(result.summary())
     return result
 
@@ -372,14 +741,10 @@ def _attack_quality(ref_ckpt, test, s, cost, attack_params, dev, out: Path):
     images, labels = split_to_tensors(test.shuffle(seed=s.seed), image_size=cfg["image_size"],
                                       channels=cfg["in_channels"], limit=s.attack_sample)
     images, labels = images.to(dev), labels.to(dev)
-    pgd = dict(attack_params["pgd"])
-    pgd["steps"] = max(pgd["steps"], 10)
-    per = dict(attack_params["perceptual"])
-    per["steps"] = max(per["steps"], 20)
     attacks = {
-        "PGD (L2)": make_attack("pgd", **pgd),
+        "PGD (L2), as in training": make_attack("pgd", **attack_params["pgd"]),
         "FGSM": make_attack("fgsm", eps=2.0 / 255 * 4),
-        f"perceptual DRO ({cost})": make_attack("perceptual", **per),
+        f"perceptual DRO ({cost}), as in training": make_attack("perceptual", **attack_params["perceptual"]),
     }
     defenses = [JPEG(75), BitDepth(4)]
     rows, results, examples = [], {}, {}
@@ -404,49 +769,17 @@ def _attack_quality(ref_ckpt, test, s, cost, attack_params, dev, out: Path):
 
 
 def _samples_png(dd, out: Path):
-    """The GeoShapes sample grid as PNG bytes (also OUT/attacks/geoshapes_samples.png), or None."""
+    """The GeoShapes sample figure as PNG bytes (also OUT/figures/geoshapes_samples.png), or None."""
     try:
-        from geoaudit.data import geoshapes_grid
+        from geoaudit.report._geoshapes_figures import geoshapes_grid_figure
 
-        path = out / "attacks" / "geoshapes_samples.png"
-        geoshapes_grid(dd, path)
+        path = out / "figures" / "geoshapes_samples.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        geoshapes_grid_figure(dd, path, per_group=6)
         return path.read_bytes()
     except Exception as e:  # a nicety; the report stands without it
         log.warning("sample grid skipped: %s", e)
         return None
-
-
-def _assemble(out, s, cost, dd, audits, reference_name, reference_fit, comparisons, attack_section, pops,
-              timings, data_dir, device) -> DemoResult:
-    from geoaudit import __version__
-    from geoaudit.report import render_demo
-
-    groups = audits["plain"].model_groups[reference_name]
-    pops_json = {m: {**audits[m].population.to_dict(), "betas": dict(audits[m].betas),
-                     "manifest_stats": pops[m].manifest.get("stats", {})} for m in METHODS}
-    result = json_safe({
-        "kind": "geoaudit-demo",
-        "geoaudit_version": __version__,
-        "quick": s.quick,
-        "settings": {**asdict(s), "perceptual_cost": cost, "device": device},
-        "dataset": {"path": str(data_dir), "splits": {k: len(v) for k, v in dd.items()}},
-        "reference": {"model": reference_name, **reference_fit.to_dict()},
-        "populations": pops_json,
-        "comparisons": [c.to_dict() for c in comparisons],
-        "attacks": {"n_images": attack_section["n_images"], "metrics": attack_section["metrics"]},
-        "timings_seconds": {k: round(v, 2) for k, v in timings.items()},
-        "files": {"report_html": str(out / "report.html"), "figures": str(out / "figures"),
-                  "audits": {m: str(out / "audits" / m / "report.json") for m in METHODS}},
-    })
-    html, figs = render_demo(result, reference_groups=groups, reference_fit=reference_fit, labels=METHOD_LABELS,
-                             mean_accuracy={m: _mean_accuracy(audits[m]) for m in METHODS},
-                             attack_rows=attack_section["rows"], attack_grid_png=attack_section["grid_png"],
-                             samples_png=_samples_png(dd, out))
-    for name, png in figs.items():
-        atomic_write_bytes(out / "figures" / f"{name}.png", png)
-    atomic_write_text(out / "report.html", html)
-    atomic_write_json(out / "report.json", result)
-    return DemoResult(result)
 
 
 def _mean_accuracy(report):
@@ -457,18 +790,106 @@ def _mean_accuracy(report):
     return float(np.mean(accs)) if accs else None
 
 
+def _population_groups(report):
+    """Per-country accuracy averaged over a population's models (the groups the GLS kept)."""
+    import pandas as pd
+
+    g = pd.concat([g.assign(model=name) for name, g in report.model_groups.items()], ignore_index=True)
+    min_n = next(iter(report.fits.values())).min_group_size
+    g = g[g["n"] >= min_n]
+    agg = g.groupby("group").agg(n=("n", "first"), accuracy=("accuracy", "mean"), covariate=("covariate", "first"))
+    return [{"group": str(k), "n": int(r["n"]), "accuracy": float(r["accuracy"]), "covariate": float(r["covariate"])}
+            for k, r in agg.iterrows()]
+
+
+def _verdicts(comparisons) -> dict:
+    out = {}
+    prim = [c for c in comparisons if c["role"] == "primary"]
+    if prim:
+        out["primary"] = f"{prim[0]['key']}: {prim[0]['verdict']}"
+    pos = [c for c in comparisons if c["role"] == "positive control"]
+    if pos:
+        out["positive_control"] = pos[0]["verdict"]
+    neg = [c for c in comparisons if c["role"] == "negative check"]
+    if neg:
+        fired = [c["key"] for c in neg if c["rejected"]]
+        out["negative_checks"] = (f"all {len(neg)} negative checks stayed silent (Holm-adjusted p >= {ALPHA})."
+                                  if not fired else
+                                  f"{len(fired)} of {len(neg)} negative checks fired: {', '.join(fired)}.")
+    return out
+
+
+def _assemble(out, s, cost, data, audits, pops, comparisons, attack_section, timings, device) -> DemoResult:
+    from geoaudit import __version__
+    from geoaudit.report import render_demo
+
+    first = s.mechanisms[0]
+    ref_report = audits[first]["plain"]
+    ref_name = next(iter(ref_report.fits))
+    ref_fit = ref_report.fits[ref_name]
+    mechanisms = {}
+    for mech in s.mechanisms:
+        mpops = {}
+        for method in s.methods_of(mech):
+            rep = audits[mech][method]
+            fits = {k: f.to_dict() for k, f in rep.fits.items()}
+            mpops[method] = {
+                **rep.population.to_dict(), "label": METHOD_LABELS[method], "betas": dict(rep.betas),
+                "intercept_mean": sum(f["intercept"] for f in fits.values()) / len(fits),
+                "mean_accuracy": _mean_accuracy(rep), "groups": _population_groups(rep),
+                "weighted_dataset": {k: v for k, v in (pops[mech][method].manifest.get("weighted_dataset") or {}).items()
+                                     if k in ("size", "bytes", "storage")},
+                "audit_report": str(out / "audits" / mech / method / "report.json"),
+            }
+        mechanisms[mech] = {"planted": MECHANISMS[mech], "data": str(out / "data" / mech),
+                            "data_config": _data_config(s, mech),
+                            "splits": {k: len(v) for k, v in data[mech].items()}, "populations": mpops}
+    settings = {**asdict(s), "perceptual_cost": cost, "device": device}
+    result = json_safe({
+        "kind": "geoaudit-demo",
+        "format_version": 2,
+        "geoaudit_version": __version__,
+        "quick": s.quick,
+        "settings": settings,
+        "paper_settings": settings_table(settings),
+        "reference": {"mechanism": first, "model": ref_name, **ref_fit.to_dict()},
+        "mechanisms": mechanisms,
+        "comparisons": comparisons,
+        "verdicts": _verdicts(comparisons),
+        "attacks": {"n_images": attack_section["n_images"], "metrics": attack_section["metrics"]},
+        "timings_seconds": {k: round(v, 2) for k, v in timings.items()},
+        "files": {"report_html": str(out / "report.html"), "figures": str(out / "figures"),
+                  "audits": {m: {k: str(out / "audits" / m / k / "report.json") for k in s.methods_of(m)}
+                             for m in s.mechanisms}},
+    })
+    html, figs = render_demo(result, reference_groups=ref_report.model_groups[ref_name], reference_fit=ref_fit,
+                             attack_rows=attack_section["rows"], attack_grid_png=attack_section["grid_png"],
+                             samples_png=_samples_png(data[first], out))
+    for name, png in figs.items():
+        atomic_write_bytes(out / "figures" / f"{name}.png", png)
+    atomic_write_text(out / "report.html", html)
+    atomic_write_json(out / "report.json", result)
+    return DemoResult(result)
+
+
 def _summary_text(result) -> str:
     ref = result["reference"]
     lines = ["", "geoaudit demo" + (" (QUICK smoke run: not evidence)" if result["quick"] else ""),
-             f"  reference model: beta = {ref['beta']:.4f}, F = {_stat(ref, 'fvalue', 'f_stat'):.3f}, "
-             f"df = (1, {ref['df_denom']:.0f}), p = {_stat(ref, 'pvalue', 'p_value'):.4g}"]
-    for m in METHODS:
-        p = result["populations"][m]
-        lines.append(f"  {METHOD_LABELS[m]:>15}: mean beta {p['beta_mean']:.4f} (sd {p['beta_sd']:.4f}, "
-                     f"{p['n_models']} models)")
+             f"  reference model ({ref['mechanism']}, plain, seed 0): beta = {ref['beta']:.4f}, "
+             f"p = {_stat(ref, 'pvalue', 'p_value'):.4g}"]
+    for mech, m in result["mechanisms"].items():
+        lines.append(f"  {mech} ({m['planted']}):")
+        for p in m["populations"].values():
+            sd = p.get("beta_sd")
+            lines.append(f"    {p['label']:>30}: mean beta {p['beta_mean']:+.4f} (sd "
+                         f"{'n/a' if sd is None else format(sd, '.4f')}, {p['n_models']} models), "
+                         f"accuracy {p['mean_accuracy'] or float('nan'):.3f}")
+    lines.append("  comparisons (paired t-test, H1: A has the lower mean beta):")
     for c in result["comparisons"]:
-        if c["test"] in ("welch", "permutation"):
-            lines.append(f"  {c['label_a']} < {c['label_b']}? {c['test']}: p = {_stat(c, 'pvalue', 'p_value'):.4g} -> "
-                         f"{'yes' if c['significant'] else 'not shown'}")
+        lines.append(f"    [{c['role']}] {c['key']}: diff {c['difference']:+.4f} "
+                     f"[{c['ci_low']:+.4f}, {c['ci_high']:+.4f}], t = {c['statistic']:.2f}, p = {c['pvalue']:.3g}, "
+                     f"adjusted p = {c['p_adjusted']:.3g} -> {'yes' if c['rejected'] else 'not shown'}")
+    for k, v in result["verdicts"].items():
+        lines.append(f"  {k.replace('_', ' ')}: {v}")
     lines.append(f"  report: {result['files']['report_html']}  ({result['timings_seconds']['total']:.0f} s)")
     return "\n".join(lines)

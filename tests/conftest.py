@@ -49,12 +49,16 @@ def digits_mlp():
 
 @pytest.fixture(scope="session")
 def quick_demo(tmp_path_factory):
-    """``geoaudit demo --quick`` run once on the CPU: ``(out_dir, exit_code, seconds)``."""
+    """``geoaudit demo --quick`` run once on the CPU: ``(out_dir, exit_code, seconds, printed)``."""
+    import contextlib
+    import io
     import time
 
     from geoaudit.cli import main
 
     out = tmp_path_factory.mktemp("demo") / "run"
+    buf = io.StringIO()
     t = time.perf_counter()
-    rc = main(["--threads", "1", "demo", "--quick", "--out", str(out), "--device", "cpu"])
-    return out, rc, time.perf_counter() - t
+    with contextlib.redirect_stdout(buf):
+        rc = main(["--threads", "1", "demo", "--quick", "--out", str(out), "--device", "cpu"])
+    return out, rc, time.perf_counter() - t, buf.getvalue()

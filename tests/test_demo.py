@@ -1,86 +1,209 @@
-"""`geoaudit demo --quick` end to end: the README's main job, as CI runs it."""
+"""`geoaudit demo`: the comparison plan, Holm, the report, and the quick run end to end."""
 import json
 import re
 import time
 
+import numpy as np
 import pytest
 
 from geoaudit._errors import InputError
 from geoaudit.cli import main
-from geoaudit.demo import PRESETS, demo_settings
+from geoaudit.demo import (
+    COMPARISON_PLAN,
+    ORACLE_COPIES,
+    PRESETS,
+    comparison_plan,
+    demo_settings,
+    holm_adjust,
+    paired_difference_ci,
+    run_comparisons,
+    settings_table,
+)
 
-SECTIONS = ["Summary", "Accuracy against log GDP", "World map", "Slopes per training method", "Populations",
-            "Population comparisons", "Attack quality", "GeoShapes samples", "Run"]
-
-
-@pytest.fixture
-def quick_run(quick_demo):
-    return quick_demo
-
-
-@pytest.mark.slow
-def test_quick_demo_writes_every_section(quick_run, capsys):
-    out, rc, _ = quick_run
-    assert rc == 0
-    html = (out / "report.html").read_text()
-    for title in SECTIONS:
-        assert "<h2" in html and title in html, title
-    assert "QUICK RUN" in html
-    # self-contained: no external scripts, styles or images
-    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", html)
-    assert html.count("data:image/png;base64,") >= 5
-
-    report = json.loads((out / "report.json").read_text())
-    assert report["kind"] == "geoaudit-demo" and report["quick"] is True
-    assert set(report["populations"]) == {"plain", "pgd", "perceptual"}
-    for pop in report["populations"].values():
-        assert pop["n_models"] == PRESETS["quick"]["models"]
-        assert len(pop["betas"]) == PRESETS["quick"]["models"]
-    tests = {(c["label_a"], c["label_b"], c["test"]) for c in report["comparisons"]}
-    assert ("perceptual-DRO", "PGD-DRO", "welch") in tests and ("perceptual-DRO", "PGD-DRO", "permutation") in tests
-    assert all(c["alternative"] == "less" for c in report["comparisons"])
-    ref = report["reference"]
-    pvalue = ref["pvalue"] if "pvalue" in ref else ref["p_value"]
-    assert ref["df_num"] == 1 and 0 <= pvalue <= 1
-    # the planted bias is found: the reference model is more accurate in richer countries
-    assert ref["beta"] > 0
-    assert report["settings"]["perceptual_cost"] == "ssim"  # no PieAPP weights offline
-    for name, m in report["attacks"]["metrics"].items():
-        assert 0 <= m["success_rate"] <= 1, name
-        assert "lpips" in m["unavailable"]  # marked unavailable, not zero
-    for method in ("plain", "pgd", "perceptual"):
-        assert (out / "audits" / method / "report.json").exists()
-    assert (out / "attacks" / "grid.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+ALL = {"capture": ("plain", "pgd", "perceptual", "oracle"), "colour": ("plain", "pgd", "perceptual"),
+       "null": ("plain", "pgd", "perceptual")}
 
 
-@pytest.mark.slow
-def test_rerun_resumes_instead_of_retraining(quick_run, capsys):
-    out, _, first = quick_run
-    before = {p: p.stat().st_mtime_ns for p in out.glob("populations/*/model_*/weights.pt")}
-    t = time.perf_counter()
-    assert main(["--threads", "1", "demo", "--quick", "--out", str(out), "--device", "cpu"]) == 0
-    again = time.perf_counter() - t
-    after = {p: p.stat().st_mtime_ns for p in out.glob("populations/*/model_*/weights.pt")}
-    assert before == after and len(before) == 3 * PRESETS["quick"]["models"]
-    assert again < first
+# ------------------------------------------------------------------------------ the plan and Holm
+def test_plan_names_one_primary_a_positive_control_and_negative_checks():
+    plan = comparison_plan(ALL)
+    assert len(plan) == len(COMPARISON_PLAN) == 8
+    primary = [c for c in plan if c.role == "primary"]
+    assert [(c.mechanism, c.a, c.b) for c in primary] == [("capture", "perceptual", "pgd")]
+    assert primary[0].family == "primary" and plan[0] is primary[0]
+    assert [(c.mechanism, c.a, c.b) for c in plan if c.role == "positive control"] == [("capture", "oracle", "plain")]
+    negative = {(c.mechanism, c.a) for c in plan if c.role == "negative check"}
+    assert negative == {("colour", "perceptual"), ("colour", "pgd"), ("null", "perceptual"), ("null", "pgd")}
+    assert all(c.family == "secondary" for c in plan if c.role != "primary")
 
 
-@pytest.mark.slow
-def test_other_settings_into_same_folder_are_refused(quick_run, capsys):
-    out, _, _ = quick_run
-    assert main(["demo", "--quick", "--models", "4", "--out", str(out)]) == 2
-    err = capsys.readouterr().err
-    assert "other settings" in err and "models" in err and "Traceback" not in err
+def test_plan_keeps_only_comparisons_of_trained_populations():
+    quick = comparison_plan({"capture": ALL["capture"]})
+    assert [c.key for c in quick] == ["capture: perceptual < pgd", "capture: oracle < plain",
+                                      "capture: perceptual < plain", "capture: pgd < plain"]
+    no_pgd = comparison_plan({"capture": ALL["capture"], "null": ("plain", "perceptual")})
+    assert "null: perceptual < plain" in {c.key for c in no_pgd} and "null: pgd < plain" not in {c.key for c in no_pgd}
+
+
+def test_holm_matches_statsmodels():
+    from statsmodels.stats.multitest import multipletests
+
+    assert holm_adjust([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    p = np.random.default_rng(0).uniform(0, 0.2, 7)
+    assert holm_adjust(p) == pytest.approx(multipletests(p, method="holm")[1])
+    assert holm_adjust([]) == []
+
+
+def test_paired_ci_matches_scipy():
+    from scipy import stats
+
+    a, b = np.array([0.1, 0.12, 0.09, 0.15]), np.array([0.05, 0.11, 0.02, 0.1])
+    diff, lo, hi = paired_difference_ci(a, b)
+    ci = stats.ttest_rel(a, b).confidence_interval(0.95)
+    assert diff == pytest.approx(np.mean(a - b)) and (lo, hi) == pytest.approx((ci.low, ci.high))
+
+
+def _synthetic_betas(k=6, seed=0):
+    """Known truth: the oracle halves the capture slope; nothing differs on colour and null."""
+    rng = np.random.default_rng(seed)
+    names = [f"model_{i:03d}" for i in range(k)]
+    seed_effect = rng.normal(0, 0.01, k)  # shared by models of one seed (paired design)
+
+    def pop(mu, sd=0.003):
+        return {n: float(mu + s + rng.normal(0, sd)) for n, s in zip(names, seed_effect)}
+
+    return {"capture": {"plain": pop(0.08), "pgd": pop(0.08), "perceptual": pop(0.08), "oracle": pop(0.02)},
+            "colour": {"plain": pop(0.10), "pgd": pop(0.10), "perceptual": pop(0.10)},
+            "null": {"plain": pop(0.0), "pgd": pop(0.0), "perceptual": pop(0.0)}}
+
+
+def test_comparisons_detect_the_planted_improvement_and_stay_silent_elsewhere():
+    rows = run_comparisons(_synthetic_betas(), comparison_plan(ALL))
+    by = {r["key"]: r for r in rows}
+    pos = by["capture: oracle < plain"]
+    assert pos["role"] == "positive control" and pos["rejected"] and pos["verdict"].startswith("DETECTED")
+    assert pos["ci_low"] < pos["difference"] < pos["ci_high"] < 0 and pos["difference"] == pytest.approx(-0.06, abs=0.01)
+    for r in rows:
+        assert r["test"] == "paired" and r["n_pairs"] == 6 and r["alternative"] == "less"
+        assert r["p_adjusted"] >= r["pvalue"] - 1e-12
+        if r["role"] == "negative check":
+            assert not r["rejected"] and r["verdict"].startswith("silent")
+    prim = by["capture: perceptual < pgd"]
+    assert prim["p_adjusted"] == prim["pvalue"] and prim["adjustment"].startswith("none")
+    secondary = [r for r in rows if r["family"] == "secondary"]
+    assert [r["p_adjusted"] for r in secondary] == pytest.approx(holm_adjust([r["pvalue"] for r in secondary]))
+    assert all("Holm over 7" in r["adjustment"] for r in secondary)
+
+
+def test_a_missed_positive_control_and_a_firing_negative_check_are_said_so():
+    betas = _synthetic_betas()
+    betas["capture"]["oracle"] = dict(betas["capture"]["plain"])
+    betas["capture"]["oracle"] = {k: v + 0.001 * (i % 2) for i, (k, v) in enumerate(betas["capture"]["plain"].items())}
+    betas["null"]["perceptual"] = {k: v - 0.05 for k, v in betas["null"]["plain"].items()}
+    betas["null"]["perceptual"]["model_000"] += 0.001
+    by = {r["key"]: r for r in run_comparisons(betas, comparison_plan(ALL))}
+    assert by["capture: oracle < plain"]["verdict"].startswith("NOT DETECTED")
+    assert by["null: perceptual < plain"]["rejected"] and by["null: perceptual < plain"]["verdict"].startswith("FIRED")
+
+
+def test_settings_table_says_what_differs_from_the_paper():
+    s = demo_settings()
+    rows = {r["setting"]: r for r in settings_table({**s.__dict__, "perceptual_cost": "ssim"})}
+    assert rows["Algorithm 2 rounds (T1)"]["paper"] == "3" and rows["Algorithm 2 rounds (T1)"]["demo"] == str(s.dro_rounds)
+    assert rows["perceptual attack steps (N)"]["paper"] == "100"
+    assert rows["perceptual attack steps (N)"]["demo"].startswith(str(s.perceptual_steps))
+    assert rows["models per population (K)"]["paper"] == "50" and all(r["why"] is not None for r in rows.values())
 
 
 @pytest.mark.parametrize("kwargs,match", [
     (dict(models=1), "'models'"),
     (dict(spurious_strength=1.5), "'spurious_strength'"),
+    (dict(capture_strength=0.0), "'capture_strength'"),
     (dict(n_images=10), "'n_images'"),
+    (dict(mechanisms=["capture", "texture"]), "'mechanisms'"),
+    (dict(mechanisms="capture"), "'mechanisms'"),
 ])
 def test_demo_settings_validation(kwargs, match):
     with pytest.raises(InputError, match=match):
         demo_settings(**kwargs)
+
+
+def test_presets_and_mechanism_subsets():
+    d, q = demo_settings(), demo_settings(quick=True)
+    assert d.mechanisms == ("capture", "colour", "null") and d.methods_of("capture") == ALL["capture"]
+    assert q.mechanisms == ("capture",) and q.quick and q.models == PRESETS["quick"]["models"]
+    assert d.methods_of("null") == d.methods_of("colour") == ("plain", "perceptual")
+    sub = demo_settings(mechanisms=["null", "capture"])
+    assert sub.mechanisms == ("capture", "null") and sub.methods_of("null") == ("plain", "perceptual")
+
+
+# ------------------------------------------------------------------------------ the report
+def _synthetic_result(quick=False):
+    import pandas as pd
+
+    from geoaudit.audit import gls_test
+    from geoaudit.demo import METHOD_LABELS, MECHANISMS, _verdicts
+
+    rng = np.random.default_rng(0)
+    cov = np.exp(rng.uniform(6, 11, 12))
+    n = rng.integers(60, 200, 12)
+    correct = np.round(np.clip(0.3 + 0.04 * np.log(cov) + rng.normal(0, 0.02, 12), 0, 1) * n).astype(int)
+    acc = correct / n
+    groups = pd.DataFrame({"group": [f"G{i:02d}" for i in range(12)], "n": n, "accuracy": acc, "covariate": cov,
+                           "correct": correct})
+    fit = gls_test(groups, min_group_size=10)
+    betas = _synthetic_betas()
+    comps = run_comparisons(betas, comparison_plan(ALL))
+    rows = [{"group": g, "n": int(k), "accuracy": float(a), "covariate": float(c)}
+            for g, k, a, c in zip(groups["group"], n, acc, cov)]
+    mechs = {m: {"planted": MECHANISMS[m], "data": f"/x/{m}", "splits": {"test": 100},
+                 "populations": {k: {"label": METHOD_LABELS[k], "n_models": 6, "beta_mean": float(np.mean(list(b.values()))),
+                                     "beta_sd": 0.01, "betas": b, "intercept_mean": 0.3, "mean_accuracy": 0.6,
+                                     "groups": rows}
+                                 for k, b in betas[m].items()}}
+             for m in betas}
+    s = demo_settings(quick=quick)
+    return {"quick": quick, "settings": {**s.__dict__, "perceptual_cost": "ssim"},
+            "paper_settings": settings_table({**s.__dict__, "perceptual_cost": "ssim"}),
+            "reference": {"mechanism": "capture", "model": "model_000", **fit.to_dict()},
+            "mechanisms": mechs, "comparisons": comps, "verdicts": _verdicts(comps),
+            "attacks": {"n_images": 4}, "timings_seconds": {"total": 1.0}}, groups, fit
+
+
+def test_render_demo_holds_every_mechanism_the_comparisons_and_the_settings():
+    import torch
+
+    from geoaudit.report import plot_attack_grid, render_demo
+
+    result, groups, fit = _synthetic_result()
+    images = torch.rand(4, 3, 8, 8)
+    grid = plot_attack_grid(images, {"FGSM": (images + 0.01).clamp(0, 1)}, n=2)
+    assert len(grid.axes) == 2 * 3
+    html, figs = render_demo(result, reference_groups=groups, reference_fit=fit,
+                             attack_rows=[{"attack": "FGSM", "success rate": 0.5}])
+    for title in ("Summary", "Comparisons", "Slopes per population", "Accuracy against GDP per population",
+                  "Dataset &#x27;capture&#x27;", "Dataset &#x27;colour&#x27;", "Dataset &#x27;null&#x27;",
+                  "Reference model", "Settings: the paper", "Attack quality", "Run"):
+        assert f"<h2>{title}" in html, title
+    assert "Positive control: DETECTED" in html and "Negative checks: all 4 negative checks stayed silent" in html
+    assert "Primary comparison: capture: perceptual &lt; pgd" in html
+    assert "adjusted p" in html and "Holm" in html and "difference A - B" in html and "95% CI of difference" in html
+    assert "QUICK RUN" not in html
+    assert {"slopes_by_mechanism", "accuracy_by_mechanism", "accuracy_vs_gdp"} <= set(figs)
+    assert all(png[:8] == b"\x89PNG\r\n\x1a\n" for png in figs.values())
+    assert html.count("data:image/png;base64,") == len(figs)
+
+
+def test_demo_result_is_a_read_only_mapping():
+    from geoaudit.demo import DemoResult
+
+    r = DemoResult({"kind": "geoaudit-demo", "reference": {"beta": 0.5, "values": [1, 2]}})
+    assert r["reference"]["beta"] == 0.5 and set(r) == {"kind", "reference"} and len(r) == 2
+    assert r.to_dict() == {"kind": "geoaudit-demo", "reference": {"beta": 0.5, "values": [1, 2]}}
+    with pytest.raises(TypeError):
+        r["reference"]["beta"] = 1.0
+    with pytest.raises(AttributeError):
+        r.data = {}
 
 
 def test_missing_pieapp_weights_fail_in_one_line_and_write_nothing(tmp_path, capsys):
@@ -101,55 +224,62 @@ def test_out_that_is_a_file_fails_in_one_line(tmp_path, capsys):
     assert f.read_text() == "keep me"
 
 
-def test_demo_result_is_a_read_only_mapping():
-    from geoaudit.demo import DemoResult
+# ------------------------------------------------------------------------------ the quick run, end to end
+@pytest.mark.slow
+def test_quick_demo_report_holds_the_plan_and_its_results(quick_demo):
+    out, rc, _, printed = quick_demo
+    assert rc == 0
+    html = (out / "report.html").read_text()
+    assert "QUICK RUN" in html and "not evidence" in html
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", html)  # self-contained
+    report = json.loads((out / "report.json").read_text())
+    assert report["kind"] == "geoaudit-demo" and report["quick"] is True
+    assert list(report["mechanisms"]) == list(PRESETS["quick"]["mechanisms"])
+    for mech in report["mechanisms"]:
+        assert f"Dataset &#x27;{mech}&#x27;" in html
+        pops = report["mechanisms"][mech]["populations"]
+        assert set(pops) == {"plain", "pgd", "perceptual", "oracle"}
+        for pop in pops.values():
+            assert pop["n_models"] == len(pop["betas"]) == PRESETS["quick"]["models"]
+            assert sorted(pop["betas"]) == sorted(pops["plain"]["betas"])  # same seeds: paired
+    comps = {c["key"]: c for c in report["comparisons"]}
+    prim = comps["capture: perceptual < pgd"]
+    assert prim["role"] == "primary" and prim["test"] == "paired" and prim["p_adjusted"] == prim["pvalue"]
+    pos = comps["capture: oracle < plain"]
+    assert pos["role"] == "positive control" and pos["verdict"].split(":")[0] in ("DETECTED", "NOT DETECTED")
+    secondary = [c for c in report["comparisons"] if c["family"] == "secondary"]
+    assert [c["p_adjusted"] for c in secondary] == pytest.approx(holm_adjust([c["pvalue"] for c in secondary]))
+    for c in report["comparisons"]:
+        assert c["ci_low"] <= c["difference"] <= c["ci_high"] and 0 <= c["pvalue"] <= 1
+    assert "Primary comparison" in html and "Positive control" in html and "adjusted p" in html
+    assert {r["setting"] for r in report["paper_settings"]} >= {"Algorithm 2 rounds (T1)", "perceptual attack steps (N)"}
+    # the oracle trains on the clean images plus capture-corrupted copies, as many steps as plain
+    manifest = json.loads((out / "populations" / "capture" / "oracle" / "manifest.json").read_text())
+    n_train = report["mechanisms"]["capture"]["splits"]["train"]
+    assert manifest["weighted_dataset"]["size"] == (ORACLE_COPIES + 1) * n_train
+    assert "capture-corrupted" in manifest["data"]["source"] and manifest["settings"]["samples_per_epoch"] == n_train
+    assert report["settings"]["perceptual_cost"] == "ssim"  # no PieAPP weights offline
+    assert re.search(r"\[\s*\d+ s\] \[2/5\] plain on 'capture' \(1/4\): training 3 models", printed)
 
-    r = DemoResult({"kind": "geoaudit-demo", "reference": {"beta": 0.5, "values": [1, 2]}})
-    assert r["reference"]["beta"] == 0.5 and set(r) == {"kind", "reference"} and len(r) == 2
-    assert r.to_dict() == {"kind": "geoaudit-demo", "reference": {"beta": 0.5, "values": [1, 2]}}
-    with pytest.raises(TypeError):
-        r["reference"]["beta"] = 1.0
-    with pytest.raises(AttributeError):
-        r.data = {}
+
+@pytest.mark.slow
+def test_rerun_resumes_and_says_so(quick_demo, capsys):
+    out, _, first, _ = quick_demo
+    before = {p: p.stat().st_mtime_ns for p in out.glob("populations/*/*/model_*/weights.pt")}
+    t = time.perf_counter()
+    assert main(["--threads", "1", "demo", "--quick", "--out", str(out), "--device", "cpu"]) == 0
+    again = time.perf_counter() - t
+    printed = capsys.readouterr().out
+    after = {p: p.stat().st_mtime_ns for p in out.glob("populations/*/*/model_*/weights.pt")}
+    assert before == after and len(before) == 4 * PRESETS["quick"]["models"]
+    assert "training 3" not in printed and printed.count("already trained; reusing them") == 4
+    assert "already built; reusing it" in printed
+    assert again < first
 
 
-def test_render_demo_composes_the_page_from_report_blocks():
-    """The demo page without the minutes-long run: synthetic fit, populations and comparisons."""
-    import numpy as np
-    import pandas as pd
-    import torch
-
-    from geoaudit.audit import compare_populations, gls_test
-    from geoaudit.demo import METHOD_LABELS
-    from geoaudit.report import plot_attack_grid, render_demo
-
-    rng = np.random.default_rng(0)
-    cov = np.exp(rng.uniform(6, 11, 12))
-    n = rng.integers(60, 200, 12)
-    correct = np.round(np.clip(0.3 + 0.04 * np.log(cov) + rng.normal(0, 0.02, 12), 0, 1) * n).astype(int)
-    groups = pd.DataFrame({"group": [f"G{i:02d}" for i in range(12)], "n": n, "accuracy": correct / n,
-                           "covariate": cov, "correct": correct})
-    fit = gls_test(groups, min_group_size=10)
-    betas = {m: {f"model_{i:03d}": float(b) for i, b in enumerate(rng.normal(mu, 0.01, 3))}
-             for m, mu in (("plain", 0.05), ("pgd", 0.04), ("perceptual", 0.02))}
-    comps = [compare_populations(betas["perceptual"], betas[b], test="welch", alternative="less",
-                                 label_a="perceptual-DRO", label_b=METHOD_LABELS[b]).to_dict() for b in ("pgd", "plain")]
-    result = {
-        "quick": True, "settings": {"models": 3, "perceptual_cost": "ssim"},
-        "reference": {"model": "model_000", **fit.to_dict()},
-        "populations": {m: {"n_models": 3, "beta_mean": float(np.mean(list(b.values()))),
-                            "beta_sd": float(np.std(list(b.values()))), "betas": b} for m, b in betas.items()},
-        "comparisons": comps, "attacks": {"n_images": 4}, "timings_seconds": {"total": 1.0},
-    }
-    images = torch.rand(4, 3, 8, 8)
-    grid = plot_attack_grid(images, {"FGSM": (images + 0.01).clamp(0, 1)}, n=2)
-    assert len(grid.axes) == 2 * 3
-    html, figs = render_demo(result, reference_groups=groups, reference_fit=fit, labels=METHOD_LABELS,
-                             attack_rows=[{"attack": "FGSM", "success rate": 0.5}])
-    for title in ("Summary", "Accuracy against log GDP", "Slopes per training method", "Populations",
-                  "Population comparisons", "Attack quality", "Run"):
-        assert f"<h2>{title}" in html, title
-    assert "QUICK RUN" in html and "perceptual-DRO vs PGD-DRO" in html
-    assert {"accuracy_vs_gdp", "slopes_by_method"} <= set(figs)
-    assert all(png[:8] == b"\x89PNG\r\n\x1a\n" for png in figs.values())
-    assert html.count("data:image/png;base64,") == len(figs)
+@pytest.mark.slow
+def test_other_settings_into_same_folder_are_refused(quick_demo, capsys):
+    out, _, _, _ = quick_demo
+    assert main(["demo", "--quick", "--models", "4", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "other settings" in err and "models" in err and "Traceback" not in err
