@@ -75,6 +75,11 @@ def _stub_modules():
         except ImportError:
             missing.append(pkg)
 
+    def _stand_in(attr):
+        if attr.startswith("__"):  # inspect / warnings probe __file__ etc.: a plain module has none
+            raise AttributeError(attr)
+        return {} if attr == "DATASETS" else _Absent
+
     class _Finder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         """Serves any module under the missing packages as an empty stand-in."""
 
@@ -85,7 +90,7 @@ def _stub_modules():
 
         def create_module(self, spec):
             m = types.ModuleType(spec.name)
-            m.__getattr__ = lambda attr: {} if attr == "DATASETS" else _Absent
+            m.__getattr__ = _stand_in
             m.__path__ = []
             return m
 
@@ -272,7 +277,7 @@ def run_dataset(name, tr, te, peers, args):
     with torch.no_grad():
         pred = model(te[0]).argmax(1)
     keep = torch.nonzero(pred == te[1]).flatten()[:args.n]
-    x, y = te[0][keep], te[1][keep]
+    x, y = te[0][keep].contiguous(), te[1][keep]  # the peers view() their inputs
     with torch.enable_grad():
         g = input_gradient(model, x, y)[1].flatten(1).norm(dim=1)
     step = 0.05 / float(g.median())

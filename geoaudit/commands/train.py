@@ -14,7 +14,10 @@ def register(sub):
                     "pgd and perceptual build the weighted adversarial dataset D once (Algorithm 2), then train "
                     "each model on it (Algorithm 3). Re-running the same command resumes where it stopped.",
     )
-    p.add_argument("--data", required=True, help="dataset folder (columns image and label)")
+    p.add_argument("--data", required=True,
+                   help="dataset folder (columns image and label), or digits (scikit-learn, offline), mnist, "
+                        "fashion-mnist (torchvision, under --data-root)")
+    p.add_argument("--data-root", default=None, help="where torchvision keeps MNIST / Fashion-MNIST")
     p.add_argument("--split", default="train", help="split to train on (default: train)")
     p.add_argument("--augment", default="plain", help="plain, pgd or perceptual (default: plain)")
     p.add_argument("--models", type=int, default=50, help="number of models K (default: 50)")
@@ -97,6 +100,22 @@ def _attack_params(args):
     return {k: v for k, v in params.items() if v is not None}
 
 
+def _builtin_data(args):
+    """A built-in data set name (no folder of that name) as in-memory training data."""
+    from pathlib import Path
+
+    from geoaudit.data import BUILTIN_DATA
+
+    if Path(args.data).exists() or args.data not in BUILTIN_DATA:
+        return args.data
+    from geoaudit.data import load_split
+    from geoaudit.train import from_tensors
+
+    x, y, names = load_split(args.data, args.split, image_size=args.image_size or 28, channels=args.channels,
+                             data_root=args.data_root)
+    return from_tensors(x, y, class_names=names, source=args.data, split=args.split)
+
+
 def run(args) -> int:
     from geoaudit._device import resolve_device
     from geoaudit._validation import check_options
@@ -116,7 +135,7 @@ def run(args) -> int:
     attack = make_attack(args.augment, **_attack_params(args)) if args.augment != "plain" else None
     seeds = list(range(args.seed_start, args.seed_start + args.models))
     res = train_population(
-        args.data, augment=args.augment, n_models=args.models, epochs=args.epochs, arch=args.arch, seeds=seeds,
+        _builtin_data(args), augment=args.augment, n_models=args.models, epochs=args.epochs, arch=args.arch, seeds=seeds,
         out_dir=args.out, backend=args.backend, attack=attack, device=device, split=args.split,
         image_size=args.image_size, channels=args.channels, batch_size=args.batch_size, lr=args.lr,
         momentum=args.momentum, weight_decay=args.weight_decay, dro_rounds=args.rounds, dro_random_state=args.dro_seed,
