@@ -18,7 +18,11 @@ import torch
 
 def main(argv=None):
     from geoaudit.data import load_digits_tensors
-    from geoaudit.defenses import CentroidDefense, evaluate_centroid_defense, select_centroids
+    from geoaudit.defenses import (
+        CentroidDefense,
+        evaluate_centroid_defense,
+        select_centroids,
+    )
     from geoaudit.train import MLP7, LeNet5, fit_classifier
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

@@ -107,13 +107,13 @@ def load_peers():
     try:
         import torchattacks
         found["torchattacks"] = torchattacks
-    except Exception as e:  # report, never fake a row
+    except Exception as e:  # noqa: BLE001 - report, never fake a row
         why["torchattacks"] = f"{type(e).__name__}: {e}"
     try:
         _stub_modules()
         import perceptual_advex.perceptual_attacks as pa
         found["perceptual_advex"] = pa
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001
         why["perceptual_advex"] = f"{type(e).__name__}: {e}"
     return found, why
 
@@ -290,7 +290,7 @@ def run_dataset(name, tr, te, peers, args):
         for mname, (run, bounds, inc) in methods(model, peers, steps=args.steps, step=step, num_classes=k).items():
             try:
                 knob, res = tune(run, bounds, inc, x, y, target, args.iters)
-            except Exception as e:  # a peer failing at run time: say so, keep the others
+            except Exception as e:  # noqa: BLE001 - a peer failing at run time: say so, keep the others
                 print(f"| {target:.0%} | {mname} | failed: {type(e).__name__}: {str(e)[:80]} | | | | | |")
                 continue
             r = {"target": target, "attack": mname, "knob": knob, "success": res.success_rate,

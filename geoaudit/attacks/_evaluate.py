@@ -12,8 +12,8 @@ import torch
 
 from geoaudit._errors import DependencyError, InputError
 from geoaudit._validation import check_images, check_labels, check_options
-from geoaudit.attacks._metric_weights import env_weight_files, hub_dir_with
 from geoaudit.attacks._base import AttackResult, attack_mode, check_model, model_device, model_dtype
+from geoaudit.attacks._metric_weights import env_weight_files, hub_dir_with
 
 log = logging.getLogger(__name__)
 

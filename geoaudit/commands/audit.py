@@ -135,7 +135,7 @@ def _run_any(args, caller):
     """--dataset (any geo-labelled dataset) or --model by name."""
     from geoaudit._validation import check_interval
     from geoaudit.audit import GROUP_BY, audit_classifier
-    from geoaudit.data import load_country_dataset, load_geo_dataset, preset
+    from geoaudit.data import load_country_dataset, preset
     from geoaudit.data._indicators import covariate_column
     from geoaudit.models import read_label_map
 
@@ -256,7 +256,6 @@ def _run(args) -> int:
         )
     else:
         from geoaudit._device import resolve_device
-        from geoaudit.data import load_geo_dataset
 
         if not args.data:
             raise InputError("--data DIR (the dataset folder to predict on) is required with --models/--model.")

@@ -14,7 +14,12 @@ from pathlib import Path
 import torch
 
 from geoaudit._errors import DependencyError, InputError
-from geoaudit.models._zoo import IMAGENET_MEAN, IMAGENET_STD, NormalizedModel, build_model
+from geoaudit.models._zoo import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    NormalizedModel,
+    build_model,
+)
 
 INIT_FILE = "init_weights.pt"
 #: torchvision weight names accepted by ``pretrained`` (besides True = "DEFAULT" and a file).
