@@ -400,3 +400,53 @@ def test_evaluate_centroid_checkpoint_and_files(tmp_path, digits_mlp):
     assert (tmp_path / "out" / "centroids.png").read_bytes()[:4] == b"\x89PNG"
     with pytest.raises(InputError, match="'top_k' parameter"):
         evaluate_centroid_checkpoint(ck, "digits", top_k=11, eps_grid="0", limit=10, device="cpu")
+
+
+# ---------------------------------------------------------------------- faithful mode
+def test_faithful_mode_hooks_the_papers_layer_count_and_ties_go_to_the_lowest_class():
+    from geoaudit.train import MLP7, LeNet5
+
+    torch.manual_seed(0)
+    mlp, lenet = MLP7(10, 64).eval(), LeNet5(10, 1, 28).eval()
+    x8, x28 = torch.rand(10, 1, 8, 8), torch.rand(10, 1, 28, 28)
+    assert CentroidDefense.faithful(mlp, x8).num_layers == 7  # the paper's "7 fully-connected layers"
+    assert CentroidDefense.faithful(lenet, x28).num_layers == 5  # "5 layers, two convolutional"
+    assert CentroidDefense(mlp, x8, 0.3).num_layers == 13  # calibrated default: Linear + ReLU modules
+    # threshold 1: every class votes at every layer, a 10-way tie
+    faithful = CentroidDefense.faithful(mlp, x8, 1.0)
+    assert faithful.tie_break == "first" and faithful.to_dict()["tie_break"] == "first"
+    assert (faithful.scores(x8).votes == 7).all()
+    assert (faithful.predict(x8) == 0).all()  # the paper's argmax: the first class of equal maxima
+    assert (faithful.topk(x8, 3) == torch.tensor([0, 1, 2])).all()
+    by_logits = CentroidDefense(mlp, x8, 1.0, layers="paper")
+    assert torch.equal(by_logits.predict(x8), mlp(x8).argmax(1))  # geoaudit: ties follow the model
+    with pytest.raises(InputError, match="tie_break"):
+        CentroidDefense(mlp, x8, 0.3, tie_break="random")
+
+
+def test_faithful_mode_reproduces_the_papers_pattern_on_digits(digits_mlp):
+    """Paper 002, table 1: clean accuracy drops, accuracy under FGSM rises vs undefended."""
+    model, d = digits_mlp
+    (xtr, ytr), (xte, yte) = d["train"], d["test"]
+    cents, cl, _ = select_centroids(model, xtr, ytr, random_state=0)
+    faithful = CentroidDefense.faithful(model, (cents.flatten(0, 1), cl), "mnist")
+    curve = evaluate_centroid_defense(faithful, xte[:200], yte[:200], eps_grid=[0, 0.1, 0.2])
+    assert curve.defended[0] < curve.undefended[0] - 0.3
+    assert curve.defended[1] > curve.undefended[1] + 0.03
+    assert curve.defended[2] > curve.undefended[2]
+    calibrated = CentroidDefense.from_data(model, xtr, ytr, random_state=0)
+    clean = evaluate_centroid_defense(calibrated, xte[:200], yte[:200], eps_grid=[0])
+    assert clean.defended[0] > curve.defended[0] + 0.3  # the calibrated mode keeps clean accuracy
+
+
+def test_cli_defend_centroid_faithful_mode(tmp_path, digits_mlp, capsys):
+    from geoaudit.cli import main
+
+    ck = _checkpoint(tmp_path, digits_mlp[0])
+    out = tmp_path / "faithful"
+    assert main(["defend", "centroid", "--model", str(ck), "--data", "digits", "--eps-grid", "0,0.1",
+                 "--limit", "60", "--mode", "faithful", "--device", "cpu", "--out", str(out)]) == 0
+    d = json.loads((out / "centroid_eval.json").read_text())
+    assert d["defense"]["tie_break"] == "first"
+    assert len(d["defense"]["layers"]) == 7
+    assert d["meta"]["mode"] == "faithful" and "mnist" in d["meta"]["threshold_rule"]

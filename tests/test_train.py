@@ -367,7 +367,7 @@ def test_cli_train_resume_and_refusals(tmp_path, data_dir, capsys):
     (["--augment", "mixup"], "'--augment' parameter of geoaudit train must be one of"),
     (["--arch", "vgg"], "'--arch' parameter"),
     (["--backend", "spark"], "'--backend' parameter"),
-    (["--augment", "pgd", "--cost", "ssim"], "--cost do(es) not apply to --augment pgd"),
+    (["--augment", "perceptual", "--eps", "1"], "--eps do(es) not apply to --augment perceptual"),
     (["--models", "0"], "--models must be at least 1"),
     (["--storage", "int4"], "'--storage' parameter of geoaudit train must be one of"),
     (["--reuse", "maybe"], "'--reuse' parameter of geoaudit train must be one of"),

@@ -14,6 +14,7 @@ from geoaudit._errors import DependencyError, InputError
 from geoaudit._results import Result, frozen_mapping
 from geoaudit._validation import check_images, check_labels, check_options
 from geoaudit.attacks._base import AttackResult, attack_mode, check_model, model_device, model_dtype
+from geoaudit.attacks._metric_weights import env_weight_files, hub_dir_with
 
 log = logging.getLogger(__name__)
 
@@ -131,18 +132,20 @@ def _build_metric(name, mode):
     if mode is False:
         return None, "not requested"
     files = LPIPS_FILES if name == "lpips" else DISTS_FILES
-    missing = _hub_files_missing(files)
+    given = env_weight_files(name, files)  # $GEOAUDIT_LPIPS_WEIGHTS / $GEOAUDIT_DISTS_WEIGHTS
+    missing = [str(p) for p in given.values() if not p.is_file()] if given else _hub_files_missing(files)
     if missing and mode == "auto":  # never download implicitly
         return None, "weights not present (need " + ", ".join(missing) + "); pass " + name + "=True to download"
     try:
-        if name == "lpips":
-            import lpips as lpips_pkg
+        with hub_dir_with(given):
+            if name == "lpips":
+                import lpips as lpips_pkg
 
-            net = lpips_pkg.LPIPS(net="alex", verbose=False)
-        else:
-            import piq
+                net = lpips_pkg.LPIPS(net="alex", verbose=False)
+            else:
+                import piq
 
-            net = piq.DISTS(reduction="none")
+                net = piq.DISTS(reduction="none")
     except Exception as e:  # download failure, missing package: report, never fake a number
         if mode is True:
             raise DependencyError(f"{name.upper()} could not be loaded: {type(e).__name__}: {e}") from e

@@ -69,7 +69,8 @@ def register(sub):
                         "hf:REPO_OR_DIR, clip:REPO_OR_DIR (zero-shot over the dataset's classes); weights from --weights or "
                         "the library's local cache, nothing is downloaded")
     m.add_argument("--data", metavar="DIR", help="dataset folder (geoaudit dataset build ...)")
-    m.add_argument("--split", default="test", help="dataset split to predict on (default: test)")
+    m.add_argument("--split", default="test", help="dataset split to predict on: one (default: test), several (train,test) or all; "
+                        "several are pooled before the small groups are dropped")
     m.add_argument("--batch-size", type=int, default=256, help="inference batch size (default: 256)")
     m.add_argument("--num-workers", type=int, default=0, help="processes decoding images (default: 0)")
     m.add_argument("--amp", default="off", help="off or bf16: bfloat16 autocast of inference (default: off)")
@@ -108,6 +109,27 @@ def _year_range(table):
     return f"{years[0]}-{years[-1]}" if len(years) > 1 else (str(years[0]) if years else "unknown")
 
 
+def _load_splits(data, split, *, required):
+    """One split, several (``train,test``) or ``all`` of them, concatenated: the paper tests
+    theta0 on all images, then drops the countries with too few."""
+    from geoaudit.data import load_geo_dataset
+
+    names = [s.strip() for s in str(split).split(",") if s.strip()]
+    if names == [split] and split != "all":
+        return load_geo_dataset(data, split, required=required)
+    import datasets
+
+    dd = load_geo_dataset(data, None, required=required)
+    if names == ["all"]:
+        names = list(dd)
+    missing = [n for n in names if n not in dd]
+    if missing or not names:
+        raise InputError(f"--split {split!r}: no split {', '.join(map(repr, missing)) or '(empty)'} in {str(data)!r}; "
+                         f"it has {', '.join(dd)} (or give all).")
+    cols = [c for c in dd[names[0]].column_names if all(c in dd[n].column_names for n in names)]
+    return datasets.concatenate_datasets([dd[n].select_columns(cols) for n in names])
+
+
 def _is_spec(value):
     return bool(value) and ":" in str(value) and not Path(str(value)).exists()
 
@@ -116,7 +138,7 @@ def _run_any(args, caller):
     """--dataset (any geo-labelled dataset) or --model by name."""
     from geoaudit._validation import check_interval
     from geoaudit.audit import GROUP_BY, audit_classifier
-    from geoaudit.data import load_country_dataset, load_geo_dataset, preset
+    from geoaudit.data import load_country_dataset, preset
     from geoaudit.data._indicators import covariate_column
     from geoaudit.models import read_label_map
 
@@ -137,7 +159,7 @@ def _run_any(args, caller):
             on_unmatched="drop" if args.drop_unmatched else "raise", offline=args.offline)
         source = f"{args.model} on {args.dataset}"
     else:
-        ds = load_geo_dataset(args.data, args.split, required=("image",))
+        ds = _load_splits(args.data, args.split, required=("image",))
         source = f"{args.model} on {args.data} (split {args.split})"
     label_col = args.label_col
     if label_col == "label" and "label" not in ds.column_names and fields.get("label_col"):
@@ -238,7 +260,6 @@ def _run(args) -> int:
         )
     else:
         from geoaudit._device import resolve_device
-        from geoaudit.data import load_geo_dataset
 
         if not args.data:
             raise InputError("--data DIR (the dataset folder to predict on) is required with --models/--model.")
@@ -252,7 +273,7 @@ def _run(args) -> int:
         if args.model and len(ckpts) != 1:
             raise InputError(f"--model {args.model!r} is not a single checkpoint folder; use --models for a folder "
                              "of checkpoints.")
-        ds = load_geo_dataset(args.data, args.split, required=("image", "label", group, covariate))
+        ds = _load_splits(args.data, args.split, required=("image", "label", group, covariate))
         report, predictions = audit_checkpoints(
             ckpts, ds, group=group, covariate=covariate, batch_size=args.batch_size, device=device,
             min_group_size=args.min_group_size, variance=args.variance, log_covariate=args.log_covariate,

@@ -24,8 +24,15 @@ def register(sub):
     c.add_argument("--split", default="test", help="split to evaluate on (default: test)")
     c.add_argument("--centroid-split", default="train",
                    help="split the centroids and calibration images come from (default: train)")
-    c.add_argument("--thresholds", default="calibrate",
-                   help="'calibrate' (default: quantile of within-class distances), a preset "
+    c.add_argument("--mode", choices=("calibrated", "faithful"), default="calibrated",
+                   help="faithful: the paper's defense as written (its thresholds, the Linear/Conv layers "
+                        "only, ties to the lowest class); calibrated (default): geoaudit's improvement "
+                        "(calibrated thresholds, every Linear/Conv/activation module, ties by the logits)")
+    c.add_argument("--tie-break", choices=("logits", "first"), default=None,
+                   help="order of classes with equal votes: the model's logits or lowest class index "
+                        "(default: the mode's)")
+    c.add_argument("--thresholds", default=None,
+                   help="'calibrate' (default in the calibrated mode: quantile of within-class distances), a preset "
                         "(mnist, fashion-mnist: the paper's appendix A), one number for every class, or a "
                         "JSON file: a list of K numbers, an L x K list, or thresholds.json from an earlier run")
     c.add_argument("--quantile", type=float, default=0.95,
@@ -38,7 +45,8 @@ def register(sub):
                         "layer; random: seeded random correctly classified image (default: medoid)")
     c.add_argument("--centroid-sets", type=int, default=1, help="centroids per class (default: 1)")
     c.add_argument("--layers", default=None,
-                   help="comma-separated module names to hook (default: every Linear, Conv and activation)")
+                   help="comma-separated module names to hook, or 'paper' (the Linear/Conv modules) "
+                        "(default: every Linear, Conv and activation; 'paper' in the faithful mode)")
     c.add_argument("--layer-weighting", choices=("flat", "early", "late"), default="flat",
                    help="vote weight 1, e^-l or e^l at the l-th hooked layer (default: flat)")
     c.add_argument("--top-k", type=int, default=3, help="k of the loose defense (default: 3, as in the paper)")
@@ -74,9 +82,11 @@ def run_centroid(args) -> int:
     check_flag("--batch-size", args.batch_size, 1)
     check_flag("--top-k", args.top_k, 1)
     layers = [s.strip() for s in args.layers.split(",") if s.strip()] if args.layers else None
+    if layers == ["paper"]:
+        layers = "paper"
     ev = evaluate_centroid_checkpoint(
         args.model, args.data, split=args.split, centroid_split=args.centroid_split, thresholds=args.thresholds,
-        quantile=args.quantile, per_layer=not args.pooled, centroid_method=args.centroids,
+        mode=args.mode, tie_break=args.tie_break, quantile=args.quantile, per_layer=not args.pooled, centroid_method=args.centroids,
         centroid_sets=args.centroid_sets, layers=layers, layer_weighting=args.layer_weighting, top_k=args.top_k,
         eps_grid=args.eps_grid, limit=args.limit, calib_limit=args.calib_limit, batch_size=args.batch_size,
         random_state=args.seed, data_root=args.data_root, device=args.device)

@@ -14,13 +14,23 @@ def register(sub):
                     "pgd and perceptual build the weighted adversarial dataset D once (Algorithm 2), then train "
                     "each model on it (Algorithm 3). Re-running the same command resumes where it stopped.",
     )
-    p.add_argument("--data", required=True, help="dataset folder (columns image and label)")
+    p.add_argument("--data", required=True,
+                   help="dataset folder (columns image and label), or digits (scikit-learn, offline), mnist, "
+                        "fashion-mnist (torchvision, under --data-root)")
+    p.add_argument("--data-root", default=None, help="where torchvision keeps MNIST / Fashion-MNIST")
     p.add_argument("--split", default="train", help="split to train on (default: train)")
     p.add_argument("--augment", default="plain", help="plain, pgd or perceptual (default: plain)")
     p.add_argument("--models", type=int, default=50, help="number of models K (default: 50)")
     p.add_argument("--epochs", type=int, default=10, help="epochs per model, T2 of Algorithm 3 (default: 10)")
     p.add_argument("--arch", default="small_cnn", help=f"architecture: {', '.join(ARCH_CHOICES)} (default: small_cnn)")
-    p.add_argument("--pretrained", action="store_true", help="ResNets: start from torchvision weights when available")
+    p.add_argument("--pretrained", nargs="?", const=True, default=False, metavar="WEIGHTS",
+                   help="every member starts from pretrained weights: alone, torchvision's DEFAULT ResNet "
+                        "weights; or IMAGENET1K_V1 / IMAGENET1K_V2 (from torch's cache), or a state-dict FILE. "
+                        "Missing weights are an error (leave --pretrained out for random initial weights)")
+    p.add_argument("--init-from", default=None, metavar="CKPT",
+                   help="every member starts from this one theta0 (the paper's setting): a checkpoint folder "
+                        "of the same architecture, classes and image size, or a state-dict file "
+                        "(default: initial weights drawn per seed)")
     p.add_argument("--backend", default="local", help="local or ray (default: local)")
     p.add_argument("--ray-address", default=None, help="Ray cluster address (default: start a local Ray)")
     p.add_argument("--ray-gpus-per-model", type=float, default=0.0, help="GPUs per Ray task (default: 0)")
@@ -51,6 +61,8 @@ def register(sub):
     a.add_argument("--cost", default=None, help="perceptual: ssim or pieapp")
     a.add_argument("--lam", type=float, default=None, help="perceptual: weight of the perceptual cost")
     a.add_argument("--confidence", type=float, default=None, help="perceptual: margin to stop at")
+    a.add_argument("--pieapp-weights", default=None, metavar="FILE",
+                   help="perceptual with --cost pieapp: PieAPP weights file (else $GEOAUDIT_PIEAPP_WEIGHTS)")
     add_device_arg(p)
     p.add_argument("--amp", default="off", help="off or bf16: bfloat16 autocast of the training step (default: off)")
     p.add_argument("--channels-last", action="store_true", help="NHWC memory format (faster on CUDA)")
@@ -59,20 +71,52 @@ def register(sub):
     p.set_defaults(func=run)
 
 
+#: Flags of the perceptual cost: one command line serves the three methods (the README's loop),
+#: so pgd and plain note them as unused instead of refusing them.
+PERCEPTUAL_ONLY = ("--cost", "--lam", "--confidence", "--pieapp-weights")
+
+
 def _attack_params(args):
-    if args.augment == "pgd":
-        params = {"eps": args.eps, "norm": args.norm, "step_size": args.step_size, "steps": args.attack_steps}
-        wrong = {"--cost": args.cost, "--lam": args.lam, "--confidence": args.confidence}
-    else:
+    perceptual = {"--cost": args.cost, "--lam": args.lam, "--confidence": args.confidence,
+                  "--pieapp-weights": args.pieapp_weights}
+    if args.augment == "perceptual":
         params = {"cost": args.cost, "lam": args.lam, "step_size": args.step_size, "steps": args.attack_steps,
-                  "confidence": args.confidence}
+                  "confidence": args.confidence, "pieapp_weights": args.pieapp_weights}
         wrong = {"--eps": args.eps, "--norm": args.norm}
+    else:
+        params = {"eps": args.eps, "norm": args.norm, "step_size": args.step_size, "steps": args.attack_steps}
+        wrong = {}
+        unused = [k for k, v in perceptual.items() if v is not None]
+        if unused:
+            print(f"note: {', '.join(unused)} appl{'ies' if len(unused) == 1 else 'y'} to --augment perceptual "
+                  f"only; not used by --augment {args.augment}")
     from geoaudit._errors import InputError
 
     given = [k for k, v in wrong.items() if v is not None]
     if given:
         raise InputError(f"{', '.join(given)} do(es) not apply to --augment {args.augment}.")
+    if args.pieapp_weights is not None and args.augment == "perceptual":
+        from pathlib import Path
+
+        if not Path(args.pieapp_weights).is_file():
+            raise InputError(f"--pieapp-weights {args.pieapp_weights!r} is not a file; give the PieAPP weights file.")
     return {k: v for k, v in params.items() if v is not None}
+
+
+def _builtin_data(args):
+    """A built-in data set name (no folder of that name) as in-memory training data."""
+    from pathlib import Path
+
+    from geoaudit.data import BUILTIN_DATA
+
+    if Path(args.data).exists() or args.data not in BUILTIN_DATA:
+        return args.data
+    from geoaudit.data import load_split
+    from geoaudit.train import from_tensors
+
+    x, y, names = load_split(args.data, args.split, image_size=args.image_size or 28, channels=args.channels,
+                             data_root=args.data_root)
+    return from_tensors(x, y, class_names=names, source=args.data, split=args.split)
 
 
 def run(args) -> int:
@@ -95,13 +139,13 @@ def run(args) -> int:
     attack = make_attack(args.augment, **_attack_params(args)) if args.augment != "plain" else None
     seeds = list(range(args.seed_start, args.seed_start + args.models))
     res = train_population(
-        args.data, augment=args.augment, n_models=args.models, epochs=args.epochs, arch=args.arch, seeds=seeds,
+        _builtin_data(args), augment=args.augment, n_models=args.models, epochs=args.epochs, arch=args.arch, seeds=seeds,
         out_dir=args.out, backend=args.backend, attack=attack, device=device, split=args.split,
         image_size=args.image_size, channels=args.channels, batch_size=args.batch_size, lr=args.lr,
         momentum=args.momentum, weight_decay=args.weight_decay, dro_rounds=args.rounds, dro_random_state=args.dro_seed,
         reuse=reuse, storage=args.storage, cluster_size=args.cluster_size, kmeans=args.kmeans, pretrained=args.pretrained,
-        ray_address=args.ray_address, ray_gpus_per_model=args.ray_gpus_per_model, amp=args.amp,
-        channels_last=args.channels_last, compile=args.compile)
+        init_from=args.init_from, ray_address=args.ray_address, ray_gpus_per_model=args.ray_gpus_per_model,
+        amp=args.amp, channels_last=args.channels_last, compile=args.compile)
     m = res.manifest
     for r in m.get("retrained_damaged", ()):
         print(f"{r['name']}: trained again, its finished checkpoint was damaged ({r['reason']})")

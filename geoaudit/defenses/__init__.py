@@ -2,12 +2,15 @@
 and the individual-fairness centroid defense."""
 from geoaudit.defenses._centroid import (
     THRESHOLD_PRESETS,
+    TIE_BREAKS,
     CentroidDefense,
     CentroidScores,
     calibrate_thresholds,
+    paper_layer_names,
     select_centroids,
 )
 from geoaudit.defenses._centroid_eval import (
+    CENTROID_MODES,
     DEFAULT_EPS_GRID,
     CentroidCurve,
     CentroidEvaluation,
@@ -18,6 +21,6 @@ from geoaudit.defenses._centroid_eval import (
 )
 from geoaudit.defenses._simple import JPEG, BitDepth
 
-__all__ = ["DEFAULT_EPS_GRID", "JPEG", "THRESHOLD_PRESETS", "BitDepth", "CentroidCurve", "CentroidDefense",
+__all__ = ["CENTROID_MODES", "DEFAULT_EPS_GRID", "TIE_BREAKS", "paper_layer_names", "JPEG", "THRESHOLD_PRESETS", "BitDepth", "CentroidCurve", "CentroidDefense",
            "CentroidEvaluation", "CentroidScores", "calibrate_thresholds", "evaluate_centroid_checkpoint",
            "evaluate_centroid_defense", "parse_eps_grid", "read_thresholds", "select_centroids"]

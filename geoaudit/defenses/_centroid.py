@@ -32,6 +32,12 @@ ACTIVATION_TYPES = (
     nn.Hardsigmoid, nn.Hardtanh, nn.LogSigmoid, nn.Tanhshrink,
 )
 LAYER_WEIGHTINGS = ("flat", "early", "late")
+#: How equal vote counts are ordered: by the model's logits (geoaudit's default) or by class
+#: index, lowest first (the paper's ``argmax`` over its tally, which returns the first maximum).
+TIE_BREAKS = ("logits", "first")
+#: ``layers`` value hooking the layers the paper counts: every Linear / Conv module (7 in its
+#: MLP, 5 in its LeNet-5), not the activations.
+PAPER_LAYERS = "paper"
 
 #: The paper's appendix A (section 5.1): alpha_j per class, in the datasets' class order.
 THRESHOLD_PRESETS = {
@@ -49,6 +55,21 @@ THRESHOLD_PRESETS = {
 _TINY = 1e-12
 #: Layers at most this wide are scored in one batched product after the forward pass.
 _DEFER_MAX_DIM = 2048
+
+
+def paper_layer_names(model: nn.Module) -> list[str]:
+    """Names of the modules the paper counts as layers: every :data:`LAYER_TYPES` module
+    (Linear, Bilinear, Conv1d/2d/3d) in registration order, 7 in :class:`MLP7`, 5 in LeNet-5.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+
+    Returns
+    -------
+    list of str
+    """
+    return [name for name, m in model.named_modules() if name and isinstance(m, LAYER_TYPES)]
 
 
 def default_layer_names(model: nn.Module) -> list[str]:
@@ -143,8 +164,27 @@ class CentroidScores(Result):
                 f"the vote differs from the model's argmax on {changed} of {n}")
 
 
+def _tie_keys(logits: torch.Tensor, tie_break: str) -> torch.Tensor:
+    """What orders equal vote counts: the logits, or descending ``-class index`` (lowest first)."""
+    if tie_break == "logits":
+        return logits
+    k = logits.shape[1]
+    return (-torch.arange(k, device=logits.device, dtype=torch.float32)).expand(logits.shape[0], k)
+
+
 def rank_classes(votes: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-    """Classes ordered by ``votes`` (descending), ties broken by ``logits`` (descending)."""
+    """Classes ordered by ``votes`` (descending), ties broken by ``logits`` (descending).
+
+    Parameters
+    ----------
+    votes, logits : torch.Tensor
+        ``(N, K)``; pass ``-class index`` as ``logits`` for the paper's lowest-index-first ties.
+
+    Returns
+    -------
+    torch.Tensor
+        Int64 ``(N, K)``, best first.
+    """
     by_logit = torch.argsort(logits, dim=1, descending=True, stable=True)
     v = votes.gather(1, by_logit)
     by_vote = torch.argsort(v, dim=1, descending=True, stable=True)
@@ -353,6 +393,11 @@ class CentroidDefense:
         Labels of ``centroids`` given as ``(M, C, H, W)``; same as passing the pair.
     class_names : sequence of str, optional
         For error messages and reports.
+    tie_break : {"logits", "first"}
+        How classes with equal votes are ordered. ``"logits"`` (default, geoaudit's choice):
+        by the model's logits, so when no class or every class votes the defense returns the
+        undefended prediction. ``"first"``: lowest class index first, the paper's ``argmax``
+        over its tally (faithful mode; see :meth:`faithful`).
 
     Notes
     -----
@@ -369,8 +414,9 @@ class CentroidDefense:
     """
 
     def __init__(self, model, centroids, thresholds, *, layers=None, layer_weighting="flat", top_k=1,
-                 centroid_labels=None, class_names=None):
+                 centroid_labels=None, class_names=None, tie_break="logits"):
         caller = "CentroidDefense"
+        self.tie_break = check_options("tie_break", tie_break, TIE_BREAKS, caller=caller)
         if not isinstance(model, nn.Module):
             raise InputError(f"Expected model of {caller} to be a torch.nn.Module returning logits, "
                              f"got {type(model).__name__}.")
@@ -380,6 +426,10 @@ class CentroidDefense:
         self.device = model_device(model)
 
         available = [n for n, _ in model.named_modules() if n]
+        if isinstance(layers, str) and layers == PAPER_LAYERS:
+            layers = paper_layer_names(model)
+            if not layers:
+                raise InputError(f"{caller} found no Linear or Conv module to hook with layers='paper'.")
         if layers is None:
             names = default_layer_names(model)
             if not names:
@@ -595,7 +645,7 @@ class CentroidDefense:
         d, logits = self._scored(images)  # (L, K, N)
         votes = self._votes(d).T.contiguous()
         return CentroidScores(votes=votes, logits=logits, distances=d.transpose(1, 2).contiguous(),
-                              ranking=rank_classes(votes, logits))
+                              ranking=rank_classes(votes, _tie_keys(logits, self.tie_break)))
 
     def predict(self, images) -> torch.Tensor:
         """Defended predictions: most votes, ties broken by the logits.
@@ -613,7 +663,7 @@ class CentroidDefense:
         d, logits = self._scored(images)
         # rank_classes(votes, logits)[:, 0] without the second sort: in logit order (stable
         # sort), the first class with most votes, as argmax takes the first of equal maxima
-        by_logit = torch.argsort(logits, dim=1, descending=True, stable=True)
+        by_logit = torch.argsort(_tie_keys(logits, self.tie_break), dim=1, descending=True, stable=True)
         v = self._votes(d, exact_float=False).T.gather(1, by_logit)
         return by_logit.gather(1, v.argmax(dim=1, keepdim=True)).squeeze(1)
 
@@ -700,12 +750,45 @@ class CentroidDefense:
             "centroid_labels": self.centroid_labels.tolist(),
             "thresholds": t.tolist() if per_layer else t[0].tolist(),
             "thresholds_per_layer": per_layer,
+            "tie_break": self.tie_break,
         }
 
     def __repr__(self):
         return (f"CentroidDefense(num_classes={self.num_classes}, layers={self.num_layers} calls, "
                 f"centroids={self.centroid_labels.numel()}, layer_weighting={self.layer_weighting!r}, "
-                f"top_k={self.top_k})")
+                f"top_k={self.top_k}, tie_break={self.tie_break!r})")
+
+    @classmethod
+    def faithful(cls, model, centroids, thresholds="mnist", *, top_k=3, centroid_labels=None,
+                 class_names=None):
+        """The paper's defense as written: its thresholds (appendix A), one vote per Linear /
+        Conv layer (7 for its MLP, 5 for its LeNet-5), flat weights, and ``argmax`` over the
+        tally with ties going to the lowest class index.
+
+        With these thresholds on a trained network most classes vote at most layers, so many
+        inputs end in ties; the paper's ``argmax`` then picks the lowest class, which lowers
+        clean accuracy and, under attack, stops following the (attacked) logits.  geoaudit's
+        calibrated mode (:meth:`from_data`: thresholds from within-class distances, ties by
+        the logits) is the improvement: it keeps clean accuracy.
+
+        Parameters
+        ----------
+        model : torch.nn.Module
+        centroids : torch.Tensor or (torch.Tensor, torch.Tensor)
+            As for :class:`CentroidDefense`.
+        thresholds : str, float or sequence
+            Default ``"mnist"`` (the paper's MNIST table).
+        top_k : int
+            ``k`` of the loose variant (the paper's 3).
+        centroid_labels : torch.Tensor, optional
+        class_names : sequence of str, optional
+
+        Returns
+        -------
+        CentroidDefense
+        """
+        return cls(model, centroids, thresholds, layers=PAPER_LAYERS, layer_weighting="flat", top_k=top_k,
+                   centroid_labels=centroid_labels, class_names=class_names, tie_break="first")
 
 
 # ---------------------------------------------------------------------- centroid choice

@@ -377,8 +377,11 @@ def read_thresholds(spec, *, class_names):
     return obj
 
 
-def evaluate_centroid_checkpoint(model, data, *, split="test", centroid_split="train", thresholds="calibrate",
-                                 quantile=0.95, per_layer=True, centroid_method="medoid", centroid_sets=1,
+CENTROID_MODES = ("calibrated", "faithful")
+
+
+def evaluate_centroid_checkpoint(model, data, *, split="test", centroid_split="train", thresholds=None,
+                                 mode="calibrated", tie_break=None, quantile=0.95, per_layer=True, centroid_method="medoid", centroid_sets=1,
                                  layers=None, layer_weighting="flat", top_k=3, eps_grid=DEFAULT_EPS_GRID,
                                  limit=None, calib_limit=None, batch_size=256, random_state=0, data_root=None,
                                  device="auto") -> CentroidEvaluation:
@@ -396,9 +399,18 @@ def evaluate_centroid_checkpoint(model, data, *, split="test", centroid_split="t
         A dataset folder or a built-in name (see :func:`geoaudit.data.load_split`).
     split, centroid_split : str
         Split evaluated on; split the centroids and calibration images come from.
-    thresholds : str, float or list
+    thresholds : str, float or list, optional
         ``"calibrate"``; otherwise anything :class:`CentroidDefense` or
-        :func:`read_thresholds` accepts (a preset, a number, a JSON file, a list).
+        :func:`read_thresholds` accepts (a preset, a number, a JSON file, a list).  Default:
+        ``"calibrate"`` in the calibrated mode, the paper's table in the faithful mode
+        (``"fashion-mnist"`` for that dataset, else ``"mnist"``).
+    mode : {"calibrated", "faithful"}
+        ``"faithful"``: the paper's defense as written (:meth:`CentroidDefense.faithful`: its
+        thresholds, the Linear / Conv layers only, ties to the lowest class index).
+        ``"calibrated"`` (default): geoaudit's improvement (thresholds from within-class
+        distances, every Linear / Conv / activation module, ties by the logits).
+    tie_break : {"logits", "first"}, optional
+        Overrides the mode's tie rule.
     quantile : float
         With ``"calibrate"``: the quantile of within-class distances, in [0, 1].
     per_layer : bool
@@ -406,8 +418,9 @@ def evaluate_centroid_checkpoint(model, data, *, split="test", centroid_split="t
     centroid_method : {"medoid", "random"}
     centroid_sets : int
         Centroids per class.
-    layers : list of str, optional
-        Module names to hook (default: every Linear, Conv and activation).
+    layers : list of str or "paper", optional
+        Module names to hook (default: every Linear, Conv and activation in the calibrated
+        mode, ``"paper"``: the Linear / Conv modules, in the faithful one).
     layer_weighting : {"flat", "early", "late"}
     top_k : int
         ``k`` of the loose defense.
@@ -440,6 +453,15 @@ def evaluate_centroid_checkpoint(model, data, *, split="test", centroid_split="t
     quantile = check_interval("quantile", quantile, 0, 1, caller=caller)
     batch_size = check_interval("batch_size", batch_size, 1, None, caller=caller, integer=True)
     check_options("centroid_method", centroid_method, ("medoid", "random"), caller=caller)
+    mode = check_options("mode", mode, CENTROID_MODES, caller=caller)
+    if mode == "faithful":
+        if thresholds is None:
+            thresholds = "fashion-mnist" if "fashion" in str(data).lower() else "mnist"
+        layers = "paper" if layers is None else layers
+        tie_break = "first" if tie_break is None else tie_break
+    else:
+        thresholds = "calibrate" if thresholds is None else thresholds
+        tie_break = "logits" if tie_break is None else tie_break
     eps_grid = parse_eps_grid(eps_grid)
     device = resolve_device(device)
     net, cfg = load_model(model, device=device)
@@ -466,12 +488,12 @@ def evaluate_centroid_checkpoint(model, data, *, split="test", centroid_split="t
         alphas = read_thresholds(thresholds, class_names=names) if isinstance(thresholds, str) else thresholds
         rule = f"given: {thresholds}"
     defense = CentroidDefense(net, flat, alphas, layers=layers, layer_weighting=layer_weighting, top_k=top_k,
-                              class_names=names)
+                              class_names=names, tie_break=tie_break)
     curve = evaluate_centroid_defense(
         defense, x, y, eps_grid=eps_grid, top_k=top_k, batch_size=batch_size,
         meta={"model": str(model), "arch": cfg["arch"], "data": str(data), "split": split,
               "centroid_split": centroid_split, "centroid_rule": centroid_method,
-              "centroid_indices": chosen.tolist(), "threshold_rule": rule, "seed": random_state,
+              "centroid_indices": chosen.tolist(), "threshold_rule": rule, "mode": mode, "seed": random_state,
               "device": str(device)},
     )
     d = defense.to_dict()

@@ -43,6 +43,7 @@ from geoaudit.models._checkpoint import (
 )
 from geoaudit.models._zoo import ARCHITECTURES
 from geoaudit.train._data import load_training_data
+from geoaudit.train._init import resolve_initial_weights
 from geoaudit.train._dro import (
     _algorithm2_line,
     as_seed,
@@ -180,7 +181,7 @@ def train_member(spec: dict) -> dict:
         "batch_size": st["batch_size"], "lr": st["lr"], "momentum": st["momentum"],
         "weight_decay": st["weight_decay"], "weight_loss": st["weight_loss"],
         "samples_per_epoch": st["samples_per_epoch"] or d.size, "optimizer": "SGD",
-        "attack": st["attack"], "dro": st["dro"],
+        "attack": st["attack"], "dro": st["dro"], "init": st["pretrained"] or None,
         "data": spec["data"], "weighted_dataset": {"size": d.size, "bytes": d.nbytes},
         "history": hist, "final_loss": hist[-1]["loss"], "train_accuracy": hist[-1]["train_accuracy"],
         "timing": {"train_seconds": info["train_seconds"], "started": started, "finished": _now(),
@@ -234,8 +235,8 @@ def train_population(data, *, augment="plain", n_models=50, epochs=10, arch="sma
                      batch_size=64, lr=0.05, momentum=0.9, weight_decay=5e-4, weight_loss=True,
                      samples_per_epoch=None, dro_rounds=3, dro_random_state=0, reuse="auto", cluster_size=5,
                      kmeans="auto", storage="float16", pretrained=False, ray_address=None, ray_gpus_per_model=0.0,
-                     on_epoch_end=None, on_model_end=None, dro_seed=None, amp="off", channels_last=False,
-                     compile=False) -> PopulationResult:
+                     on_epoch_end=None, on_model_end=None, dro_seed=None, init_from=None, amp="off",
+                     channels_last=False, compile=False) -> PopulationResult:
     """Train a population of K models alike but for their seeds.
 
     ``plain`` runs Algorithm 3 on the clean data with uniform weights.  ``pgd`` and
@@ -279,8 +280,11 @@ def train_population(data, *, augment="plain", n_models=50, epochs=10, arch="sma
     storage : {"float16", "uint8"}
         How D stores the attacks (float16 keeps perturbations finer than 1/255); ``plain``
         populations store their clean uint8 images as uint8 (exact).
-    pretrained : bool
-        ResNets start from torchvision weights when available (recorded per checkpoint).
+    pretrained : bool, str or Path
+        False: every member draws its initial weights from its seed.  True or a torchvision
+        weights name ("DEFAULT", "IMAGENET1K_V1", "IMAGENET1K_V2"; ResNets, from torch's cache)
+        or a state-dict file: every member starts from those weights (a head of another size
+        is drawn per seed).  Weights that cannot be had raise :class:`DependencyError`.
     amp, channels_last, compile
         Switches of Algorithm 3's training step (:func:`geoaudit.train.performance_settings`),
         recorded in each checkpoint's ``training.performance``; they do not change the
@@ -294,6 +298,10 @@ def train_population(data, *, augment="plain", n_models=50, epochs=10, arch="sma
         ``on_model_end(entry)`` after each finished model (its manifest entry).
     dro_seed : int, optional
         Deprecated name of ``dro_random_state``.
+    init_from : str or Path, optional
+        One theta0 for every member (the paper's setting): a checkpoint folder of the same
+        architecture, classes and image size, or a state-dict file.  Recorded in the settings
+        (source, sha256) and in each checkpoint's config; Algorithm 2's model starts from it too.
 
     Returns
     -------
@@ -351,7 +359,14 @@ def train_population(data, *, augment="plain", n_models=50, epochs=10, arch="sma
                 "samples_per_epoch": samples_per_epoch, "pretrained": bool(pretrained),
                 "normalization": normalization, "image_size": data.image_size, "channels": data.channels,
                 "data_fingerprint": data.fingerprint, "attack": describe_attack(attack), "dro": dro}
+    init = resolve_initial_weights(arch, pretrained=pretrained, init_from=init_from,
+                                   num_classes=len(data.class_names), in_channels=data.channels,
+                                   image_size=data.image_size, out_dir=out, caller=caller)
+    if init is not None:  # the weights' identity (sha256) in the hash, not the folder's path
+        settings["pretrained"] = init
     settings_hash = _hash(settings)
+    if init is not None:
+        settings["pretrained"] = dict(init, file=str((out / init["file"]).resolve()))
     width = max(3, len(str(max(n_models - 1, 0))))
     names = [f"model_{i:0{width}d}" for i in range(n_models)]
 
@@ -432,7 +447,7 @@ def train_population(data, *, augment="plain", n_models=50, epochs=10, arch="sma
         res = build_adversarial_dataset(
             data, attack=attack, out_dir=dfolder, arch=arch, rounds=dro_rounds, batch_size=batch_size, lr=lr,
             momentum=momentum, weight_decay=weight_decay, weight_loss=weight_loss, random_state=dro_seed, reuse=reuse,
-            cluster_size=cluster_size, kmeans=kmeans, storage=storage, device=device, pretrained=pretrained,
+            cluster_size=cluster_size, kmeans=kmeans, storage=storage, device=device, pretrained=settings["pretrained"],
             normalization=normalization)
         dstats = res.stats
     dset = WeightedDataset.open(dfolder)

@@ -43,11 +43,17 @@ def make_model(arch, *, seed, num_classes, in_channels, image_size, pretrained=F
         ``normalization`` is what the model's Normalize layer uses (None for none); loaded
         pretrained weights bring their ImageNet statistics.
     """
+    init = pretrained if isinstance(pretrained, dict) else None  # resolved initial weights (train._init)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))
         model, source = build_model(arch, num_classes=num_classes, in_channels=in_channels,
-                                    image_size=image_size, pretrained=pretrained)
-    if source != "scratch":
+                                    image_size=image_size, pretrained=False if init else pretrained)
+    if init:
+        from geoaudit.train._init import apply_initial_weights
+
+        apply_initial_weights(model, init)
+        source, normalization = init["source"], init.get("normalization") or normalization
+    elif source != "scratch":
         normalization = {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
         if in_channels == 1:
             normalization = {"mean": [float(np.mean(IMAGENET_MEAN))], "std": [float(np.mean(IMAGENET_STD))]}
