@@ -12,6 +12,10 @@ from geoaudit.attacks._pgd import _flat_norm, input_gradient
 COST_SCHEDULES = ("first-step", "paper")
 #: How the cost gradient is weighed against the loss gradient (see :class:`PerceptualDRO`).
 COST_SCALES = ("ssim", "curvature", "raw")
+#: How the cost enters a step (see :class:`PerceptualDRO`).
+COST_STEPS = ("implicit", "explicit")
+#: How the loss gradient's step is sized (see :class:`PerceptualDRO`).
+STEP_RULES = ("raw", "normalized")
 _TINY = 1e-12
 #: RMS pixel change of the probe that measures the cost's curvature (quadratic regime of
 #: 1 - SSIM and PieAPP, far above float32 rounding).
@@ -104,8 +108,8 @@ class PerceptualDRO(Attack):
     name = "perceptual"
 
     def __init__(self, cost="pieapp", *, lam=1.0, step_size=0.1, steps=100, confidence=0.0, cost_every=5,
-                 cost_schedule="first-step", cost_scale="ssim", pieapp_weights=None, memory_budget_mb=1024,
-                 cost_chunk_size=None):
+                 cost_schedule="first-step", cost_scale="ssim", cost_step="implicit", cg_iters=3, step_rule="raw",
+                 pieapp_weights=None, memory_budget_mb=1024, cost_chunk_size=None):
         caller = type(self).__name__
         self.lam = check_interval("lam", lam, 0, None, caller=caller, closed="left")
         self.step_size = check_interval("step_size", step_size, 0, None, caller=caller, closed="neither")
@@ -114,6 +118,9 @@ class PerceptualDRO(Attack):
         self.cost_every = check_interval("cost_every", cost_every, 1, None, caller=caller, integer=True)
         self.cost_schedule = check_options("cost_schedule", cost_schedule, COST_SCHEDULES, caller=caller)
         self.cost_scale = check_options("cost_scale", cost_scale, COST_SCALES, caller=caller)
+        self.cost_step = check_options("cost_step", cost_step, COST_STEPS, caller=caller)
+        self.cg_iters = check_interval("cg_iters", cg_iters, 1, None, caller=caller, integer=True)
+        self.step_rule = check_options("step_rule", step_rule, STEP_RULES, caller=caller)
         self.pieapp_weights = pieapp_weights
         self.memory_budget_mb = check_interval("memory_budget_mb", memory_budget_mb, 0, None, caller=caller,
                                                closed="neither")
@@ -133,6 +140,7 @@ class PerceptualDRO(Attack):
                 "lam": self.lam, "step_size": self.step_size, "steps": self.steps,
                 "confidence": self.confidence, "cost_every": self.cost_every,
                 "cost_schedule": self.cost_schedule, "cost_scale": self.cost_scale,
+                "cost_step": self.cost_step, "cg_iters": self.cg_iters, "step_rule": self.step_rule,
                 "pieapp_weights": self.pieapp_weights, "memory_budget_mb": self.memory_budget_mb,
                 "cost_chunk_size": self.cost_chunk_size}
 
@@ -202,14 +210,77 @@ class PerceptualDRO(Attack):
             return one
         return self.curvature(x, grad, ssim.prepare(x), cost=ssim).abs() / h
 
+    def hvp(self, x, ref, v, grad_at_x=None):
+        """Per sample, ``H v`` for the cost's Hessian ``H`` at ``x_adv = x`` (finite differences).
+
+        ``(grad c(x + t v) - grad c(x)) / t`` with ``t`` such that ``t v`` changes pixels by
+        1e-3 RMS: the quadratic regime of 1 - SSIM and PieAPP, far above float32 rounding.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            Clean images ``(N, C, H, W)``.
+        ref : dict
+            ``self.cost.prepare(x)`` (rows matching ``x``).
+        v : torch.Tensor
+            Directions, same shape as ``x``.
+        grad_at_x : torch.Tensor, optional
+            The cost's gradient at ``x`` (None: 0, for a cost whose gradient vanishes there).
+
+        Returns
+        -------
+        torch.Tensor
+            ``H v``, same shape as ``x``.
+        """
+        t = PROBE_RMS * x[0].numel() ** 0.5 / _flat_norm(v)
+        _, g = self.cost.value_and_grad(x + t * v, ref)
+        if grad_at_x is not None:
+            g = g - grad_at_x
+        return g / t
+
+    def _implicit(self, x, ref, a, v, d0, grad_at_x):
+        """Warm-started CG on ``(I + a H) d = v`` (per-sample ``a``), ``cg_iters`` iterations.
+
+        CG minimizes ``1/2 ||d - v||^2 + a/2 d.H d - ...``, the proximal objective of the cost's
+        quadratic model, and never increases it, so the step is stable for every ``a``."""
+        shape = (-1, *([1] * (x.dim() - 1)))
+
+        def op(p):
+            return p + a * self.hvp(x, ref, p, grad_at_x)
+
+        def dot(p, q):
+            return (p * q).flatten(1).sum(1).view(shape)
+
+        tiny = torch.finfo(x.dtype).tiny
+        d = d0.clone()
+        r = v - op(d)
+        p = r.clone()
+        rr = dot(r, r)
+        for _ in range(self.cg_iters):
+            if not bool((rr > tiny).any()):
+                break
+            ap = op(p)
+            alpha = torch.where(rr > tiny, rr / dot(p, ap).clamp_min(tiny), torch.zeros_like(rr))
+            d = d + alpha * p
+            r = r - alpha * ap
+            rr_new = dot(r, r)
+            p = r + (rr_new / rr.clamp_min(tiny)) * p
+            rr = rr_new
+        return d
+
     def _run(self, model, x, y):
         n = x.shape[0]
+        shape = (-1, *([1] * (x.dim() - 1)))
         adv = x.clone()
         steps = torch.zeros(n, dtype=torch.long, device=x.device)
         margins = torch.empty(n, dtype=x.dtype, device=x.device)
         active = torch.arange(n, device=x.device)
+        implicit = self.cost_step == "implicit"
         ref = self.cost.prepare(x) if self.lam > 0 else None
         cost_grad = torch.zeros_like(x) if self.lam > 0 else None
+        grad_at_x = None  # the cost's gradient at x (implicit step, costs whose gradient there may not vanish)
+        if self.lam > 0 and implicit and not self.cost.zero_grad_at_reference:
+            _, grad_at_x = self.cost.value_and_grad(x, ref)
         weight = torch.ones(n, dtype=x.dtype, device=x.device)  # cost_scale's factor per sample
         for k in range(self.steps):
             xa, ya = adv[active], y[active]
@@ -221,14 +292,31 @@ class PerceptualDRO(Attack):
                 active, xa, grad = active[keep], xa[keep], grad[keep]
                 if active.numel() == 0:
                     break
+            step = self.step_size
+            if self.step_rule == "normalized":  # per sample, step_size / ||grad||: moves by step_size in L2
+                step = self.step_size / _flat_norm(grad)
             if self.lam > 0:
                 sub = self.cost.select(ref, active)
-                if self._refresh(k):
-                    _, cost_grad[active] = self.cost.value_and_grad(xa, sub)
+                gx = None if grad_at_x is None else grad_at_x[active]
                 if k == 0:  # every sample is still at x here
-                    weight[active] = self._weight(xa, grad, sub, cost_grad[active] if self._refresh(0) else None)
-                grad = grad - self.lam * weight[active].view(-1, *([1] * (x.dim() - 1))) * cost_grad[active]
-            adv[active] = (xa + self.step_size * grad).clamp_(0.0, 1.0)
+                    if not implicit and self._refresh(0):
+                        _, cost_grad[active] = self.cost.value_and_grad(xa, sub)
+                    known = gx if implicit else (cost_grad[active] if self._refresh(0) else None)
+                    weight[active] = self._weight(xa, grad, sub, known)
+                if implicit:
+                    xc = x[active]
+                    a = step * self.lam * weight[active].view(shape)
+                    v = (xa - xc) + step * grad
+                    if gx is not None:
+                        v = v - a * gx
+                    d = self._implicit(xc, sub, a, v, xa - xc, gx)
+                    adv[active] = (xc + d).clamp_(0.0, 1.0)
+                    steps[active] += 1
+                    continue
+                if k > 0 and self._refresh(k):
+                    _, cost_grad[active] = self.cost.value_and_grad(xa, sub)
+                grad = grad - self.lam * weight[active].view(shape) * cost_grad[active]
+            adv[active] = (xa + step * grad).clamp_(0.0, 1.0)
             steps[active] += 1
         else:  # the last step's images have not been checked yet
             with torch.no_grad():
