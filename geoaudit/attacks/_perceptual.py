@@ -26,14 +26,35 @@ class PerceptualDRO(Attack):
     """Gradient ascent on ``loss(x_adv, y) - lam * c0(x_adv, x)`` (Algorithm 1, "Human Perc OT").
 
     For k = 0..steps-1: stop for a sample once ``max_{i != y} logit_i - logit_y > confidence``;
-    otherwise ``x_adv <- clip(x_adv + step_size * Delta, 0, 1)`` with
-    ``Delta = grad loss - lam * s * grad c0``.  The batch is attacked at once and each sample
-    stops on its own: finished samples leave the working batch, so they cost nothing more.
-    The cost gradient is recomputed every ``cost_every`` steps and reused in between (the
-    paper: 5).
+    otherwise take one step on the penalized loss: by default a loss-gradient step with an
+    implicit (proximal) step on the cost (below); in the paper's form
+    ``x_adv <- clip(x_adv + step_size * Delta, 0, 1)`` with
+    ``Delta = grad loss - lam * s * grad c0``, the cost gradient recomputed every
+    ``cost_every`` steps and reused in between (the paper: 5).  The batch is attacked at once
+    and each sample stops on its own: finished samples leave the working batch, so they cost
+    nothing more.
 
-    Two choices make the cost act, and ``lam`` mean the same for every cost (defaults);
-    ``cost_schedule="paper", cost_scale="raw"`` is Algorithm 1 read literally:
+    Three choices make the cost act, and ``lam`` mean the same for every cost (defaults);
+    ``cost_step="explicit", cost_schedule="paper", cost_scale="raw"`` is Algorithm 1 read
+    literally:
+
+    * ``cost_step="implicit"``: the cost enters each step semi-implicitly (a proximal step on
+      its quadratic model at ``x``, the model eq. 5 uses).  With ``d = x_adv - x``, ``H`` the
+      cost's Hessian at ``x_adv = x``, ``g_x`` its gradient there (0 for 1 - SSIM) and
+      ``a = step_size * lam * s``, the step solves
+      ``(I + a H) d' = d + step_size * grad loss - a g_x`` by ``cg_iters`` conjugate-gradient
+      iterations warm-started at ``d`` (Hessian-vector products by finite differences of
+      the cost's gradient, :meth:`hvp`); then ``x_adv = clip(x + d', 0, 1)``.  Along an
+      eigendirection of ``H`` with curvature ``h`` the perturbation is shrunk by
+      ``1 / (1 + a h)`` per step, so it grows in the directions the cost barely penalizes; the
+      iteration is stable for every ``lam`` and step (CG never increases the proximal
+      objective) and its fixed point is the penalized optimum ``grad loss = lam grad c0``.
+      It agrees with the explicit step to first order in the step size (tested) and acts
+      from the very first step.  ``"explicit"``: the paper's
+      ``Delta = grad loss - lam * s * grad c0``, which oscillates once
+      ``step_size * lam * h_max > 2`` (1 - SSIM is far stiffer in flat image regions than
+      along the loss gradient).  ``cost_every`` and ``cost_schedule`` apply to it only: the
+      implicit step's Hessian is fixed at ``x`` and needs no refresh.
 
     * ``cost_schedule="first-step"``: refreshes at steps 1, 1 + cost_every, 1 + 2 cost_every,
       ... (and at step 0 too unless the cost's gradient at ``x_adv = x`` is known to be 0, as
@@ -60,6 +81,11 @@ class PerceptualDRO(Attack):
     * ``cost_scale="raw"``: no scaling, the paper's form: lam trades loss units against the
       cost's own units.
 
+    ``step_rule="normalized"`` (not the default) divides each sample's step by its loss
+    gradient's L2 norm, so a step moves an image by ``step_size`` in L2 whatever the model's
+    logit scale; the objective is unchanged (the implicit step's ``a`` uses the same
+    per-sample step).  ``"raw"`` is the paper's ``step_size * grad``.
+
     Parameters
     ----------
     cost : {"pieapp", "ssim"}, Cost or callable
@@ -81,6 +107,13 @@ class PerceptualDRO(Attack):
         When the refreshes happen (see above; default "first-step").
     cost_scale : {"ssim", "curvature", "raw"}
         How the cost is weighed (see above; default "ssim"; "raw" is the paper's).
+    cost_step : {"implicit", "explicit"}
+        How the cost enters a step (see above; default "implicit"; "explicit" is the paper's).
+    cg_iters : int
+        Conjugate-gradient iterations per implicit step, >= 1 (default 3; each costs one
+        cost gradient, plus one per step for the residual).
+    step_rule : {"raw", "normalized"}
+        ``step_size * grad`` (default, the paper's) or ``step_size * grad / ||grad||``.
     pieapp_weights : str, Path or None
         Local PieAPP weights file (else ``$GEOAUDIT_PIEAPP_WEIGHTS``, else piq's download).
     memory_budget_mb : float
