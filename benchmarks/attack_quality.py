@@ -26,7 +26,7 @@ achieved success, mean 1 - SSIM (piq, 11 px window), mean 1 - MS-SSIM (piq with 
 over 3 scales, since piq's 5-scale default needs 161 px), mean L2, and the ratio of the
 perceptual attack's 1 - SSIM to each other attack's.  Means are over all attacked images (an
 image the attack fails on still counts its perturbation).  Grid pictures (clean | perceptual |
-lambda=0 | PGD-L2 at 90 % success, differences amplified) go to
+implicit lam=100 | lambda=0 | PGD-L2 at 90 % success, differences amplified) go to
 docs/figures/attack_quality_<data>.png.
 
     OMP_NUM_THREADS=1 python benchmarks/attack_quality.py [--quick] [--threads 1] [--methods A,B]
@@ -226,7 +226,7 @@ def run_dataset(name, tr, te, *, args, out_dir):
         from geoaudit.report import attack_comparison_figure
 
         t = TARGETS[-1]
-        shown = {m: chosen[(t, m)] for m in ("perceptual", "lambda=0", "pgd-l2") if (t, m) in chosen}
+        shown = {m: chosen[(t, m)] for m in ("perceptual", "implicit lam=100", "lambda=0", "pgd-l2") if (t, m) in chosen}
         caps = {r["method"]: f"1-SSIM {r['ssim']:.3f}" for r in rows if r["target"] == t}
         fig = attack_comparison_figure(x, shown, k=6, captions=caps)
         path = out_dir / f"attack_quality_{name}.png"
