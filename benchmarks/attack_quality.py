@@ -6,29 +6,31 @@ trained here for a few epochs; then, on correctly classified test images, every 
 strength knob is tuned by bisection (on a log scale) until its success rate is as close as it
 gets to each target (50 % and 90 %), and the perturbations are measured there:
 
-* perceptual      PerceptualDRO, cost 1 - SSIM, geoaudit's defaults (refresh from step 1,
-                  lambda in the paper's 1 - SSIM units); knob: lambda (the dual of a budget:
-                  success falls as it grows), N steps and the step size fixed;
-* perceptual-curv the same with lambda in squared-L2 units (cost_scale="curvature");
-* perceptual-lit  the same with Algorithm 1 read literally (cost_schedule="paper",
-                  cost_scale="raw");
-* perceptual@step, perceptual-curv@step
-                  the same two with lambda = 1 (the paper's value) and the step size as the knob;
-* lambda=0        the same attack without the cost (early-stopped gradient ascent); knob:
-                  step size;
-* pgd-l2          PGD, L2 ball, 10 steps of eps/4; knob: eps;
-* ssim-newton     the one-step attack of eq. 5 (CG solver); knob: eps.
+* perceptual          PerceptualDRO, cost 1 - SSIM, geoaudit's defaults (implicit cost step,
+                      lambda = 1 in the paper's 1 - SSIM units); knob: step size;
+* lambda=0            the same attack without the cost (early-stopped gradient ascent);
+* implicit lam=L      the default attack with lambda = L (the lambda sweep, --lams); knob: step;
+* implicit lam-tuned  the default attack with a large fixed step (10x the initial step below)
+                      and lambda as the knob (the dual of a budget: success falls as it grows);
+* pgd-l2              PGD, L2 ball, 10 steps of eps/4; knob: eps;
+* paper-explicit      Algorithm 1 read literally (explicit cost step, refresh at 0, 5, ...,
+                      raw lambda = 1); knob: step size;
+* explicit lam=L      the explicit cost step (refresh from step 1) with lambda = L; knob: step;
+* ssim-newton         the one-step attack of eq. 5 (CG solver); knob: eps.
 
-The perceptual attacks' step size is 0.05 / (median loss-gradient norm at the clean images),
-so that a first step moves the median image by 0.05 in L2 (the paper's 0.1 is for ImageNet
-logits).  Reported per attack: achieved success, mean 1 - SSIM (piq, 11 px window), mean 1 - MS-SSIM
-(piq with a 7 px window over 3 scales, since piq's 5-scale default needs 161 px), mean L2,
-and the ratio of the perceptual attack's 1 - SSIM to each other attack's.  Means are over
-all attacked images (an image the attack fails on still counts its perturbation).  Grid
-pictures (clean | perceptual | PGD-L2 | lambda=0 at 90 % success, differences amplified) go
-to docs/figures/attack_quality_<data>.png.
+The perceptual attacks' initial step size is 0.05 / (median loss-gradient norm at the clean
+images), so that a first step moves the median image by 0.05 in L2 (the paper's 0.1 is for
+ImageNet logits); step knobs range over 0.01-30x of it.  Each knob is tuned by a log grid of 6
+values, then bisection (runs cached and shared by the two targets).  Reported per attack:
+achieved success, mean 1 - SSIM (piq, 11 px window), mean 1 - MS-SSIM (piq with a 7 px window
+over 3 scales, since piq's 5-scale default needs 161 px), mean L2, and the ratio of the
+perceptual attack's 1 - SSIM to each other attack's.  Means are over all attacked images (an
+image the attack fails on still counts its perturbation).  Grid pictures (clean | perceptual |
+implicit lam=100 | lambda=0 | PGD-L2 at 90 % success, differences amplified) go to
+docs/figures/attack_quality_<data>.png.
 
-    OMP_NUM_THREADS=1 python benchmarks/attack_quality.py [--quick] [--threads 1]
+    OMP_NUM_THREADS=1 python benchmarks/attack_quality.py [--quick] [--threads 1] [--methods A,B]
+        [--lams 10,100] [--explicit-lams 100] [--model-cache DIR]
 """
 from __future__ import annotations
 
@@ -48,6 +50,7 @@ from geoaudit.models import build_model
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGETS = (0.5, 0.9)
+DEFAULT_LAM = PerceptualDRO("ssim").lam
 
 
 # ---------------------------------------------------------------------------- data and models
@@ -105,32 +108,39 @@ def measure(x, adv, success):
 
 
 # ---------------------------------------------------------------------------- attacks
-def methods(steps, cg_iters, step, h):
-    """name -> (build(knob), (low, high), success increases with the knob).
+def methods(steps, cg_iters, step, lams, explicit_lams=()):
+    """name -> (build(knob), (low, high)); success increases with the knob (step size or eps).
 
-    lambda's range stops where the explicit step on the penalty stops being stable along the
-    attack's direction (step * lambda * curvature = 2); beyond it the iteration oscillates and
-    the "attack" is the oscillation, not the trade-off."""
-    curv = (1e-4, 2.0 / step)
-    raw = (curv[0] / h, curv[1] / h)
-    return {
-        "perceptual": (lambda p: PerceptualDRO("ssim", lam=p, step_size=step, steps=steps), raw, False),
-        "perceptual-curv": (lambda p: PerceptualDRO("ssim", lam=p, step_size=step, steps=steps,
-                                                    cost_scale="curvature"), curv, False),
-        "perceptual-lit": (lambda p: PerceptualDRO("ssim", lam=p, step_size=step, steps=steps, cost_schedule="paper",
-                                                   cost_scale="raw"), raw, False),
-        "perceptual@step": (lambda p: PerceptualDRO("ssim", step_size=p, steps=steps), (1e-3 * step, 30 * step), True),
-        "perceptual-curv@step": (lambda p: PerceptualDRO("ssim", step_size=p, steps=steps, cost_scale="curvature"),
-                                 (1e-3 * step, 30 * step), True),
-        "lambda=0": (lambda p: PerceptualDRO("ssim", lam=0.0, step_size=p, steps=steps), (1e-3 * step, 30 * step),
-                     True),
-        "pgd-l2": (lambda p: PGD(eps=p, step_size=p / 4, steps=10), (1e-3, 30.0), True),
-        "ssim-newton": (lambda p: SSIMNewton(eps=p, cg_iters=cg_iters), (1e-3, 30.0), True),
-    }
+    Every perceptual variant keeps its lambda and is tuned by its step size; PGD and
+    SSIM-Newton by their L2 budget eps."""
+    sb = (1e-2 * step, 30 * step)
+
+    def perc(lam, **kw):
+        return lambda p: PerceptualDRO("ssim", lam=lam, step_size=p, steps=steps, **kw)
+
+    out = {"perceptual": (perc(DEFAULT_LAM), sb), "lambda=0": (perc(0.0), sb)}
+    for lam in lams:
+        if lam not in (0, DEFAULT_LAM):
+            out[f"implicit lam={lam:g}"] = (perc(lam), sb)
+    # lambda as the knob (the dual of a budget), a large fixed step: the implicit iteration
+    # converges to the penalized optimum whatever the step; knob = 1 / lambda
+    out["implicit lam-tuned"] = (lambda p: PerceptualDRO("ssim", lam=1.0 / p, step_size=10 * step, steps=steps),
+                                 (1e-5, 1.0))
+    out["pgd-l2"] = (lambda p: PGD(eps=p, step_size=p / 4, steps=10), (1e-2, 30.0))
+    out["paper-explicit"] = (perc(DEFAULT_LAM, cost_step="explicit", cost_schedule="paper", cost_scale="raw"), sb)
+    for lam in explicit_lams:
+        if lam != 0:
+            out[f"explicit lam={lam:g}"] = (perc(lam, cost_step="explicit"), sb)
+    out["ssim-newton"] = (lambda p: SSIMNewton(eps=p, cg_iters=cg_iters), (1e-2, 30.0))
+    return out
 
 
-def tune(build, bounds, increasing, model, x, y, target, iters, cache):
-    """Bisection on log(knob) for success closest to ``target``; returns (knob, result)."""
+def tune(build, bounds, model, x, y, target, iters, cache, grid=6):
+    """The knob whose success is closest to ``target``: a log grid, then bisection on log(knob).
+
+    Success need not grow monotonically with the knob (huge steps overshoot and clip), so a grid
+    of ``grid`` values first brackets the smallest knob reaching the target; bisection then
+    refines that bracket.  Runs are cached (shared by the targets).  Returns (knob, result)."""
     def run(p):
         key = round(math.log(p), 9)
         if key not in cache:
@@ -138,16 +148,18 @@ def tune(build, bounds, increasing, model, x, y, target, iters, cache):
         return cache[key][1]
 
     lo, hi = math.log(bounds[0]), math.log(bounds[1])
-    strongest = hi if increasing else lo
-    if run(math.exp(strongest)).success_rate < target:  # cannot reach it: report the strongest
-        return math.exp(strongest), run(math.exp(strongest))
-    for _ in range(iters):
-        mid = (lo + hi) / 2
-        if (run(math.exp(mid)).success_rate >= target) == increasing:
-            hi = mid
-        else:
-            lo = mid
-    return min(cache.values(), key=lambda pr: abs(pr[1].success_rate - target))
+    pts = [lo + (hi - lo) * i / (grid - 1) for i in range(grid)]
+    above = [q for q in pts if run(math.exp(q)).success_rate >= target]
+    if above:
+        hi = above[0]
+        lo = max([q for q in pts if q < hi], default=hi)
+        for _ in range(iters if lo < hi else 0):
+            mid = (lo + hi) / 2
+            if run(math.exp(mid)).success_rate >= target:
+                hi = mid
+            else:
+                lo = mid
+    return min(cache.values(), key=lambda pr: (abs(pr[1].success_rate - target), pr[0]))
 
 
 def run_dataset(name, tr, te, *, args, out_dir):
@@ -156,7 +168,15 @@ def run_dataset(name, tr, te, *, args, out_dir):
     model, _ = build_model("small_cnn", num_classes=int(tr[1].max()) + 1, in_channels=channels,
                            image_size=tr[0].shape[-1])
     t0 = time.perf_counter()
-    train(model, *tr, epochs=args.epochs)
+    cached = None if args.model_cache is None else Path(args.model_cache) / f"{name}_small_cnn_{args.epochs}ep.pt"
+    if cached is not None and cached.exists():
+        model.load_state_dict(torch.load(cached))
+        model.eval()
+    else:
+        train(model, *tr, epochs=args.epochs)
+        if cached is not None:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            torch.save(model.state_dict(), cached)
     for p in model.parameters():
         p.requires_grad_(False)
     with torch.no_grad():
@@ -174,24 +194,30 @@ def run_dataset(name, tr, te, *, args, out_dir):
     step = 0.05 / float(g.median())  # a first step moves the median image by 0.05 in L2
     probe = PerceptualDRO("ssim")
     h = float(probe.curvature(x, g_full, probe.cost.prepare(x)).median())
-    print(f"median ||grad loss(x)|| {float(g.median()):.3g}: perceptual step size {step:.3g}; median curvature "
-          f"of 1 - SSIM along it {h:.3g} (lambda = 1 in squared-L2 units = lambda {1 / h:.3g} in 1 - SSIM units)")
+    print(f"median ||grad loss(x)|| {float(g.median()):.3g}: initial step size {step:.3g}; median curvature "
+          f"of 1 - SSIM along it {h:.3g}")
     rows, chosen = [], {}
-    for target in TARGETS:
-        for mname, (build, bounds, increasing) in methods(args.steps, args.cg_iters, step, h).items():
-            cache = {}
+    table = methods(args.steps, args.cg_iters, step, args.lams, args.explicit_lams)
+    names = [m for m in table if args.methods is None or m in args.methods]
+    for mname in names:
+        build, bounds = table[mname]
+        cache = {}  # shared by the targets: a knob value is run once
+        for target in TARGETS:
             t0 = time.perf_counter()
-            knob, res = tune(build, bounds, increasing, model, x, y, target, args.iters, cache)
+            knob, res = tune(build, bounds, model, x, y, target, args.iters, cache)
             m = measure(x, res.images, res.success)
             m.update(method=mname, target=target, knob=knob, runs=len(cache),
                      mean_steps=float(res.steps.float().mean()), seconds=time.perf_counter() - t0)
             rows.append(m)
             chosen[(target, mname)] = res.images
+            print(f"  {mname} @ {target:.0%}: knob {knob:.3g} success {m['success']:.3f} 1-SSIM {m['ssim']:.4f} "
+                  f"1-MS-SSIM {m['ms_ssim']:.4f} ({m['seconds']:.0f} s, {len(cache)} runs so far)", flush=True)
+    rows.sort(key=lambda r: (r["target"], names.index(r["method"])))
     print("\n| target | method | knob | success | 1-SSIM | 1-MS-SSIM | L2 | mean steps | "
           "perceptual / this (1-SSIM) | perceptual / this (1-MS-SSIM) |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        ours = next(o for o in rows if o["target"] == r["target"] and o["method"] == "perceptual")
+        ours = next((o for o in rows if o["target"] == r["target"] and o["method"] == "perceptual"), r)
         print(f"| {r['target']:.0%} | {r['method']} | {r['knob']:.3g} | {r['success']:.3f} | {r['ssim']:.4f} | "
               f"{r['ms_ssim']:.4f} | {r['l2']:.3f} | {r['mean_steps']:.1f} | "
               f"{ours['ssim'] / max(r['ssim'], 1e-12):.2f} | {ours['ms_ssim'] / max(r['ms_ssim'], 1e-12):.2f} |")
@@ -200,7 +226,7 @@ def run_dataset(name, tr, te, *, args, out_dir):
         from geoaudit.report import attack_comparison_figure
 
         t = TARGETS[-1]
-        shown = {m: chosen[(t, m)] for m in ("perceptual", "perceptual@step", "pgd-l2", "lambda=0")}
+        shown = {m: chosen[(t, m)] for m in ("perceptual", "implicit lam=100", "lambda=0", "pgd-l2") if (t, m) in chosen}
         caps = {r["method"]: f"1-SSIM {r['ssim']:.3f}" for r in rows if r["target"] == t}
         fig = attack_comparison_figure(x, shown, k=6, captions=caps)
         path = out_dir / f"attack_quality_{name}.png"
@@ -215,11 +241,19 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--data", default="geoshapes,digits")
     ap.add_argument("--no-figures", action="store_true")
+    ap.add_argument("--methods", default=None, help="comma-separated subset of the methods")
+    ap.add_argument("--explicit-lams", default="100", help="lambda sweep of the explicit step")
+    ap.add_argument("--lams", default="10,100", help="lambda sweep of the implicit step")
+    ap.add_argument("--model-cache", default=None, help="folder to keep the trained models in between runs")
+    ap.add_argument("--n", type=int, default=None, help="images per data set")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    args.n = 48 if args.quick else 160
+    args.methods = None if args.methods is None else args.methods.split(",")
+    args.lams = [float(v) for v in args.lams.split(",") if v]
+    args.explicit_lams = [float(v) for v in args.explicit_lams.split(",") if v]
+    args.n = args.n or (48 if args.quick else 128)
     args.steps = 100
-    args.iters = 5 if args.quick else 7
+    args.iters = 3 if args.quick else 4
     args.epochs = 10
     args.cg_iters = 30 if args.quick else 100
     out_dir = None if args.no_figures else ROOT / "docs" / "figures"

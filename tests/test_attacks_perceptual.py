@@ -39,7 +39,7 @@ def test_success_and_early_stop_accounting(data, device):
     cost = CountingSSIM()
     # Algorithm 1 read literally: refreshes at steps 0, 5, 10, ..., no scaling
     attack = PerceptualDRO(cost, step_size=0.5, steps=60, confidence=1.0, cost_every=5, cost_schedule="paper",
-                           cost_scale="raw")
+                           cost_scale="raw", cost_step="explicit")
     res = attack(model, x, y)
     hook.remove()
     assert res.success.all() and (res.margins > 1.0).all()
@@ -156,7 +156,7 @@ def _lam_zero_twin(attack):
 def test_cost_acts_from_the_second_step(data, scale):
     x, y = data
     model = trained_model()
-    kwargs = dict(step_size=0.5, confidence=50.0, cost_scale=scale)  # nobody stops early
+    kwargs = dict(step_size=0.5, confidence=50.0, cost_scale=scale, cost_step="explicit")  # nobody stops early
     for steps, differs in ((1, False), (2, True)):
         ours = PerceptualDRO("ssim", steps=steps, **kwargs)(model, x, y)
         plain = PerceptualDRO("ssim", steps=steps, lam=0.0, **kwargs)(model, x, y)
@@ -173,7 +173,8 @@ def test_first_step_schedule_counts_refreshes(data):
     x, y = data
     model = trained_model()
     cost = CountingSSIM()
-    res = PerceptualDRO(cost, step_size=0.5, steps=60, confidence=1.0, cost_every=5, cost_scale="raw")(model, x, y)
+    res = PerceptualDRO(cost, step_size=0.5, steps=60, confidence=1.0, cost_every=5, cost_scale="raw",
+                        cost_step="explicit")(model, x, y)
     # refreshes at steps 1, 6, 11, ...: a sample taking s steps gets (s + 3) // 5 of them
     assert cost.rows == int(((res.steps + 3) // 5).sum())
     assert PerceptualDRO(cost, cost_every=5).refresh_steps(12) == [1, 6, 11]
@@ -194,7 +195,7 @@ def test_curvature_scale_makes_lam_unit_free(data):
     torch.testing.assert_close(mse.curvature(x, g, mse.cost.prepare(x)), torch.full((len(y),), 2.0), rtol=1e-3,
                                atol=0)
     # a cost and the same cost times 1000 give the same attack under curvature scaling
-    kw = dict(step_size=0.5, steps=6, confidence=50.0, lam=0.5)
+    kw = dict(step_size=0.5, steps=6, confidence=50.0, lam=0.5, cost_step="explicit")
     one = PerceptualDRO(lambda a, b: _one_minus_ssim(a, b), **kw)(model, x, y)
     big = PerceptualDRO(lambda a, b: 1000 * _one_minus_ssim(a, b), **kw)(model, x, y)
     torch.testing.assert_close(one.images, big.images, atol=1e-4, rtol=0)
@@ -208,7 +209,103 @@ def test_curvature_scale_makes_lam_unit_free(data):
 
 
 @pytest.mark.parametrize("kwargs, name", [(dict(cost_schedule="every"), "cost_schedule"),
-                                          (dict(cost_scale="loss"), "cost_scale")])
+                                          (dict(cost_scale="loss"), "cost_scale"),
+                                          (dict(cost_step="newton"), "cost_step"), (dict(cg_iters=0), "cg_iters"),
+                                          (dict(step_rule="adam"), "step_rule")])
 def test_bad_options(kwargs, name):
     with pytest.raises(InputError, match=f"The '{name}' parameter of PerceptualDRO must be"):
         PerceptualDRO("ssim", **kwargs)
+
+
+# -- the implicit (proximal) cost step
+
+
+def _ssim_of(res, x):
+    return float(_one_minus_ssim(res.images.clamp(0, 1), x).mean())
+
+
+def test_hvp_matches_double_backward(data):
+    x, _ = data
+    x = x[:4].double()
+    attack = PerceptualDRO("ssim")
+    v = torch.randn(x.shape, generator=torch.Generator().manual_seed(0), dtype=x.dtype)
+    with torch.enable_grad():
+        delta = torch.zeros_like(x, requires_grad=True)
+        (g,) = torch.autograd.grad(attack.cost.autograd_value(x + delta, x).sum(), [delta], create_graph=True)
+        (exact,) = torch.autograd.grad(g, [delta], grad_outputs=v)
+    fd = attack.hvp(x, attack.cost.prepare(x), v)
+    assert float((fd - exact).norm() / exact.norm()) < 1e-2
+
+
+def test_implicit_step_acts_from_the_first_step(data):
+    x, y = data
+    model = trained_model()
+    kw = dict(step_size=0.5, steps=1, confidence=50.0, lam=100.0)
+    ours = PerceptualDRO("ssim", **kw)(model, x, y)
+    plain = PerceptualDRO("ssim", **{**kw, "lam": 0.0})(model, x, y)
+    explicit = PerceptualDRO("ssim", cost_step="explicit", **kw)(model, x, y)
+    # the explicit step cannot act at x (grad of 1 - SSIM is 0 there); the implicit one shrinks
+    # the step along directions 1 - SSIM penalizes
+    torch.testing.assert_close(explicit.images, plain.images)
+    assert float((ours.images - plain.images).abs().amax()) > 1e-3
+    assert _ssim_of(ours, x) < 0.8 * _ssim_of(plain, x)
+
+
+def test_implicit_equals_explicit_in_the_small_step_limit(data):
+    x, y = data
+    model = trained_model().double()
+    x = x.double()
+    gaps = []
+    for step in (0.2, 0.02):
+        # the same path length for both step sizes: steps * step fixed
+        kw = dict(step_size=step, steps=round(1.0 / step), confidence=50.0, lam=30.0, cost_every=1, cg_iters=20)
+        imp = PerceptualDRO("ssim", **kw)(model, x, y).images
+        exp = PerceptualDRO("ssim", cost_step="explicit", **kw)(model, x, y).images
+        moved = float((imp - x).flatten(1).norm(dim=1).mean())
+        gaps.append(float((imp - exp).flatten(1).norm(dim=1).mean()) / moved)
+    # first-order methods for the same flow: the gap shrinks with the step (about linearly)
+    assert gaps[1] < 0.3 * gaps[0], gaps
+    assert gaps[1] < 0.05, gaps
+
+
+def test_implicit_step_is_stable_at_large_lambda(data):
+    x, y = data
+    model = trained_model()
+    kw = dict(step_size=4.0, steps=100)
+    imp, exp = [], []
+    for lam in (0.0, 10.0, 100.0):
+        r = PerceptualDRO("ssim", lam=lam, **kw)(model, x, y)
+        assert r.success_rate == 1.0
+        imp.append(_ssim_of(r, x))
+        exp.append(_ssim_of(PerceptualDRO("ssim", lam=lam, cost_step="explicit", **kw)(model, x, y), x))
+    # at the same (full) success, a larger penalty makes the implicit attack less visible, by far
+    assert imp[1] < 0.5 * imp[0] and imp[2] < 0.5 * imp[1], imp
+    # the explicit step on the stiff 1 - SSIM oscillates at large lambda and gets more visible
+    assert exp[2] > 10 * imp[2] and exp[2] > exp[1], (imp, exp)
+    # the implicit iteration converges to the penalized optimum, whatever the step size
+    big = PerceptualDRO("ssim", lam=100.0, step_size=64.0, steps=100)(model, x, y)
+    assert big.success_rate == 1.0 and _ssim_of(big, x) < 1.5 * imp[2]
+
+
+def test_implicit_step_keeps_no_state(data):
+    x, y = data
+    model = trained_model().double()
+    x = x.double()
+    attack = PerceptualDRO("ssim", lam=100.0, step_size=0.5, steps=30, confidence=0.5)
+    before = dict(vars(attack))
+    first = attack(model, x[:6], y[:6])
+    again = attack(model, x[:6], y[:6])
+    assert vars(attack).keys() == before.keys()
+    torch.testing.assert_close(first.images, again.images, atol=0, rtol=0)
+    for i in range(6):  # each image alone: the same attack, so nothing is shared across the batch
+        one = attack(model, x[i:i + 1], y[i:i + 1])
+        assert one.steps.item() == first.steps[i].item()
+        torch.testing.assert_close(one.images[0], first.images[i], atol=1e-7, rtol=0)
+
+
+def test_normalized_step_rule_moves_by_step_size(data):
+    x, y = data
+    model = trained_model()
+    res = PerceptualDRO("ssim", lam=0.0, step_size=0.3, steps=1, confidence=50.0, step_rule="normalized")(model, x, y)
+    moved = (res.images - x).flatten(1).norm(dim=1)
+    assert float(moved.max()) <= 0.3 + 1e-5 and float(moved.median()) > 0.25

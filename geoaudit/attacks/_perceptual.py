@@ -12,6 +12,10 @@ from geoaudit.attacks._pgd import _flat_norm, input_gradient
 COST_SCHEDULES = ("first-step", "paper")
 #: How the cost gradient is weighed against the loss gradient (see :class:`PerceptualDRO`).
 COST_SCALES = ("ssim", "curvature", "raw")
+#: How the cost enters a step (see :class:`PerceptualDRO`).
+COST_STEPS = ("implicit", "explicit")
+#: How the loss gradient's step is sized (see :class:`PerceptualDRO`).
+STEP_RULES = ("raw", "normalized")
 _TINY = 1e-12
 #: RMS pixel change of the probe that measures the cost's curvature (quadratic regime of
 #: 1 - SSIM and PieAPP, far above float32 rounding).
@@ -22,14 +26,35 @@ class PerceptualDRO(Attack):
     """Gradient ascent on ``loss(x_adv, y) - lam * c0(x_adv, x)`` (Algorithm 1, "Human Perc OT").
 
     For k = 0..steps-1: stop for a sample once ``max_{i != y} logit_i - logit_y > confidence``;
-    otherwise ``x_adv <- clip(x_adv + step_size * Delta, 0, 1)`` with
-    ``Delta = grad loss - lam * s * grad c0``.  The batch is attacked at once and each sample
-    stops on its own: finished samples leave the working batch, so they cost nothing more.
-    The cost gradient is recomputed every ``cost_every`` steps and reused in between (the
-    paper: 5).
+    otherwise take one step on the penalized loss: by default a loss-gradient step with an
+    implicit (proximal) step on the cost (below); in the paper's form
+    ``x_adv <- clip(x_adv + step_size * Delta, 0, 1)`` with
+    ``Delta = grad loss - lam * s * grad c0``, the cost gradient recomputed every
+    ``cost_every`` steps and reused in between (the paper: 5).  The batch is attacked at once
+    and each sample stops on its own: finished samples leave the working batch, so they cost
+    nothing more.
 
-    Two choices make the cost act, and ``lam`` mean the same for every cost (defaults);
-    ``cost_schedule="paper", cost_scale="raw"`` is Algorithm 1 read literally:
+    Three choices make the cost act, and ``lam`` mean the same for every cost (defaults);
+    ``cost_step="explicit", cost_schedule="paper", cost_scale="raw"`` is Algorithm 1 read
+    literally:
+
+    * ``cost_step="implicit"``: the cost enters each step semi-implicitly (a proximal step on
+      its quadratic model at ``x``, the model eq. 5 uses).  With ``d = x_adv - x``, ``H`` the
+      cost's Hessian at ``x_adv = x``, ``g_x`` its gradient there (0 for 1 - SSIM) and
+      ``a = step_size * lam * s``, the step solves
+      ``(I + a H) d' = d + step_size * grad loss - a g_x`` by ``cg_iters`` conjugate-gradient
+      iterations warm-started at ``d`` (Hessian-vector products by finite differences of
+      the cost's gradient, :meth:`hvp`); then ``x_adv = clip(x + d', 0, 1)``.  Along an
+      eigendirection of ``H`` with curvature ``h`` the perturbation is shrunk by
+      ``1 / (1 + a h)`` per step, so it grows in the directions the cost barely penalizes; the
+      iteration is stable for every ``lam`` and step (CG never increases the proximal
+      objective) and its fixed point is the penalized optimum ``grad loss = lam grad c0``.
+      It agrees with the explicit step to first order in the step size (tested) and acts
+      from the very first step.  ``"explicit"``: the paper's
+      ``Delta = grad loss - lam * s * grad c0``, which oscillates once
+      ``step_size * lam * h_max > 2`` (1 - SSIM is far stiffer in flat image regions than
+      along the loss gradient).  ``cost_every`` and ``cost_schedule`` apply to it only: the
+      implicit step's Hessian is fixed at ``x`` and needs no refresh.
 
     * ``cost_schedule="first-step"``: refreshes at steps 1, 1 + cost_every, 1 + 2 cost_every,
       ... (and at step 0 too unless the cost's gradient at ``x_adv = x`` is known to be 0, as
@@ -56,6 +81,11 @@ class PerceptualDRO(Attack):
     * ``cost_scale="raw"``: no scaling, the paper's form: lam trades loss units against the
       cost's own units.
 
+    ``step_rule="normalized"`` (not the default) divides each sample's step by its loss
+    gradient's L2 norm, so a step moves an image by ``step_size`` in L2 whatever the model's
+    logit scale; the objective is unchanged (the implicit step's ``a`` uses the same
+    per-sample step).  ``"raw"`` is the paper's ``step_size * grad``.
+
     Parameters
     ----------
     cost : {"pieapp", "ssim"}, Cost or callable
@@ -77,6 +107,13 @@ class PerceptualDRO(Attack):
         When the refreshes happen (see above; default "first-step").
     cost_scale : {"ssim", "curvature", "raw"}
         How the cost is weighed (see above; default "ssim"; "raw" is the paper's).
+    cost_step : {"implicit", "explicit"}
+        How the cost enters a step (see above; default "implicit"; "explicit" is the paper's).
+    cg_iters : int
+        Conjugate-gradient iterations per implicit step, >= 1 (default 3; each costs one
+        cost gradient, plus one per step for the residual).
+    step_rule : {"raw", "normalized"}
+        ``step_size * grad`` (default, the paper's) or ``step_size * grad / ||grad||``.
     pieapp_weights : str, Path or None
         Local PieAPP weights file (else ``$GEOAUDIT_PIEAPP_WEIGHTS``, else piq's download).
     memory_budget_mb : float
@@ -104,8 +141,8 @@ class PerceptualDRO(Attack):
     name = "perceptual"
 
     def __init__(self, cost="pieapp", *, lam=1.0, step_size=0.1, steps=100, confidence=0.0, cost_every=5,
-                 cost_schedule="first-step", cost_scale="ssim", pieapp_weights=None, memory_budget_mb=1024,
-                 cost_chunk_size=None):
+                 cost_schedule="first-step", cost_scale="ssim", cost_step="implicit", cg_iters=3, step_rule="raw",
+                 pieapp_weights=None, memory_budget_mb=1024, cost_chunk_size=None):
         caller = type(self).__name__
         self.lam = check_interval("lam", lam, 0, None, caller=caller, closed="left")
         self.step_size = check_interval("step_size", step_size, 0, None, caller=caller, closed="neither")
@@ -114,6 +151,9 @@ class PerceptualDRO(Attack):
         self.cost_every = check_interval("cost_every", cost_every, 1, None, caller=caller, integer=True)
         self.cost_schedule = check_options("cost_schedule", cost_schedule, COST_SCHEDULES, caller=caller)
         self.cost_scale = check_options("cost_scale", cost_scale, COST_SCALES, caller=caller)
+        self.cost_step = check_options("cost_step", cost_step, COST_STEPS, caller=caller)
+        self.cg_iters = check_interval("cg_iters", cg_iters, 1, None, caller=caller, integer=True)
+        self.step_rule = check_options("step_rule", step_rule, STEP_RULES, caller=caller)
         self.pieapp_weights = pieapp_weights
         self.memory_budget_mb = check_interval("memory_budget_mb", memory_budget_mb, 0, None, caller=caller,
                                                closed="neither")
@@ -133,6 +173,7 @@ class PerceptualDRO(Attack):
                 "lam": self.lam, "step_size": self.step_size, "steps": self.steps,
                 "confidence": self.confidence, "cost_every": self.cost_every,
                 "cost_schedule": self.cost_schedule, "cost_scale": self.cost_scale,
+                "cost_step": self.cost_step, "cg_iters": self.cg_iters, "step_rule": self.step_rule,
                 "pieapp_weights": self.pieapp_weights, "memory_budget_mb": self.memory_budget_mb,
                 "cost_chunk_size": self.cost_chunk_size}
 
@@ -202,14 +243,77 @@ class PerceptualDRO(Attack):
             return one
         return self.curvature(x, grad, ssim.prepare(x), cost=ssim).abs() / h
 
+    def hvp(self, x, ref, v, grad_at_x=None):
+        """Per sample, ``H v`` for the cost's Hessian ``H`` at ``x_adv = x`` (finite differences).
+
+        ``(grad c(x + t v) - grad c(x)) / t`` with ``t`` such that ``t v`` changes pixels by
+        1e-3 RMS: the quadratic regime of 1 - SSIM and PieAPP, far above float32 rounding.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            Clean images ``(N, C, H, W)``.
+        ref : dict
+            ``self.cost.prepare(x)`` (rows matching ``x``).
+        v : torch.Tensor
+            Directions, same shape as ``x``.
+        grad_at_x : torch.Tensor, optional
+            The cost's gradient at ``x`` (None: 0, for a cost whose gradient vanishes there).
+
+        Returns
+        -------
+        torch.Tensor
+            ``H v``, same shape as ``x``.
+        """
+        t = PROBE_RMS * x[0].numel() ** 0.5 / _flat_norm(v)
+        _, g = self.cost.value_and_grad(x + t * v, ref)
+        if grad_at_x is not None:
+            g = g - grad_at_x
+        return g / t
+
+    def _implicit(self, x, ref, a, v, d0, grad_at_x):
+        """Warm-started CG on ``(I + a H) d = v`` (per-sample ``a``), ``cg_iters`` iterations.
+
+        CG minimizes ``1/2 ||d - v||^2 + a/2 d.H d - ...``, the proximal objective of the cost's
+        quadratic model, and never increases it, so the step is stable for every ``a``."""
+        shape = (-1, *([1] * (x.dim() - 1)))
+
+        def op(p):
+            return p + a * self.hvp(x, ref, p, grad_at_x)
+
+        def dot(p, q):
+            return (p * q).flatten(1).sum(1).view(shape)
+
+        tiny = torch.finfo(x.dtype).tiny
+        d = d0.clone()
+        r = v - op(d)
+        p = r.clone()
+        rr = dot(r, r)
+        for _ in range(self.cg_iters):
+            if not bool((rr > tiny).any()):
+                break
+            ap = op(p)
+            alpha = torch.where(rr > tiny, rr / dot(p, ap).clamp_min(tiny), torch.zeros_like(rr))
+            d = d + alpha * p
+            r = r - alpha * ap
+            rr_new = dot(r, r)
+            p = r + (rr_new / rr.clamp_min(tiny)) * p
+            rr = rr_new
+        return d
+
     def _run(self, model, x, y):
         n = x.shape[0]
+        shape = (-1, *([1] * (x.dim() - 1)))
         adv = x.clone()
         steps = torch.zeros(n, dtype=torch.long, device=x.device)
         margins = torch.empty(n, dtype=x.dtype, device=x.device)
         active = torch.arange(n, device=x.device)
+        implicit = self.cost_step == "implicit"
         ref = self.cost.prepare(x) if self.lam > 0 else None
         cost_grad = torch.zeros_like(x) if self.lam > 0 else None
+        grad_at_x = None  # the cost's gradient at x (implicit step, costs whose gradient there may not vanish)
+        if self.lam > 0 and implicit and not self.cost.zero_grad_at_reference:
+            _, grad_at_x = self.cost.value_and_grad(x, ref)
         weight = torch.ones(n, dtype=x.dtype, device=x.device)  # cost_scale's factor per sample
         for k in range(self.steps):
             xa, ya = adv[active], y[active]
@@ -221,14 +325,31 @@ class PerceptualDRO(Attack):
                 active, xa, grad = active[keep], xa[keep], grad[keep]
                 if active.numel() == 0:
                     break
+            step = self.step_size
+            if self.step_rule == "normalized":  # per sample, step_size / ||grad||: moves by step_size in L2
+                step = self.step_size / _flat_norm(grad)
             if self.lam > 0:
                 sub = self.cost.select(ref, active)
-                if self._refresh(k):
-                    _, cost_grad[active] = self.cost.value_and_grad(xa, sub)
+                gx = None if grad_at_x is None else grad_at_x[active]
                 if k == 0:  # every sample is still at x here
-                    weight[active] = self._weight(xa, grad, sub, cost_grad[active] if self._refresh(0) else None)
-                grad = grad - self.lam * weight[active].view(-1, *([1] * (x.dim() - 1))) * cost_grad[active]
-            adv[active] = (xa + self.step_size * grad).clamp_(0.0, 1.0)
+                    if not implicit and self._refresh(0):
+                        _, cost_grad[active] = self.cost.value_and_grad(xa, sub)
+                    known = gx if implicit else (cost_grad[active] if self._refresh(0) else None)
+                    weight[active] = self._weight(xa, grad, sub, known)
+                if implicit:
+                    xc = x[active]
+                    a = step * self.lam * weight[active].view(shape)
+                    v = (xa - xc) + step * grad
+                    if gx is not None:
+                        v = v - a * gx
+                    d = self._implicit(xc, sub, a, v, xa - xc, gx)
+                    adv[active] = (xc + d).clamp_(0.0, 1.0)
+                    steps[active] += 1
+                    continue
+                if k > 0 and self._refresh(k):
+                    _, cost_grad[active] = self.cost.value_and_grad(xa, sub)
+                grad = grad - self.lam * weight[active].view(shape) * cost_grad[active]
+            adv[active] = (xa + step * grad).clamp_(0.0, 1.0)
             steps[active] += 1
         else:  # the last step's images have not been checked yet
             with torch.no_grad():
