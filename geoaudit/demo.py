@@ -145,7 +145,7 @@ def comparison_plan(populations) -> tuple:
 
 
 def holm_adjust(pvalues):
-    """Holm's step-down adjusted p-values, in the given order.
+    """Holm's step-down adjusted p-values, in the given order (:func:`geoaudit.audit.holm`).
 
     Parameters
     ----------
@@ -156,14 +156,9 @@ def holm_adjust(pvalues):
     list of float
         Reject hypothesis i at family-wise level alpha when ``adjusted[i] < alpha``.
     """
-    p = [float(x) for x in pvalues]
-    m = len(p)
-    order = sorted(range(m), key=lambda i: p[i])
-    out, running = [0.0] * m, 0.0
-    for rank, i in enumerate(order):
-        running = max(running, min(1.0, (m - rank) * p[i]))
-        out[i] = running
-    return out
+    from geoaudit.audit import holm
+
+    return [float(x) for x in holm(pvalues)]
 
 
 def paired_difference_ci(betas_a, betas_b, *, level=0.95):
@@ -647,7 +642,10 @@ def run_demo(out_dir, *, quick=False, n_images=None, image_size=None, capture_st
 
     attack_params = {
         "pgd": dict(eps=0.5, step_size=0.1, steps=s.pgd_steps, norm="l2"),
-        "perceptual": dict(cost=cost, lam=1.0, step_size=0.1, steps=s.perceptual_steps, confidence=0.0),
+        # the explicit step the measured runs in docs/demo.md used; the implicit step at lambda
+        # 10-100 is where the cost acts (docs/attacks.md) and is the next demo setting to try
+        "perceptual": dict(cost=cost, lam=1.0, step_size=0.1, steps=s.perceptual_steps, confidence=0.0,
+                           cost_step="explicit"),
     }
     if cost == "pieapp" and pieapp_weights:
         attack_params["perceptual"]["pieapp_weights"] = str(pieapp_weights)
