@@ -748,7 +748,8 @@ def _attack_quality(ref_ckpt, test, s, cost, attack_params, dev, out: Path):
     rows, results, examples = [], {}, {}
     for name, atk in attacks.items():
         res = atk(model, images, labels)
-        ev = evaluate(model, images, res, labels, defenses=defenses)
+        # adaptive too (BPDA through each defense): an oblivious-only evaluation flatters defenses
+        ev = evaluate(model, images, res, labels, defenses=defenses, adaptive=True, attack=atk)
         d = ev.to_dict()
         results[name] = d
         examples[name] = res.images.detach().cpu()
@@ -758,6 +759,8 @@ def _attack_quality(ref_ckpt, test, s, cost, attack_params, dev, out: Path):
                 row[k] = d["distances"][k]
         for k, v in d.get("defenses", {}).items():
             row[f"success after {k}"] = v.get("success_rate") if isinstance(v, dict) else v
+            if isinstance(v, dict) and v.get("adaptive_success_rate") is not None:
+                row[f"adaptive success after {k}"] = v["adaptive_success_rate"]
         row["s / image"] = d.get("seconds_per_image")
         rows.append(row)
     grid_png = fig_to_png(plot_attack_grid(images.cpu(), examples))

@@ -259,6 +259,11 @@ def test_quick_demo_report_holds_the_plan_and_its_results(quick_demo):
     assert manifest["weighted_dataset"]["size"] == (ORACLE_COPIES + 1) * n_train
     assert "capture-corrupted" in manifest["data"]["source"] and manifest["settings"]["samples_per_epoch"] == n_train
     assert report["settings"]["perceptual_cost"] == "ssim"  # no PieAPP weights offline
+    # defenses are evaluated adaptively (BPDA) as well as obliviously
+    metrics = json.loads((out / "attacks" / "metrics.json").read_text())
+    for d in metrics["attacks"].values():
+        for v in d["defenses"].values():
+            assert v["adaptive_success_rate"] is not None and v["oblivious_success_rate"] is not None
     assert re.search(r"\[\s*\d+ s\] \[2/5\] plain on 'capture' \(1/4\): training 3 models", printed)
 
 
