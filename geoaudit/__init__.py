@@ -11,7 +11,7 @@ geoaudit.audit      per-group accuracy, GLS F-test, population comparison, repor
 geoaudit.calibrate  attack-budget calibration from distance matrices
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 from geoaudit._errors import DependencyError, GeoauditError, InputError
 
