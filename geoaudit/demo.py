@@ -863,7 +863,10 @@ def _assemble(out, s, cost, data, audits, pops, comparisons, attack_section, tim
                   "audits": {m: {k: str(out / "audits" / m / k / "report.json") for k in s.methods_of(m)}
                              for m in s.mechanisms}},
     })
-    html, figs = render_demo(result, reference_groups=ref_report.model_groups[ref_name], reference_fit=ref_fit,
+    ref_groups = ref_report.model_groups[ref_name]
+    # countries left out of the fit are drawn apart (hollow in the scatter, neutral on the map)
+    ref_groups["dropped"] = ref_groups["group"].astype(str).isin([str(g) for g in ref_fit.dropped_groups])
+    html, figs = render_demo(result, reference_groups=ref_groups, reference_fit=ref_fit,
                              attack_rows=attack_section["rows"], attack_grid_png=attack_section["grid_png"],
                              samples_png=_samples_png(data[first], out))
     for name, png in figs.items():
