@@ -19,8 +19,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+# any_classifier.md and reproduce.md have tests of their own that set up their assets
 PAGES = ["README.md"] + sorted(f"docs/{p.name}" for p in (ROOT / "docs").glob("*.md")
-                               if p.name != "any_classifier.md")
+                               if p.name not in ("any_classifier.md", "reproduce.md"))
 FENCE = re.compile(r"^```(bash|python)[^\n]*\n(.*?)^```", re.MULTILINE | re.DOTALL)
 
 _API = "an API reference: names such as model, images and labels stand for the reader's own objects"
@@ -28,6 +29,9 @@ _API = "an API reference: names such as model, images and labels stand for the r
 SKIP = {
     ("README.md", "geoaudit demo --out geoaudit-demo"):
         "installs the package and runs the whole demo (minutes); tests/test_demo.py runs the demo, .ci/run the install",
+    ("docs/demo.md", "geoaudit demo --out geoaudit-demo"):
+        "runs the whole demo (minutes); tests/test_demo.py runs the quick demo and its report",
+    ("docs/demo.md", 'run_demo("geoaudit-demo")'): "runs the whole demo (minutes); tests/test_demo.py runs it quick",
     ("README.md", "download.pytorch.org/whl/cpu"): "downloads torch from the network; the tests run offline",
     ("README.md", "ILSVRC2012/train"): "needs ImageNet (ILSVRC2012), a Flickr API key and a GPU",
     ("README.md", "python -m pytest      # the whole suite"): "runs this test suite itself, and a benchmark (minutes)",
