@@ -455,6 +455,23 @@ def _check_settings(out: Path, settings: dict):
         atomic_write_json(path, settings)
 
 
+def _add_to_run_log(out: Path, timings: dict) -> dict:
+    """Record this call's stage times in OUT/runs.json and return, per stage, this call's seconds
+    and those of every call so far (a resumed run's own times alone would hide the work done)."""
+    path = out / "runs.json"
+    try:
+        runs = json.loads(path.read_text())
+        runs = runs if isinstance(runs, list) else []
+    except (OSError, ValueError):
+        runs = []
+    runs.append({k: round(float(v), 2) for k, v in timings.items()})
+    atomic_write_json(path, runs)
+    stages = list(dict.fromkeys(k for r in runs for k in r))
+    return {k: {"this_run": round(float(timings.get(k, 0.0)), 2),
+                "all_runs": round(sum(float(r.get(k, 0.0)) for r in runs), 2), "runs": len(runs)}
+            for k in stages}
+
+
 def _timed(timings, name):
     class _T:
         def __enter__(self):
@@ -722,6 +739,7 @@ def run_demo(out_dir, *, quick=False, n_images=None, image_size=None, capture_st
 
     say("[5/5] writing the report ...")
     timings["total"] = time.perf_counter() - started
+    timings = _add_to_run_log(out, timings)
     result = _assemble(out, s, cost, data, audits, pops, comparisons, attack_section, timings, str(dev))
     echo(result.summary())
     return result
@@ -858,7 +876,9 @@ def _assemble(out, s, cost, data, audits, pops, comparisons, attack_section, tim
         "comparisons": comparisons,
         "verdicts": _verdicts(comparisons),
         "attacks": {"n_images": attack_section["n_images"], "metrics": attack_section["metrics"]},
-        "timings_seconds": {k: round(v, 2) for k, v in timings.items()},
+        "timings_seconds": {k: v["all_runs"] for k, v in timings.items()},
+        "timings_this_run_seconds": {k: v["this_run"] for k, v in timings.items()},
+        "runs": max(v["runs"] for v in timings.values()),
         "files": {"report_html": str(out / "report.html"), "figures": str(out / "figures"),
                   "audits": {m: {k: str(out / "audits" / m / k / "report.json") for k in s.methods_of(m)}
                              for m in s.mechanisms}},
@@ -895,5 +915,8 @@ def _summary_text(result) -> str:
                      f"adjusted p = {c['p_adjusted']:.3g} -> {'yes' if c['rejected'] else 'not shown'}")
     for k, v in result["verdicts"].items():
         lines.append(f"  {k.replace('_', ' ')}: {v}")
-    lines.append(f"  report: {result['files']['report_html']}  ({result['timings_seconds']['total']:.0f} s)")
+    total, this = result["timings_seconds"]["total"], result.get("timings_this_run_seconds", {}).get("total")
+    took = (f"{total:.0f} s" if this is None or result.get("runs", 1) == 1
+            else f"{this:.0f} s this call, {total:.0f} s over {result['runs']} calls")
+    lines.append(f"  report: {result['files']['report_html']}  ({took})")
     return "\n".join(lines)

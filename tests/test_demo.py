@@ -280,6 +280,11 @@ def test_rerun_resumes_and_says_so(quick_demo, capsys):
     assert "training 3" not in printed and printed.count("already trained; reusing them") == 4
     assert "already built; reusing it" in printed
     assert again < first
+    # the report's stage times add up every call on the folder, and show this call's apart
+    report = json.loads((out / "report.json").read_text())
+    assert report["runs"] == 2 and "over 2 calls" in printed
+    assert report["timings_seconds"]["total"] > report["timings_this_run_seconds"]["total"]
+    assert "seconds, all calls" in (out / "report.html").read_text()
 
 
 @pytest.mark.slow

@@ -316,8 +316,13 @@ def render_demo(result, *, reference_groups, reference_fit, attack_rows=(), atta
         sections.append(section("GeoShapes samples", figure_html(
             png_to_data_uri(samples_png),
             caption=f"Test images of the '{ref.get('mechanism', '')}' dataset, one row per World Bank income group.")))
-    sections.append(section("Run", pre(to_json(result["settings"])) + table_html(
-        [{"stage": k, "seconds": v} for k, v in result["timings_seconds"].items()])))
+    this_run = result.get("timings_this_run_seconds", {})
+    runs = result.get("runs", 1)
+    sections.append(section("Run", pre(to_json(result["settings"])) + paragraph(
+        f"Stage times: all {runs} call(s) of the command on this folder together (a resumed run "
+        "continues the work of the calls before it), and this call alone.") + table_html(
+        [{"stage": k, "seconds, all calls": v, "seconds, this call": this_run.get(k)}
+         for k, v in result["timings_seconds"].items()])))
     html = html_page(title, sections, subtitle="Hua, Xu, Blanchet and Nguyen's experiment, with a positive "
                                                "control and negative checks")
     return html, figs
