@@ -235,6 +235,8 @@ def test_quick_demo_report_holds_the_plan_and_its_results(quick_demo):
     report = json.loads((out / "report.json").read_text())
     assert report["kind"] == "geoaudit-demo" and report["quick"] is True
     assert list(report["mechanisms"]) == list(PRESETS["quick"]["mechanisms"])
+    # the planted capture bias is found: the plain population's mean slope is positive
+    assert report["mechanisms"]["capture"]["populations"]["plain"]["beta_mean"] > 0
     for mech in report["mechanisms"]:
         assert f"Dataset &#x27;{mech}&#x27;" in html
         pops = report["mechanisms"][mech]["populations"]
