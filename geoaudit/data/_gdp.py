@@ -144,14 +144,17 @@ def resolve_gdp(year="latest", *, source="auto", offline=False, timeout_s=30.0):
 SNAPSHOT_PROVENANCE = WB_ATTRIBUTION + " (snapshot shipped with geoaudit)"
 
 
-def _fetch_wbgapi_wide(*, timeout_s=30.0) -> pd.DataFrame:
-    """Economies x years from the live World Bank API, in the snapshot's layout.
+def wbgapi_years(code, *, timeout_s=30.0, with_names=False):
+    """Economies x years (str columns, float values) of World Bank indicator ``code``, live.
 
     ``wbgapi.data.fetch`` yields one dict per economy and year, e.g.
     ``{"value": 40886.3, "series": "NY.GDP.PCAP.CD", "economy": "FRA", "aggregate": False,
     "time": 2019}`` (``numericTimeKeys=True``); ``wbgapi.economy.list`` yields
-    ``{"id": "FRA", "value": "France", "region": "ECS", "incomeLevel": "HIC", ...}``.
-    Region and income group names come from the shipped metadata (same World Bank codes).
+    ``{"id": "FRA", "value": "France", ...}``, read when ``with_names``.
+
+    Returns
+    -------
+    pandas.DataFrame, or (pandas.DataFrame, dict) with ``with_names``
     """
     import wbgapi as wb
 
@@ -159,19 +162,26 @@ def _fetch_wbgapi_wide(*, timeout_s=30.0) -> pd.DataFrame:
     wb.get_options = {"timeout": timeout_s, **saved}  # wbgapi has no timeout of its own
     try:
         rows = [(r["economy"], int(r["time"]), r["value"])
-                for r in wb.data.fetch(INDICATOR, economy="all", skipAggs=True, numericTimeKeys=True)
+                for r in wb.data.fetch(code, economy="all", skipAggs=True, numericTimeKeys=True)
                 if str(r.get("time", "")).isdigit()]
-        names = {r["id"]: r["value"] for r in wb.economy.list(skipAggs=True)}
+        names = {r["id"]: r["value"] for r in wb.economy.list(skipAggs=True)} if with_names else None
     finally:
         wb.get_options = saved
     if not rows:
-        raise GeoauditError(f"The World Bank API returned no {INDICATOR} values.")
+        raise GeoauditError(f"The World Bank API returned no values for indicator {code}.")
     long = pd.DataFrame(rows, columns=["iso3", "year", "value"])
     long["value"] = pd.to_numeric(long["value"], errors="coerce")
     wide = long.pivot_table(index="iso3", columns="year", values="value", aggfunc="first", dropna=False)
     wide = wide.reindex(columns=sorted(wide.columns))
     wide.columns = [str(c) for c in wide.columns]
     wide = wide.astype(float)
+    return (wide, names) if with_names else wide
+
+
+def _fetch_wbgapi_wide(*, timeout_s=30.0) -> pd.DataFrame:
+    """GDP per capita from the live World Bank API, in the snapshot's layout (region and income
+    group names from the shipped metadata, same World Bank codes)."""
+    wide, names = wbgapi_years(INDICATOR, timeout_s=timeout_s, with_names=True)
     meta = _snapshot_wide()[["country_name", "region", "income_group"]]
     ids = wide.index
     out = pd.DataFrame(index=ids)

@@ -16,7 +16,7 @@ import pandas as pd
 
 from geoaudit._errors import GeoauditError, InputError
 from geoaudit.data._gdp import INDICATOR as GDP_INDICATOR
-from geoaudit.data._gdp import SNAPSHOT_PROVENANCE, _pick_year, _snapshot_wide, parse_gdp_year
+from geoaudit.data._gdp import SNAPSHOT_PROVENANCE, _pick_year, _snapshot_wide, parse_gdp_year, wbgapi_years
 
 log = logging.getLogger(__name__)
 
@@ -114,33 +114,12 @@ def indicator(code=GDP_INDICATOR, year="latest", *, source="auto", offline=False
 
 
 def _fetch_indicator_wide(code, *, timeout_s=30.0) -> pd.DataFrame:
-    """Economies x years of ``code`` from the World Bank API, in the GDP snapshot's layout.
-
-    ``wbgapi.data.fetch(code, economy="all", skipAggs=True, numericTimeKeys=True)`` yields one
-    dict per economy and year: ``{"value": 40886.3, "series": code, "economy": "FRA",
-    "aggregate": False, "time": 2019}``.
-    """
-    import wbgapi as wb
-
-    saved = wb.get_options
-    wb.get_options = {"timeout": timeout_s, **saved}  # wbgapi has no timeout of its own
-    try:
-        rows = [(r["economy"], int(r["time"]), r["value"])
-                for r in wb.data.fetch(code, economy="all", skipAggs=True, numericTimeKeys=True)
-                if str(r.get("time", "")).isdigit()]
-    finally:
-        wb.get_options = saved
-    if not rows:
-        raise GeoauditError(f"The World Bank API returned no values for indicator {code}.")
-    long = pd.DataFrame(rows, columns=["iso3", "year", "value"])
-    long["value"] = pd.to_numeric(long["value"], errors="coerce")
-    wide = long.pivot_table(index="iso3", columns="year", values="value", aggfunc="first", dropna=False)
-    wide = wide.reindex(columns=sorted(wide.columns))
-    wide.columns = [str(c) for c in wide.columns]
+    """Economies x years of ``code`` from the World Bank API, in the GDP snapshot's layout."""
+    wide = wbgapi_years(code, timeout_s=timeout_s)
     meta = _snapshot_wide()[["country_name", "region", "income_group"]]
     out = meta.reindex(wide.index)
     out["country_name"] = out["country_name"].fillna(pd.Series(wide.index, index=wide.index))
-    return pd.concat([out, wide.astype(float)], axis=1)
+    return pd.concat([out, wide], axis=1)
 
 
 def indicator_values(iso3, code=GDP_INDICATOR, year="latest", **kwargs):
