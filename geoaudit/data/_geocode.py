@@ -1,6 +1,6 @@
 """Reverse geocoding: latitude/longitude -> country, against the shipped Natural Earth boundaries.
 
-Three vectorized passes:
+Five vectorized passes:
 
 1. ``within``: a point inside a country polygon gets that country (a ``geopandas.sjoin`` on
    the polygons' 4,254 parts at 1:10m).
@@ -12,12 +12,18 @@ Three vectorized passes:
    and the distance to each segment is measured in a local equirectangular frame around
    the point, then the nearest point is measured again with the haversine formula.  The
    default, 25 km, is the 12-nautical-mile territorial sea (22.2 km) plus a margin.
-3. ``place``: GeoNames populated places shipped for the spots where the polygons are unsure
+3. ``border``: within ``border_km`` (3 km) of another country, the GSHHG full-resolution
+   WDBII border line (``resources/gshhg_wdb_borders.npz``) decides which side of the border
+   a point is on; the 1:10m line is placed to about 1 km, and border towns sit on it (e.g.
+   Konstanz, Goerlitz, Narva).  See ``_apply_borders``.
+4. ``place``: GeoNames populated places shipped for the spots where the polygons are unsure
    (``geoaudit.data._places``).  A point within ``place_km`` of such a place takes the
    place's country if the point is in no polygon (small islands the 1:10m coastline leaves
    out, e.g. Ponza or Matsu) or if the place's country boundary is within ``place_km`` too
-   (a town on a border river the 1:10m line cuts, e.g. Goerlitz).
-4. ``hint``: where a second source names a country (Flickr's own reverse-geocoded country),
+   (a town on a border river the 1:10m line cuts).  A point still farther than
+   ``tolerance_km`` from every polygon takes the country of the nearest such place within
+   ``island_km`` that is itself far from every polygon (atolls of the Marshall Islands).
+5. ``hint``: where a second source names a country (Flickr's own reverse-geocoded country),
    a point whose polygon country differs goes to the named country if that country's
    boundary lies within ``hint_km`` (a photo on the border, where the polygon is unsure),
    or within ``tolerance_km`` for a point outside every polygon.
@@ -295,13 +301,14 @@ def reverse_geocode(latitude, longitude, *, tolerance_km=DEFAULT_TOLERANCE_KM, s
     borders : "wdb" or None
         The ``border`` pass: within ``border_km`` of another country, the shipped GSHHG
         full-resolution WDBII border line decides which side a point is on ("wdb", the
-        default), or None to skip the pass (1:10m polygons alone).
+        default; with ``scale="10m"`` only, where the zone was tuned), or None to skip it.
     border_km : float
         Width of the zone along a border where the WDBII line decides (default 3 km).
     island_km : float
         A point farther than ``tolerance_km`` from every polygon takes the country of the
         nearest of ``places`` that is itself that far from every polygon, if it is within
-        ``island_km`` (default 150 km: atolls the 1:10m coastline leaves out; 0 turns it off).
+        ``island_km`` (default 150 km: atolls the 1:10m coastline leaves out; 0 turns it off,
+        and so does ``tolerance_km=0``).
 
     Returns
     -------
@@ -363,7 +370,7 @@ def reverse_geocode(latitude, longitude, *, tolerance_km=DEFAULT_TOLERANCE_KM, s
             _apply_borders(ix, lat, lon, iso, name, method, dist, border_km)
         if places is not None and place_km > 0:
             _apply_places(ix, places, lat, lon, iso, name, method, dist, hint_km, place_km)
-        if places is not None and island_km > 0:
+        if places is not None and island_km > 0 and tol > 0:
             _apply_islands(ix, places, lat, lon, iso, name, method, dist, tol, island_km)
         if hints is not None:
             _apply_hints(ix, lat, lon, hints, iso, name, method, dist, tol, hint_km)
