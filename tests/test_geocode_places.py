@@ -148,8 +148,11 @@ def test_island_pass_takes_the_nearest_island_place():
         r = reverse_geocode([la], [lo], places=places)
         assert r["country_iso3"][0] == "MHL" and r["method"][0] == "place"
         assert 25 < r["distance_km"][0] <= 150
-    # the open ocean and a sea point off a generalised coast (coastal pass off) stay unassigned
-    r = reverse_geocode([30.0, 43.62], [-140.0, 7.30], tolerance_km=0)
+    # the open ocean, and the sea 90 km off Lisbon (coastal towns are not island places even
+    # with a reach of 1,000 km), stay unassigned; so does everything with the coastal pass off
+    r = reverse_geocode([30.0, 38.7], [-140.0, -10.2], island_km=1000)
+    assert r["method"].tolist() == ["unassigned", "unassigned"]
+    r = reverse_geocode([lat[0], 43.62], [lon[0], 7.30], tolerance_km=0, places=shipped.without(gids))
     assert r["method"].tolist() == ["unassigned", "unassigned"]
 
 
