@@ -144,7 +144,7 @@ AGREEMENT_ROWS = (
     ("1:10m + WDBII borders + places + islands", dict()),
 )
 CLASSES = ("coding choice or disputed area", "island missing from the polygons",
-           "border town, WDBII line agrees with 1:10m", "border town, WDBII line moved it wrongly",
+           "border town within 2 km, left across the border", "border town within 2 km, moved across by WDBII",
            "other (over 2 km)")
 
 
