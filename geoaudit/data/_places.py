@@ -73,8 +73,8 @@ class PopulatedPlaces:
         drop = np.isin(self.geonameid, np.fromiter(geonameids, dtype=np.int64))
         return PopulatedPlaces(self.latitude[~drop], self.longitude[~drop], self.iso3[~drop], self.geonameid[~drop])
 
-    def nearest(self, latitude, longitude, max_km):
-        """Nearest place within ``max_km`` of each point.
+    def nearest(self, latitude, longitude, max_km, k=1):
+        """Nearest place (or ``k`` nearest places) within ``max_km`` of each point.
 
         Parameters
         ----------
@@ -82,24 +82,33 @@ class PopulatedPlaces:
             Degrees.
         max_km : float
             Search radius in great-circle km.
+        k : int
+            How many places per point (1 by default).
 
         Returns
         -------
         (numpy.ndarray, numpy.ndarray)
             The country code of the nearest place (None where none is that close) and its
-            distance in km (inf where none).
+            distance in km (inf where none); with ``k > 1``, arrays of shape (n, k), nearest first.
         """
+        codes, dist, _ = self._query(latitude, longitude, max_km, k)
+        return codes, dist
+
+    def _query(self, latitude, longitude, max_km, k=1):
         n = len(latitude)
-        codes = np.full(n, None, dtype=object)
-        dist = np.full(n, np.inf)
+        shape = (n,) if k == 1 else (n, k)
+        codes = np.full(shape, None, dtype=object)
+        dist = np.full(shape, np.inf)
+        index = np.full(shape, -1)
         if self._tree is None or n == 0:
-            return codes, dist
+            return codes, dist, index
         chord = 2 * np.sin(max_km / EARTH_RADIUS_KM / 2)
-        d, i = self._tree.query(_unit(latitude, longitude), k=1, distance_upper_bound=chord)
+        d, i = self._tree.query(_unit(latitude, longitude), k=k, distance_upper_bound=chord)
         ok = np.isfinite(d)
         codes[ok] = self.iso3[i[ok]]
         dist[ok] = 2 * EARTH_RADIUS_KM * np.arcsin(np.clip(d[ok] / 2, 0, 1))
-        return codes, dist
+        index[ok] = i[ok]
+        return codes, dist, index
 
 
 @lru_cache(maxsize=1)

@@ -381,6 +381,7 @@ def _card_values(r: ImageNetGeoBuildResult):
             f"| {s} | {n:,} |" for s, n in r.num_examples.items() if n),
         "gdp_years": format_year_spread(r.extra.get("gdp_years", {})),
         "n_place": f"{geo.get('place', 0):,}",
+        "n_border": f"{geo.get('border', 0):,}",
         "n_hint": f"{geo.get('hint', 0):,}",
         "min_accuracy": (f"Flickr accuracy of at least {r.extra['min_accuracy']} (16 is street level)"
                          if r.extra.get("min_accuracy") else "every Flickr accuracy level (1 world to 16 street)"),
