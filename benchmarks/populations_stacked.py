@@ -20,6 +20,7 @@ beyond it would have to come from a grouped kernel being faster per FLOP than K 
 
     python benchmarks/populations_stacked.py                  # K=10, demo (24 px, batch 64) and other sizes
     python benchmarks/populations_stacked.py --models 10 --steps 3 --repeats 2
+    python benchmarks/populations_stacked.py --sizes 24x64 --channels-last --no-vmap
 """
 from __future__ import annotations
 
@@ -91,8 +92,11 @@ def sgd(params):
     return torch.optim.SGD(params, lr=0.05, momentum=0.9, weight_decay=5e-4, foreach=True)
 
 
-def run_seq(ms, xs, ys):
+def run_seq(ms, xs, ys, channels_last=False):
     mm = [copy.deepcopy(m).train() for m in ms]
+    if channels_last:
+        mm = [m.to(memory_format=torch.channels_last) for m in mm]
+        xs = xs.flatten(0, 2).contiguous(memory_format=torch.channels_last).view(xs.shape)
     t = time.perf_counter()
     for k, m in enumerate(mm):
         opt = sgd(m.parameters())
@@ -104,8 +108,10 @@ def run_seq(ms, xs, ys):
     return time.perf_counter() - t, [m.state_dict() for m in mm]
 
 
-def run_grouped(ms, xs, ys):
+def run_grouped(ms, xs, ys, channels_last=False):
     st = StackedSmallCNN([copy.deepcopy(m) for m in ms]).train()
+    if channels_last:
+        st = st.to(memory_format=torch.channels_last)
     opt = sgd(st.parameters())
     K, B = ys.shape[1:]
     t = time.perf_counter()
@@ -190,6 +196,8 @@ def main(argv=None):
     ap.add_argument("--sizes", default="24x64,32x64,24x8,16x16",
                     help="image px x batch, comma separated (default: the demo's 24x64, the zoo's 32x64, small ones)")
     ap.add_argument("--no-vmap", action="store_true")
+    ap.add_argument("--channels-last", action="store_true",
+                    help="also both ways in channels_last (the training switch; it speeds the kernels of both)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     print("uptime:", subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip())
@@ -197,6 +205,9 @@ def main(argv=None):
     variants = {"seq": run_seq, "grouped": run_grouped}
     if not args.no_vmap:
         variants["vmap"] = run_vmap
+    if args.channels_last:
+        variants["seq_cl"] = lambda *a: run_seq(*a, channels_last=True)
+        variants["grouped_cl"] = lambda *a: run_grouped(*a, channels_last=True)
     for spec in args.sizes.split(","):
         size, batch = (int(v) for v in spec.split("x"))
         ms = [make_model("small_cnn", seed=s, num_classes=4, in_channels=3, image_size=size,
@@ -218,6 +229,9 @@ def main(argv=None):
         line = ", ".join(f"{v} {' '.join(f'{t:.2f}' for t in ts)} s" for v, ts in times.items())
         ratios = ", ".join(f"seq/{v} {' '.join(f'{a / b:.2f}' for a, b in zip(times['seq'], ts))}x"
                            for v, ts in times.items() if v != "seq")
+        if args.channels_last:
+            ratios += ", seq_cl/grouped_cl " + " ".join(
+                f"{a / b:.2f}" for a, b in zip(times["seq_cl"], times["grouped_cl"])) + "x"
         print(f"K={K} small CNNs, {size} px, batch {batch}, {S} steps each: {line}; {ratios}; "
               f"max |weight difference| vs seq {diff:.1e} (last variant)")
     print("\nOne member's SGD step (torch.profiler, self CPU time by operator class):")
