@@ -80,6 +80,30 @@ def count_reads():
             setattr(torch, name, fn)
 
 
+def algorithm2_reads(args, variants):
+    """Host reads of one round of Algorithm 2 (SGD step + attack + D's write-back per batch)."""
+    import tempfile
+
+    from geoaudit.train import build_adversarial_dataset
+    from geoaudit.train._data import from_tensors
+
+    n, batch = 96, 16
+    x, y = striped(n, 16, seed=3)
+    data = from_tensors((x * 255).round().to(torch.uint8), y, class_names=["a", "b", "c"])
+    for name, attack in (("pgd", PGD(eps=0.5, step_size=0.1, steps=5)),
+                         ("perceptual", PerceptualDRO("ssim", step_size=2.0, steps=10, confidence=0.5))):
+        for vname, every in variants.items():
+            if name == "pgd" and every == 4:
+                continue
+            attack._compact_every = every
+            with tempfile.TemporaryDirectory() as t, count_reads() as c:
+                build_adversarial_dataset(data, attack=attack, out_dir=os.path.join(t, "D"), rounds=1,
+                                          batch_size=batch, reuse=False, device=args.device)
+            print(f"Algorithm 2, {name}, {vname}: {sum(c.values())} host reads in one round of {n // batch} "
+                  f"batches of {batch} (16 px, reuse off; D's write-back is 2 'numpy' reads per batch): "
+                  f"{dict(sorted(c.items()))}")
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cpu")
@@ -145,6 +169,7 @@ def main(argv=None):
             "; ratio every4/every1 " + " ".join(f"{t4 / t1:.2f}" for t1, t4 in
                                                 zip(times["compact every 1"], times["compact every 4"])) +
             f"x; {same}")
+    algorithm2_reads(args, variants)
     if device.type == "cuda":
         torch.cuda.set_sync_debug_mode("warn")
         attacks["perceptual ssim implicit (40 steps)"](model, x, y)
