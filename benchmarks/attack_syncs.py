@@ -15,6 +15,10 @@ step, one read per step) and ``compact every 4`` (the GPU default: one read ever
 finished samples masked in between, and no convergence read in the CG loop), whose price on
 the CPU is the work spent on finished samples until they leave.
 
+Last, full batches: N images attacked in calls of 64 (each call's batch shrinks as samples
+finish) vs one call whose working batch of 64 is refilled from the waiting samples
+(``PerceptualDRO._window``; same step counts, checked) vs all N at once.
+
 Run it on two versions of geoaudit (PYTHONPATH) to count before/after.
 
     python benchmarks/attack_syncs.py [--device cpu] [--size 24] [--batch 64] [--repeats 3]
@@ -104,6 +108,49 @@ def algorithm2_reads(args, variants):
                   f"{dict(sorted(c.items()))}")
 
 
+def refill(args, device):
+    """N images attacked in calls of ``window`` (each call's batch shrinks as samples finish: what
+    a caller chunking a data set does) vs one call whose working batch of ``window`` is refilled
+    from the waiting samples (``PerceptualDRO._window``) vs one call with everything at once."""
+    if not hasattr(PerceptualDRO, "_run_window"):
+        return
+    for size in (24, 32):
+        n, w = 256, 64
+        model = trained_small_cnn(size, device)
+        x, y = (t.to(device) for t in striped(n, size, seed=5))
+        attack = PerceptualDRO("ssim", step_size=8.0, steps=100, confidence=0.5)
+        variants = {
+            "calls of 64": lambda: torch.cat([attack(model, x[i:i + w], y[i:i + w]).steps for i in range(0, n, w)]),
+            "window 64, refilled": lambda: _windowed(attack, model, x, y, w).steps,
+            "all 256 at once": lambda: attack(model, x, y).steps,
+        }
+        times = {v: [] for v in variants}
+        for _ in range(args.repeats):
+            for v, fn in variants.items():
+                t = time.perf_counter()
+                steps = fn()
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                times[v].append(time.perf_counter() - t)
+                if v == "calls of 64":
+                    ref = steps
+                elif not torch.equal(steps, ref):
+                    raise AssertionError(f"{v}: other step counts")
+        print(f"full batches, {size} px, {n} images (steps mean {float(ref.float().mean()):.1f}, max "
+              f"{int(ref.max())}, same in all three): " + "; ".join(
+                  f"{v} {' '.join(f'{t:.2f}' for t in ts)} s" for v, ts in times.items()) +
+              "; calls/refilled " + " ".join(f"{a / b:.2f}" for a, b in zip(times["calls of 64"],
+                                                                          times["window 64, refilled"])) + "x")
+
+
+def _windowed(attack, model, x, y, w):
+    attack._window = w
+    try:
+        return attack(model, x, y)
+    finally:
+        attack._window = None
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cpu")
@@ -170,6 +217,7 @@ def main(argv=None):
                                                 zip(times["compact every 1"], times["compact every 4"])) +
             f"x; {same}")
     algorithm2_reads(args, variants)
+    refill(args, device)
     if device.type == "cuda":
         torch.cuda.set_sync_debug_mode("warn")
         attacks["perceptual ssim implicit (40 steps)"](model, x, y)

@@ -1,6 +1,7 @@
 """The attack loops read the device rarely: one read for the input checks, the label check on
 the first step's forward, and the perceptual loop's compactions every few steps on a GPU (masks
-in between) with the same adversarial examples as compacting every step (to float rounding)."""
+in between) with the same adversarial examples as compacting every step (to float rounding); a
+working batch refilled from waiting samples gives them too."""
 import collections
 import contextlib
 
@@ -142,3 +143,24 @@ def test_cuda_loop_reads_only_at_compactions(data):
     ref = PerceptualDRO(**{**ATTACKS["implicit"], "steps": 8})
     ref._compact_every = 1
     torch.testing.assert_close(ref(model, x.cuda(), y.cuda()).images, res.images)
+
+
+@pytest.mark.parametrize("name", sorted(ATTACKS))
+def test_refilled_working_batch_gives_the_same_attack(data, name):
+    model, x, y = data
+    attack = PerceptualDRO(**ATTACKS[name])
+    ref = attack(model, x, y)
+    rows = []
+    hook = model.register_forward_hook(lambda m, i, o: rows.append(i[0].shape[0]))
+    for window in (1, 5):
+        rows.clear()
+        attack._window = window
+        got = attack(model, x, y)
+        assert max(rows) <= window  # never more than the window at once
+        assert torch.equal(ref.steps, got.steps) and torch.equal(ref.success, got.success)
+        torch.testing.assert_close(got.images, ref.images, atol=5e-5, rtol=0)
+        torch.testing.assert_close(got.margins, ref.margins, atol=1e-5, rtol=1e-5)
+    hook.remove()
+    attack._window = None
+    # each sample passes through the model once per step and once for its last check: no extra work
+    assert sum(rows) == int((ref.steps + 1).sum())

@@ -318,6 +318,9 @@ class PerceptualDRO(Attack):
         return int(every) if every else COMPACT_EVERY.get(torch.device(device).type, COMPACT_EVERY["default"])
 
     def _run(self, model, x, y):
+        window = getattr(self, "_window", None)
+        if window and window < x.shape[0]:
+            return self._run_window(model, x, y, int(window))
         n = x.shape[0]
         shape = (-1, *([1] * (x.dim() - 1)))
         adv = x.clone()
@@ -382,4 +385,83 @@ class PerceptualDRO(Attack):
             with torch.no_grad():
                 m = margins_of(model(adv[active]), ya).to(margins.dtype)
                 margins[active] = torch.where(running[active], m, margins[active])
+        return adv, margins > self.confidence, steps, margins
+
+    def _run_window(self, model, x, y, window):
+        """The same attack with a working batch of at most ``window`` samples, kept full: as
+        samples finish, waiting ones join it (each starts its own step 0).
+
+        Each sample's steps are those of :meth:`_run` (its step index is its own step count;
+        the cost refresh schedule, ``cost_scale`` weight and step budget follow it), so the
+        results are the same up to the float rounding of batch-size-dependent kernels."""
+        n = x.shape[0]
+        shape = (-1, *([1] * (x.dim() - 1)))
+        dev = x.device
+        adv = x.clone()
+        steps = torch.zeros(n, dtype=torch.long, device=dev)
+        margins = torch.empty(n, dtype=x.dtype, device=dev)
+        running = torch.ones(n, dtype=torch.bool, device=dev)
+        implicit = self.cost_step == "implicit"
+        ref = self.cost.prepare(x) if self.lam > 0 else None
+        cost_grad = torch.zeros_like(x) if self.lam > 0 else None
+        grad_at_x = None
+        if self.lam > 0 and implicit and not self.cost.zero_grad_at_reference:
+            _, grad_at_x = self.cost.value_and_grad(x, ref)
+        weight = torch.ones(n, dtype=x.dtype, device=dev)
+        refresh = torch.tensor([self._refresh(k) for k in range(self.steps)] + [False], device=dev)
+        active = torch.arange(min(window, n), device=dev)
+        queued = active.numel()  # samples [queued, n) wait
+        joined = True  # samples joined the working batch since its last step (they are at step 0)
+        first = True
+        while active.numel():
+            ya, xa = y[active], adv[active]
+            if self.lam > 0:
+                sub, xc = self.cost.select(ref, active), x[active]
+                gx = None if grad_at_x is None else grad_at_x[active]
+            logits, grad = input_gradient(model, xa, ya, check=self._check_outputs if first else None)
+            first = False
+            m = margins_of(logits, ya).to(margins.dtype)
+            margins[active] = m  # every row here is still running: this is its check
+            ka = steps[active]
+            keep = (m <= self.confidence) & (ka < self.steps)  # a row out of steps has had its last check
+            running[active] = keep
+            rows = keep.nonzero().squeeze(1)  # finished samples leave (one read per step)
+            if rows.numel() < active.numel():
+                active, xa, grad, ka = active[rows], xa[rows], grad[rows], ka[rows]
+                if self.lam > 0:
+                    sub, xc = self.cost.select(sub, rows), xc[rows]
+                    gx = None if gx is None else gx[rows]
+            if active.numel():
+                step = self.step_size
+                if self.step_rule == "normalized":
+                    step = self.step_size / _flat_norm(grad)
+                if self.lam > 0:
+                    if joined:  # samples at their step 0: the cost_scale weight (and step-0 refresh)
+                        new = (ka == 0).view(shape)
+                        if not implicit and self._refresh(0):
+                            _, g0 = self.cost.value_and_grad(xa, sub)
+                            cost_grad[active] = torch.where(new, g0, cost_grad[active])
+                        known = gx if implicit else (cost_grad[active] if self._refresh(0) else None)
+                        weight[active] = torch.where(new.view(-1), self._weight(xa, grad, sub, known), weight[active])
+                    if implicit:
+                        a = step * self.lam * weight[active].view(shape)
+                        v = (xa - xc) + step * grad
+                        if gx is not None:
+                            v = v - a * gx
+                        d = self._implicit(xc, sub, a, v, xa - xc, gx)
+                        adv[active] = (xc + d).clamp_(0.0, 1.0)
+                    else:
+                        due = (refresh[ka] & (ka > 0)).nonzero().squeeze(1)
+                        if due.numel():
+                            _, cost_grad[active[due]] = self.cost.value_and_grad(xa[due], self.cost.select(sub, due))
+                        grad = grad - self.lam * weight[active].view(shape) * cost_grad[active]
+                        adv[active] = (xa + step * grad).clamp_(0.0, 1.0)
+                else:
+                    adv[active] = (xa + step * grad).clamp_(0.0, 1.0)
+                steps[active] += 1
+            joined = queued < n and active.numel() < window
+            if joined:  # waiting samples fill the batch
+                take = min(window - active.numel(), n - queued)
+                active = torch.cat([active, torch.arange(queued, queued + take, device=dev)])
+                queued += take
         return adv, margins > self.confidence, steps, margins
