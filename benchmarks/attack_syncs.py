@@ -36,9 +36,9 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from attacks import striped, trained_small_cnn  # noqa: E402  (the same synthetic task)
+from attacks import striped, trained_small_cnn  # the same synthetic task
 
-from geoaudit.attacks import PGD, PerceptualDRO  # noqa: E402
+from geoaudit.attacks import PGD, PerceptualDRO
 
 READS = ("__bool__", "__int__", "__float__", "__index__", "item", "tolist", "numpy", "nonzero", "unique")
 
@@ -114,15 +114,16 @@ def refill(args, device):
     from the waiting samples (``PerceptualDRO._window``) vs one call with everything at once."""
     if not hasattr(PerceptualDRO, "_run_window"):
         return
+    n, w = 256, 64
     for size in (24, 32):
-        n, w = 256, 64
         model = trained_small_cnn(size, device)
         x, y = (t.to(device) for t in striped(n, size, seed=5))
         attack = PerceptualDRO("ssim", step_size=8.0, steps=100, confidence=0.5)
         variants = {
-            "calls of 64": lambda: torch.cat([attack(model, x[i:i + w], y[i:i + w]).steps for i in range(0, n, w)]),
-            "window 64, refilled": lambda: _windowed(attack, model, x, y, w).steps,
-            "all 256 at once": lambda: attack(model, x, y).steps,
+            "calls of 64": lambda a=attack, m=model, x=x, y=y: torch.cat(
+                [a(m, x[i:i + w], y[i:i + w]).steps for i in range(0, n, w)]),
+            "window 64, refilled": lambda a=attack, m=model, x=x, y=y: _windowed(a, m, x, y, w).steps,
+            "all 256 at once": lambda a=attack, m=model, x=x, y=y: a(m, x, y).steps,
         }
         times = {v: [] for v in variants}
         for _ in range(args.repeats):
@@ -211,7 +212,7 @@ def main(argv=None):
         a, b = out["compact every 1"], out["compact every 4"]
         same = (f"same steps {torch.equal(a.steps, b.steps)}, same success {torch.equal(a.success, b.success)}, "
                 f"max |image difference| {float((a.images - b.images).abs().max()):.1e}")
-        print(f"perceptual implicit, seconds per call: " + "; ".join(
+        print("perceptual implicit, seconds per call: " + "; ".join(
             f"{v} {' '.join(f'{t:.3f}' for t in ts)}" for v, ts in times.items()) +
             "; ratio every4/every1 " + " ".join(f"{t4 / t1:.2f}" for t1, t4 in
                                                 zip(times["compact every 1"], times["compact every 4"])) +

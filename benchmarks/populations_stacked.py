@@ -238,7 +238,7 @@ def main(argv=None):
     fixed = member_step_profile(8, 1, steps=20)[0]
     for spec in args.sizes.split(","):
         size, batch = (int(v) for v in spec.split("x"))
-        ms_step, shares, prof_ms = member_step_profile(size, batch)
+        ms_step, shares, _ = member_step_profile(size, batch)
         bound = ms_step / (ms_step - (1 - 1 / K) * fixed)
         print(f"  {size} px batch {batch}: {ms_step:.1f} ms/step; " +
               ", ".join(f"{c} {v:.0%}" for c, v in shares.items()) +

@@ -7,11 +7,10 @@ import contextlib
 
 import pytest
 import torch
-
 from _attack_models import striped_images, trained_model
+
 from geoaudit._errors import InputError
-from geoaudit.attacks import FGSM, PGD, PerceptualDRO, make_attack
-from geoaudit.attacks import _perceptual
+from geoaudit.attacks import FGSM, PGD, PerceptualDRO, _perceptual, make_attack
 
 READS = ("__bool__", "__int__", "__float__", "item", "tolist", "numpy", "nonzero")
 
