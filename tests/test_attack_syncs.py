@@ -163,3 +163,19 @@ def test_refilled_working_batch_gives_the_same_attack(data, name):
     attack._window = None
     # each sample passes through the model once per step and once for its last check: no extra work
     assert sum(rows) == int((ref.steps + 1).sum())
+
+
+@pytest.mark.parametrize("padding", ["valid", "reflect"])
+def test_ssim_value_fused_equals_piq_without_reads(padding):
+    from geoaudit.attacks import SSIMCost
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(3, 3, 20, 20, generator=g, dtype=torch.float64)
+    a = (x + 0.05 * torch.randn(x.shape, generator=g, dtype=torch.float64)).clamp(0, 1)
+    cost = SSIMCost(padding=padding)
+    with count_reads() as c:
+        v = cost.value(a, x)
+    assert sum(c.values()) == 0 and v.shape == (3,)
+    torch.testing.assert_close(v, cost(a, x), atol=1e-12, rtol=0)
+    if padding == "valid":
+        torch.testing.assert_close(v, cost.value_and_grad(a, cost.prepare(x))[0], atol=1e-12, rtol=0)
