@@ -215,7 +215,10 @@ def flops_and_memory(args):
     return model, params, out, act32, act16
 
 
-def gpu_memory_table(params, act32, act16, B, n_models, kmeans_chunk=4096):
+def gpu_memory_table(params, act32, act16, B, n_models, kmeans_chunk=None):
+    from geoaudit.train._kmeans import FEATURE_CHUNK_BYTES
+
+    kmeans_chunk = kmeans_chunk or FEATURE_CHUNK_BYTES // (3 * SIZE * SIZE * 4)  # the default chunk
     w = params * 4
     img = 3 * SIZE * SIZE
     rows = [

@@ -548,6 +548,22 @@ def test_kmeans_reduced_features_in_chunks(monkeypatch):
     assert c.backend == "torch" and "clusters" in c.summary() and c.to_dict()["n_examples"] == 46
 
 
+def test_kmeans_feature_chunk_bounded_by_bytes(monkeypatch):
+    from geoaudit.train import _kmeans
+
+    # the default chunk: 512 images of 3 x 224 x 224 float32 (294 MiB), more when smaller
+    assert _kmeans.FEATURE_CHUNK_BYTES // (3 * 224 * 224 * 4) == 512
+    x = torch.randint(0, 256, (23, 3, 16, 16), dtype=torch.uint8)
+    whole = _kmeans.features(x, feature_size=4)
+    pools = []
+    real = torch.nn.functional.adaptive_avg_pool2d
+    monkeypatch.setattr(torch.nn.functional, "adaptive_avg_pool2d", lambda t, s: pools.append(t.shape[0]) or real(t, s))
+    monkeypatch.setattr(_kmeans, "FEATURE_CHUNK_BYTES", 5 * 3 * 16 * 16 * 4)  # 5 images' float copy
+    chunked = _kmeans.features(x, feature_size=4)
+    assert pools == [5, 5, 5, 5, 3] and torch.equal(whole, chunked)
+    assert _kmeans.features(x[:0], feature_size=4).shape == (0, 48)
+
+
 def test_cli_storage_and_reuse_recorded(tmp_path, data_dir, capsys):
     out = tmp_path / "pgd"
     assert main(["train", "--data", str(data_dir), "--augment", "pgd", "--models", "1", "--epochs", "1",

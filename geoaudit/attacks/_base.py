@@ -13,6 +13,7 @@ attack object serves a whole model population.  The attack:
 from __future__ import annotations
 
 import contextlib
+import math
 import numbers
 import time
 from collections.abc import Mapping
@@ -173,25 +174,21 @@ class Attack:
 
     def __call__(self, model, images, labels) -> AttackResult:
         """Attack ``images`` (N, C, H, W) in [0, 1] with true ``labels`` (N,) against ``model``."""
-        caller = type(self).__name__
         check_model(model)
-        try:
-            check_images(images, caller=caller, min_size=self.min_size)
-        except InputError as e:
-            hint = getattr(self, "size_hint", None)
-            if hint and "pixels" in str(e):
-                raise InputError(f"{e} {hint}") from None
-            raise
-        check_labels(labels, images.shape[0], caller=caller)
+        label_max = self._check_inputs(images, labels)
         start = time.perf_counter()
         device = model_device(model)
         x = images.detach().to(device=device, dtype=model_dtype(model, images.dtype))
         y = labels.detach().to(device=device, dtype=torch.long)
-        with attack_mode(model):
-            if not self.checks_own_outputs:
-                with torch.no_grad():  # one image tells the number of outputs for the label check
-                    self._check_outputs(model(x[:1]), y)
-            adv, success, steps, margins = self._run(model, x, y)
+        self._label_max = label_max
+        try:
+            with attack_mode(model):
+                if not self.checks_own_outputs:
+                    with torch.no_grad():  # one image tells the number of outputs for the label check
+                        self._check_outputs(model(x[:1]), y)
+                adv, success, steps, margins = self._run(model, x, y)
+        finally:  # the attack keeps no state between calls
+            self.__dict__.pop("_label_max", None)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         return AttackResult(
@@ -204,12 +201,46 @@ class Attack:
             params=self._params(),
         )
 
+    #: The largest label of the call in progress (set by ``__call__`` for ``_check_outputs``).
+    _label_max = None
+
+    def _check_inputs(self, images, labels):
+        """Validate the call's images and labels; return the largest label.
+
+        Shapes and dtypes are checked on the host; the value ranges of images and labels are
+        read from the device in one transfer (the validators, which raise the messages, run
+        only when something is wrong)."""
+        caller = type(self).__name__
+        structural = (isinstance(images, torch.Tensor) and images.dim() == 4 and images.shape[0] > 0
+                      and images.is_floating_point()
+                      and (self.min_size is None or min(images.shape[-2:]) >= self.min_size)
+                      and isinstance(labels, torch.Tensor) and labels.dim() == 1
+                      and labels.shape[0] == images.shape[0] and not labels.is_floating_point()
+                      and labels.dtype != torch.bool)
+        if structural:
+            lo, hi = torch.aminmax(images.detach())
+            llo, lhi = torch.aminmax(labels.detach().to(device=images.device, dtype=torch.long))
+            lo, hi, llo, lhi = torch.stack([lo.double(), hi.double(), llo.double(), lhi.double()]).tolist()
+            if math.isfinite(lo) and math.isfinite(hi) and lo >= 0.0 and hi <= 1.0 and llo >= 0:
+                return int(lhi)
+        try:
+            check_images(images, caller=caller, min_size=self.min_size)
+        except InputError as e:
+            hint = getattr(self, "size_hint", None)
+            if hint and "pixels" in str(e):
+                raise InputError(f"{e} {hint}") from None
+            raise
+        check_labels(labels, images.shape[0], caller=caller)
+        return int(labels.max())
+
     def _check_outputs(self, logits, labels):
         """Check the labels against the model's number of outputs (first forward pass)."""
         if logits.dim() != 2:
             raise InputError(
                 f"Expected the model to return logits of shape (N, num_classes), got {tuple(logits.shape)}."
             )
+        if self._label_max is not None and self._label_max < logits.shape[1]:
+            return  # the labels' range is known from the input check: no read of the device
         check_labels(labels, labels.shape[0], caller=type(self).__name__, num_classes=logits.shape[1])
 
     def replace(self, **changes):

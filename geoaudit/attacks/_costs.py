@@ -252,6 +252,33 @@ class SSIMCost(Cost):
             return value, grad
         return self._value_and_grad_pooled(x_adv, ref)
 
+    def value(self, x_adv, x):
+        """``1 - SSIM`` per image on the fused path: no gradient, and no read of the device
+        (piq's ``ssim`` checks its inputs' ranges on the host first).
+
+        Parameters
+        ----------
+        x_adv, x : torch.Tensor
+            ``(N, C, H, W)`` images in [0, 1].
+
+        Returns
+        -------
+        torch.Tensor
+            ``(N,)``, equal to ``self(x_adv, x)`` up to float rounding.
+        """
+        with torch.no_grad():
+            if self.padding == "reflect":
+                return self.autograd_value(x_adv, x)
+            ref = self.prepare(x)
+            f = self._factor(x_adv)
+            y = F.avg_pool2d(x_adv, f) if f > 1 else x_adv
+            x, mu_x, sxx = ref["xp"], ref["mu_x"], ref["sxx"]
+            c1, c2 = self.k1**2, self.k2**2
+            m_y, e_yy, e_xy = self._window(torch.cat([y, y * y, x * y], dim=1)).chunk(3, dim=1)
+            s = ((2 * mu_x * m_y + c1) * (2 * (e_xy - mu_x * m_y) + c2)
+                 / ((mu_x * mu_x + m_y * m_y + c1) * (sxx + e_yy - m_y * m_y + c2)))
+            return 1.0 - s.mean(dim=(1, 2, 3))
+
     def _value_and_grad_pooled(self, y, ref):
         with torch.no_grad():
             x, mu_x, sxx = ref["xp"], ref["mu_x"], ref["sxx"]

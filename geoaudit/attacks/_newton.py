@@ -56,6 +56,7 @@ class SSIMNewton(Attack):
     """
 
     name = "ssim-newton"
+    checks_own_outputs = True
 
     def __init__(self, eps=1.0, *, lam=1.0, solver="cg", cg_iters=300, cg_tol=1e-4, damping=1e-2,
                  padding="reflect"):
@@ -149,7 +150,7 @@ class SSIMNewton(Attack):
         return num / den
 
     def _run(self, model, x, y):
-        _, grad = input_gradient(model, x, y)
+        _, grad = input_gradient(model, x, y, check=self._check_outputs)
         direction = self.direction(x, grad)
         adv = (x + self.eps * direction / _flat_norm(direction)).clamp_(0.0, 1.0)
         with torch.no_grad():

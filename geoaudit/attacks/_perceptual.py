@@ -20,6 +20,13 @@ _TINY = 1e-12
 #: RMS pixel change of the probe that measures the cost's curvature (quadratic regime of
 #: 1 - SSIM and PieAPP, far above float32 rounding).
 PROBE_RMS = 1e-3
+#: Steps between compactions of the working batch, per device type.  A compaction reads the
+#: device once (which rows finished); in between, finished rows stay in the batch and are left
+#: unchanged by a mask.  On the CPU reading costs nothing and every step compacts (finished rows
+#: cost no more work); on a GPU every few steps, and the conjugate-gradient loop then runs its
+#: ``cg_iters`` without reading its residual, so the step loop rarely waits for the device.
+#: The results are the same either way.
+COMPACT_EVERY = {"cpu": 1, "default": 4}
 
 
 class PerceptualDRO(Attack):
@@ -139,6 +146,7 @@ class PerceptualDRO(Attack):
     """
 
     name = "perceptual"
+    checks_own_outputs = True
 
     def __init__(self, cost="pieapp", *, lam=1.0, step_size=0.1, steps=100, confidence=0.0, cost_every=5,
                  cost_schedule="first-step", cost_scale="ssim", cost_step="implicit", cg_iters=3, step_rule="raw",
@@ -271,11 +279,13 @@ class PerceptualDRO(Attack):
             g = g - grad_at_x
         return g / t
 
-    def _implicit(self, x, ref, a, v, d0, grad_at_x):
+    def _implicit(self, x, ref, a, v, d0, grad_at_x, checks=True):
         """Warm-started CG on ``(I + a H) d = v`` (per-sample ``a``), ``cg_iters`` iterations.
 
         CG minimizes ``1/2 ||d - v||^2 + a/2 d.H d - ...``, the proximal objective of the cost's
-        quadratic model, and never increases it, so the step is stable for every ``a``."""
+        quadratic model, and never increases it, so the step is stable for every ``a``.  ``checks``:
+        stop once every residual vanishes (one read of the device per iteration); without it the
+        remaining iterations leave ``d`` unchanged (``alpha = 0``)."""
         shape = (-1, *([1] * (x.dim() - 1)))
 
         def op(p):
@@ -290,7 +300,8 @@ class PerceptualDRO(Attack):
         p = r.clone()
         rr = dot(r, r)
         for _ in range(self.cg_iters):
-            if not bool((rr > tiny).any()):
+            # all converged: the remaining iterations would leave d as it is (alpha = 0)
+            if checks and not bool((rr > tiny).any()):
                 break
             ap = op(p)
             alpha = torch.where(rr > tiny, rr / dot(p, ap).clamp_min(tiny), torch.zeros_like(rr))
@@ -301,57 +312,156 @@ class PerceptualDRO(Attack):
             rr = rr_new
         return d
 
+    def _compact_period(self, device):
+        """Steps between compactions of the working batch (see ``COMPACT_EVERY``)."""
+        every = getattr(self, "_compact_every", None)
+        return int(every) if every else COMPACT_EVERY.get(torch.device(device).type, COMPACT_EVERY["default"])
+
     def _run(self, model, x, y):
+        window = getattr(self, "_window", None)
+        if window and window < x.shape[0]:
+            return self._run_window(model, x, y, int(window))
         n = x.shape[0]
         shape = (-1, *([1] * (x.dim() - 1)))
         adv = x.clone()
         steps = torch.zeros(n, dtype=torch.long, device=x.device)
         margins = torch.empty(n, dtype=x.dtype, device=x.device)
-        active = torch.arange(n, device=x.device)
+        running = torch.ones(n, dtype=torch.bool, device=x.device)  # not past the margin yet
+        active = torch.arange(n, device=x.device)  # the working batch; finished rows leave it at compactions
+        every = self._compact_period(x.device)
         implicit = self.cost_step == "implicit"
+        cg_checks = every == 1  # a loop that reads the device every step may as well stop CG early
         ref = self.cost.prepare(x) if self.lam > 0 else None
         cost_grad = torch.zeros_like(x) if self.lam > 0 else None
         grad_at_x = None  # the cost's gradient at x (implicit step, costs whose gradient there may not vanish)
         if self.lam > 0 and implicit and not self.cost.zero_grad_at_reference:
             _, grad_at_x = self.cost.value_and_grad(x, ref)
         weight = torch.ones(n, dtype=x.dtype, device=x.device)  # cost_scale's factor per sample
+        ya = y
+        sub, gx, xc = ref, grad_at_x, x  # the working batch's rows of ref, grad_at_x and x
         for k in range(self.steps):
-            xa, ya = adv[active], y[active]
-            logits, grad = input_gradient(model, xa, ya)
-            m = margins_of(logits, ya)
-            margins[active] = m.to(margins.dtype)
-            keep = m <= self.confidence
-            if not bool(keep.all()):  # finished samples leave the working batch
-                active, xa, grad = active[keep], xa[keep], grad[keep]
-                if active.numel() == 0:
+            xa = adv[active]
+            logits, grad = input_gradient(model, xa, ya, check=self._check_outputs if k == 0 else None)
+            m = margins_of(logits, ya).to(margins.dtype)
+            run = running[active]
+            margins[active] = torch.where(run, m, margins[active])
+            keep = run & (m <= self.confidence)
+            running[active] = keep
+            if (k + 1) % every == 0:  # finished samples leave the working batch (one read of the device)
+                rows = keep.nonzero().squeeze(1)
+                if rows.numel() == 0:
                     break
+                if rows.numel() < active.numel():
+                    active, xa, grad, keep = active[rows], xa[rows], grad[rows], keep[rows]
+                    ya = y[active]
+                    if self.lam > 0:
+                        sub, xc = self.cost.select(ref, active), x[active]
+                        gx = None if grad_at_x is None else grad_at_x[active]
+            mask = keep.view(shape)  # rows still attacked; the others keep their image until they leave
             step = self.step_size
             if self.step_rule == "normalized":  # per sample, step_size / ||grad||: moves by step_size in L2
                 step = self.step_size / _flat_norm(grad)
             if self.lam > 0:
-                sub = self.cost.select(ref, active)
-                gx = None if grad_at_x is None else grad_at_x[active]
                 if k == 0:  # every sample is still at x here
                     if not implicit and self._refresh(0):
                         _, cost_grad[active] = self.cost.value_and_grad(xa, sub)
                     known = gx if implicit else (cost_grad[active] if self._refresh(0) else None)
                     weight[active] = self._weight(xa, grad, sub, known)
                 if implicit:
-                    xc = x[active]
                     a = step * self.lam * weight[active].view(shape)
                     v = (xa - xc) + step * grad
                     if gx is not None:
                         v = v - a * gx
-                    d = self._implicit(xc, sub, a, v, xa - xc, gx)
-                    adv[active] = (xc + d).clamp_(0.0, 1.0)
-                    steps[active] += 1
+                    d = self._implicit(xc, sub, a, v, xa - xc, gx, checks=cg_checks)
+                    adv[active] = torch.where(mask, (xc + d).clamp_(0.0, 1.0), xa)
+                    steps[active] += keep
                     continue
                 if k > 0 and self._refresh(k):
                     _, cost_grad[active] = self.cost.value_and_grad(xa, sub)
                 grad = grad - self.lam * weight[active].view(shape) * cost_grad[active]
-            adv[active] = (xa + step * grad).clamp_(0.0, 1.0)
-            steps[active] += 1
+            adv[active] = torch.where(mask, (xa + step * grad).clamp_(0.0, 1.0), xa)
+            steps[active] += keep
         else:  # the last step's images have not been checked yet
             with torch.no_grad():
-                margins[active] = margins_of(model(adv[active]), y[active]).to(margins.dtype)
+                m = margins_of(model(adv[active]), ya).to(margins.dtype)
+                margins[active] = torch.where(running[active], m, margins[active])
+        return adv, margins > self.confidence, steps, margins
+
+    def _run_window(self, model, x, y, window):
+        """The same attack with a working batch of at most ``window`` samples, kept full: as
+        samples finish, waiting ones join it (each starts its own step 0).
+
+        Each sample's steps are those of :meth:`_run` (its step index is its own step count;
+        the cost refresh schedule, ``cost_scale`` weight and step budget follow it), so the
+        results are the same up to the float rounding of batch-size-dependent kernels."""
+        n = x.shape[0]
+        shape = (-1, *([1] * (x.dim() - 1)))
+        dev = x.device
+        adv = x.clone()
+        steps = torch.zeros(n, dtype=torch.long, device=dev)
+        margins = torch.empty(n, dtype=x.dtype, device=dev)
+        running = torch.ones(n, dtype=torch.bool, device=dev)
+        implicit = self.cost_step == "implicit"
+        ref = self.cost.prepare(x) if self.lam > 0 else None
+        cost_grad = torch.zeros_like(x) if self.lam > 0 else None
+        grad_at_x = None
+        if self.lam > 0 and implicit and not self.cost.zero_grad_at_reference:
+            _, grad_at_x = self.cost.value_and_grad(x, ref)
+        weight = torch.ones(n, dtype=x.dtype, device=dev)
+        refresh = torch.tensor([self._refresh(k) for k in range(self.steps)] + [False], device=dev)
+        active = torch.arange(min(window, n), device=dev)
+        queued = active.numel()  # samples [queued, n) wait
+        joined = True  # samples joined the working batch since its last step (they are at step 0)
+        first = True
+        while active.numel():
+            ya, xa = y[active], adv[active]
+            if self.lam > 0:
+                sub, xc = self.cost.select(ref, active), x[active]
+                gx = None if grad_at_x is None else grad_at_x[active]
+            logits, grad = input_gradient(model, xa, ya, check=self._check_outputs if first else None)
+            first = False
+            m = margins_of(logits, ya).to(margins.dtype)
+            margins[active] = m  # every row here is still running: this is its check
+            ka = steps[active]
+            keep = (m <= self.confidence) & (ka < self.steps)  # a row out of steps has had its last check
+            running[active] = keep
+            rows = keep.nonzero().squeeze(1)  # finished samples leave (one read per step)
+            if rows.numel() < active.numel():
+                active, xa, grad, ka = active[rows], xa[rows], grad[rows], ka[rows]
+                if self.lam > 0:
+                    sub, xc = self.cost.select(sub, rows), xc[rows]
+                    gx = None if gx is None else gx[rows]
+            if active.numel():
+                step = self.step_size
+                if self.step_rule == "normalized":
+                    step = self.step_size / _flat_norm(grad)
+                if self.lam > 0:
+                    if joined:  # samples at their step 0: the cost_scale weight (and step-0 refresh)
+                        new = (ka == 0).view(shape)
+                        if not implicit and self._refresh(0):
+                            _, g0 = self.cost.value_and_grad(xa, sub)
+                            cost_grad[active] = torch.where(new, g0, cost_grad[active])
+                        known = gx if implicit else (cost_grad[active] if self._refresh(0) else None)
+                        weight[active] = torch.where(new.view(-1), self._weight(xa, grad, sub, known), weight[active])
+                    if implicit:
+                        a = step * self.lam * weight[active].view(shape)
+                        v = (xa - xc) + step * grad
+                        if gx is not None:
+                            v = v - a * gx
+                        d = self._implicit(xc, sub, a, v, xa - xc, gx)
+                        adv[active] = (xc + d).clamp_(0.0, 1.0)
+                    else:
+                        due = (refresh[ka] & (ka > 0)).nonzero().squeeze(1)
+                        if due.numel():
+                            _, cost_grad[active[due]] = self.cost.value_and_grad(xa[due], self.cost.select(sub, due))
+                        grad = grad - self.lam * weight[active].view(shape) * cost_grad[active]
+                        adv[active] = (xa + step * grad).clamp_(0.0, 1.0)
+                else:
+                    adv[active] = (xa + step * grad).clamp_(0.0, 1.0)
+                steps[active] += 1
+            joined = queued < n and active.numel() < window
+            if joined:  # waiting samples fill the batch
+                take = min(window - active.numel(), n - queued)
+                active = torch.cat([active, torch.arange(queued, queued + take, device=dev)])
+                queued += take
         return adv, margins > self.confidence, steps, margins
