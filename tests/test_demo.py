@@ -34,7 +34,9 @@ def test_plan_names_one_primary_a_positive_control_and_negative_checks():
     assert [(c.mechanism, c.a, c.b) for c in plan if c.role == "positive control"] == [("capture", "oracle", "plain")]
     negative = {(c.mechanism, c.a) for c in plan if c.role == "negative check"}
     assert negative == {("colour", "perceptual"), ("colour", "pgd"), ("null", "perceptual"), ("null", "pgd")}
-    assert all(c.family == "secondary" for c in plan if c.role != "primary")
+    assert all(c.family == "secondary" for c in plan if c.role not in ("primary", "positive control"))
+    # the positive control checks the experiment; it is no claim, so it is tested alone, not in Holm's family
+    assert [c.family for c in plan if c.role == "positive control"] == ["control"]
 
 
 def test_plan_keeps_only_comparisons_of_trained_populations():
@@ -92,7 +94,8 @@ def test_comparisons_detect_the_planted_improvement_and_stay_silent_elsewhere():
     assert prim["p_adjusted"] == prim["pvalue"] and prim["adjustment"].startswith("none")
     secondary = [r for r in rows if r["family"] == "secondary"]
     assert [r["p_adjusted"] for r in secondary] == pytest.approx(holm_adjust([r["pvalue"] for r in secondary]))
-    assert all("Holm over 7" in r["adjustment"] for r in secondary)
+    assert all("Holm over 6" in r["adjustment"] for r in secondary)
+    assert pos["p_adjusted"] == pos["pvalue"] and pos["adjustment"].startswith("none")
 
 
 def test_a_missed_positive_control_and_a_firing_negative_check_are_said_so():
@@ -142,7 +145,8 @@ def _synthetic_result(quick=False):
     import pandas as pd
 
     from geoaudit.audit import gls_test
-    from geoaudit.demo import METHOD_LABELS, MECHANISMS, _verdicts
+    from geoaudit.demo import METHOD_LABELS, MECHANISMS
+    from geoaudit.demo.plan import verdicts as _verdicts
 
     rng = np.random.default_rng(0)
     cov = np.exp(rng.uniform(6, 11, 12))
