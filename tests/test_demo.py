@@ -120,6 +120,7 @@ def test_settings_table_says_what_differs_from_the_paper():
 
 @pytest.mark.parametrize("kwargs,match", [
     (dict(models=1), "'models'"),
+    (dict(check_models=1), "'check_models'"),
     (dict(spurious_strength=1.5), "'spurious_strength'"),
     (dict(capture_strength=0.0), "'capture_strength'"),
     (dict(n_images=10), "'n_images'"),
@@ -136,6 +137,11 @@ def test_presets_and_mechanism_subsets():
     assert d.mechanisms == ("capture", "colour", "null") and d.methods_of("capture") == ALL["capture"]
     assert q.mechanisms == ("capture",) and q.quick and q.models == PRESETS["quick"]["models"]
     assert d.methods_of("null") == d.methods_of("colour") == ("plain", "perceptual")
+    # K is largest where the claims and the positive control are; the negative checks get fewer
+    assert d.models_of("capture") == d.models > d.check_models == d.models_of("null") == d.models_of("colour")
+    assert demo_settings(models=7).check_models == 7  # --models sets every population's K
+    both = demo_settings(models=7, check_models=3)
+    assert (both.models_of("capture"), both.models_of("colour")) == (7, 3)
     sub = demo_settings(mechanisms=["null", "capture"])
     assert sub.mechanisms == ("capture", "null") and sub.methods_of("null") == ("plain", "perceptual")
 

@@ -35,7 +35,7 @@ from geoaudit.demo.settings import (
 
 
 def run_demo(out_dir, *, quick=False, n_images=None, image_size=None, capture_strength=None, spurious_strength=None,
-             models=None, epochs=None, mechanisms=None, seed=0, device="auto", pieapp_weights=None,
+             models=None, check_models=None, epochs=None, mechanisms=None, seed=0, device="auto", pieapp_weights=None,
              echo=print) -> DemoResult:
     """Run the demo into ``out_dir`` and return the combined report (also report.json).
 
@@ -45,7 +45,7 @@ def run_demo(out_dir, *, quick=False, n_images=None, image_size=None, capture_st
         A new folder, or one of an earlier run with the same settings (it resumes).
     quick : bool
         The smoke preset (the capture dataset only, 3 models per population).
-    n_images, image_size, capture_strength, spurious_strength, models, epochs, mechanisms : optional
+    n_images, image_size, capture_strength, spurious_strength, models, check_models, epochs, mechanisms : optional
         Overrides of the preset (see :func:`demo_settings`).
     seed : int
         Seed of the datasets and of Algorithm 2; the models use seeds 0..K-1.
@@ -65,7 +65,8 @@ def run_demo(out_dir, *, quick=False, n_images=None, image_size=None, capture_st
     from geoaudit._device import resolve_device
 
     s = demo_settings(quick=quick, n_images=n_images, image_size=image_size, capture_strength=capture_strength,
-                      spurious_strength=spurious_strength, models=models, epochs=epochs, mechanisms=mechanisms,
+                      spurious_strength=spurious_strength, models=models, check_models=check_models, epochs=epochs,
+                      mechanisms=mechanisms,
                       seed=seed)
     out = Path(out_dir)
     check_inputs(out, pieapp_weights)
@@ -84,7 +85,8 @@ def run_demo(out_dir, *, quick=False, n_images=None, image_size=None, capture_st
     plan = comparison_plan({m: s.methods_of(m) for m in s.mechanisms})
     say(f"geoaudit demo{' (QUICK smoke run: not evidence)' if s.quick else ''}: "
         f"{len(s.mechanisms)} dataset(s), {sum(len(s.methods_of(m)) for m in s.mechanisms)} populations of "
-        f"{s.models} models, {len(plan)} planned comparisons (primary: capture, perceptual-DRO < PGD-DRO)")
+        f"{' / '.join(str(s.models_of(m)) for m in s.mechanisms)} models, {len(plan)} planned comparisons "
+        "(primary: capture, perceptual-DRO < PGD-DRO)")
 
     # 1. data
     from geoaudit.data import build_geoshapes, load_geo_dataset
@@ -115,14 +117,15 @@ def run_demo(out_dir, *, quick=False, n_images=None, image_size=None, capture_st
         for method in s.methods_of(mech):
             i += 1
             folder = out / "populations" / mech / method
-            done, has_d = population_state(folder, s.models)
+            k = s.models_of(mech)
+            done, has_d = population_state(folder, k)
             what = f"{METHOD_LABELS[method]} on '{mech}' ({i}/{total})"
-            if done >= s.models:
-                say(f"[2/5] {what}: all {s.models} models already trained; reusing them")
+            if done >= k:
+                say(f"[2/5] {what}: all {k} models already trained; reusing them")
             else:
                 dro = "" if method in ("plain", "oracle") or has_d else \
                     f"building D (Algorithm 2, T1 = {s.dro_rounds}), then "
-                left = f"{s.models - done} of {s.models}" if done else f"{s.models}"
+                left = f"{k - done} of {k}" if done else f"{k}"
                 say(f"[2/5] {what}: {dro}training {left} models ...")
             train_data = out / "data" / mech
             if method == "plain":
@@ -135,8 +138,8 @@ def run_demo(out_dir, *, quick=False, n_images=None, image_size=None, capture_st
                 augment, attack, reuse = method, make_attack(method, **params[method]), False
             with timed(timings, f"train {mech}/{method}"):
                 pops[mech][method] = train_population(
-                    train_data, augment=augment, n_models=s.models, epochs=s.epochs, arch="small_cnn",
-                    seeds=list(range(s.models)), out_dir=folder, attack=attack, device=dev,
+                    train_data, augment=augment, n_models=k, epochs=s.epochs, arch="small_cnn",
+                    seeds=list(range(k)), out_dir=folder, attack=attack, device=dev,
                     dro_rounds=s.dro_rounds, dro_random_state=s.seed, reuse=reuse,
                     # every method takes the same number of SGD steps per epoch (one pass's worth of
                     # the clean data), so the populations differ in what they see, not how long

@@ -244,7 +244,9 @@ def render_demo(result, *, reference_groups, reference_fit, attack_rows=(), atta
         head.append(paragraph("QUICK RUN: a smoke test with tiny populations on the capture dataset only; "
                               "its statistics are not evidence.", cls="warn"))
     mechs = result["mechanisms"]
-    k = result["settings"].get("models")
+    sizes = {m: next(iter(v["populations"].values()), {}).get("n_models") for m, v in mechs.items()}
+    k = (str(next(iter(sizes.values()))) if len(set(sizes.values())) == 1
+         else ", ".join(f"{n} ({m})" for m, n in sizes.items()))
     head.append(paragraph(
         f"Design: {len(mechs)} GeoShapes dataset(s) that differ only in the planted bias ("
         + "; ".join(f"{m}: {v['planted']}" for m, v in mechs.items())
