@@ -88,7 +88,7 @@ class DemoSettings:
 LAM = 100.0
 
 #: K on ``capture`` and on the check datasets (benchmarks/demo_power.py, docs/demo.md).
-K, CHECK_K = 12, 5
+K, CHECK_K = 10, 5
 
 _ALL_METHODS = (("capture", ("plain", "pgd", "perceptual", "oracle")), ("colour", ("plain", "perceptual")),
                 ("null", ("plain", "perceptual")))
