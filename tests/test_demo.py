@@ -150,9 +150,9 @@ def test_presets_and_mechanism_subsets():
 def _synthetic_result(quick=False):
     import pandas as pd
 
+    from geoaudit._demo.plan import verdicts as _verdicts
     from geoaudit.audit import gls_test
-    from geoaudit.demo import METHOD_LABELS, MECHANISMS
-    from geoaudit.demo.plan import verdicts as _verdicts
+    from geoaudit.demo import MECHANISMS, METHOD_LABELS
 
     rng = np.random.default_rng(0)
     cov = np.exp(rng.uniform(6, 11, 12))

@@ -7,31 +7,31 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from geoaudit._io import atomic_write_bytes, atomic_write_json
-from geoaudit.demo.assemble import DemoResult, assemble
-from geoaudit.demo.attack_quality import attack_quality
-from geoaudit.demo.folder import (
+from geoaudit._demo.assemble import DemoResult, assemble
+from geoaudit._demo.attack_quality import attack_quality
+from geoaudit._demo.folder import (
     add_to_run_log,
     check_inputs,
     check_settings,
     population_state,
     timed,
 )
-from geoaudit.demo.methods import attack_params, oracle_training_data
-from geoaudit.demo.plan import (
+from geoaudit._demo.methods import attack_params, oracle_training_data
+from geoaudit._demo.plan import (
     ALPHA,
     MECHANISMS,
     METHOD_LABELS,
     comparison_plan,
     run_comparisons,
 )
-from geoaudit.demo.settings import (
+from geoaudit._demo.settings import (
     ORACLE_COPIES,
     DemoSettings,
     data_config,
     demo_settings,
     pieapp_available,
 )
+from geoaudit._io import atomic_write_bytes, atomic_write_json
 
 
 def run_demo(out_dir, *, quick=False, n_images=None, image_size=None, capture_strength=None, spurious_strength=None,

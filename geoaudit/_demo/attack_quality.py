@@ -19,7 +19,7 @@ def attack_quality(ref_ckpt, test, s, cost, attack_params, dev, out: Path) -> di
     cost : str
         The perceptual cost.
     attack_params : dict
-        The training attacks' parameters (:func:`geoaudit.demo.methods.attack_params`).
+        The training attacks' parameters (:func:`geoaudit._demo.methods.attack_params`).
     dev : torch.device
     out : Path
         Where ``metrics.json`` and ``grid.png`` go.

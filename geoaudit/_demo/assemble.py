@@ -6,10 +6,10 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from geoaudit._demo.plan import MECHANISMS, METHOD_LABELS, stat, verdicts
+from geoaudit._demo.settings import data_config, settings_table
 from geoaudit._io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from geoaudit._results import Result, frozen_mapping, json_safe
-from geoaudit.demo.plan import MECHANISMS, METHOD_LABELS, stat, verdicts
-from geoaudit.demo.settings import data_config, settings_table
 
 log = logging.getLogger(__name__)
 
@@ -109,9 +109,9 @@ def assemble(out, s, cost, data, audits, pops, comparisons, attack_section, timi
     data, audits, pops : dict
         Mechanism -> the datasets / method -> audit report / method -> trained population.
     comparisons : list of dict
-        Rows of :func:`geoaudit.demo.plan.run_comparisons`.
+        Rows of :func:`geoaudit._demo.plan.run_comparisons`.
     attack_section : dict
-        What :func:`geoaudit.demo.attack_quality.attack_quality` returned.
+        What :func:`geoaudit._demo.attack_quality.attack_quality` returned.
     timings : dict
         Stage -> this call's and all calls' seconds.
     device : str

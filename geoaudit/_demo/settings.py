@@ -5,9 +5,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from geoaudit._demo.plan import MECHANISMS
 from geoaudit._errors import InputError
 from geoaudit._validation import check_interval, check_options
-from geoaudit.demo.plan import MECHANISMS
 
 #: Corrupted copies of each training image the oracle population trains on, beside the clean one.
 ORACLE_COPIES = 3

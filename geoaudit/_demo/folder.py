@@ -5,9 +5,9 @@ import json
 import time
 from pathlib import Path
 
+from geoaudit._demo.plan import MECHANISMS
 from geoaudit._errors import InputError
 from geoaudit._io import atomic_write_json
-from geoaudit.demo.plan import MECHANISMS
 
 
 def check_settings(out: Path, settings: dict):

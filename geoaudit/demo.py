@@ -30,15 +30,15 @@ Stages (each resumes when the command is run again with the same settings)::
       figures/                           the report's figures as PNG
       report.html, report.json           the combined report
 
-The parts, one idea each: :mod:`geoaudit.demo.plan` (the comparisons and their tests),
-:mod:`geoaudit.demo.settings` (sizes, presets, the paper's settings),
-:mod:`geoaudit.demo.methods` (how each population is trained), :mod:`geoaudit.demo.folder`
-(resuming), :mod:`geoaudit.demo.attack_quality`, :mod:`geoaudit.demo.assemble` (the report)
-and :mod:`geoaudit.demo.run` (:func:`run_demo`).
+The parts, one idea each: :mod:`geoaudit._demo.plan` (the comparisons and their tests),
+:mod:`geoaudit._demo.settings` (sizes, presets, the paper's settings),
+:mod:`geoaudit._demo.methods` (how each population is trained), :mod:`geoaudit._demo.folder`
+(resuming), :mod:`geoaudit._demo.attack_quality`, :mod:`geoaudit._demo.assemble` (the report)
+and :mod:`geoaudit._demo.run` (:func:`run_demo`).
 """
-from geoaudit.demo.assemble import DemoResult
-from geoaudit.demo.methods import oracle_training_data
-from geoaudit.demo.plan import (
+from geoaudit._demo.assemble import DemoResult
+from geoaudit._demo.methods import oracle_training_data
+from geoaudit._demo.plan import (
     ALPHA,
     COMPARISON_PLAN,
     MECHANISMS,
@@ -50,8 +50,8 @@ from geoaudit.demo.plan import (
     paired_difference_ci,
     run_comparisons,
 )
-from geoaudit.demo.run import run_demo
-from geoaudit.demo.settings import (
+from geoaudit._demo.run import run_demo
+from geoaudit._demo.settings import (
     ORACLE_COPIES,
     PAPER_SETTINGS,
     PRESETS,
