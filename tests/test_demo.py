@@ -195,6 +195,7 @@ def test_render_demo_holds_every_mechanism_the_comparisons_and_the_settings():
                   "Dataset &#x27;capture&#x27;", "Dataset &#x27;colour&#x27;", "Dataset &#x27;null&#x27;",
                   "Reference model", "Settings: the paper", "Attack quality", "Run"):
         assert f"<h2>{title}" in html, title
+    assert "a check of the experiment rather than a claim, also tested alone" in html
     assert "Positive control: DETECTED" in html and "Negative checks: all 4 negative checks stayed silent" in html
     assert "Primary comparison: capture: perceptual &lt; pgd" in html
     assert "adjusted p" in html and "Holm" in html and "difference A - B" in html and "95% CI of difference" in html
