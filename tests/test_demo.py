@@ -98,6 +98,18 @@ def test_comparisons_detect_the_planted_improvement_and_stay_silent_elsewhere():
     assert pos["p_adjusted"] == pos["pvalue"] and pos["adjustment"].startswith("none")
 
 
+def test_a_narrow_detection_is_said_to_be_narrow():
+    # one-sided p < 0.05 while the two-sided 95 % CI of the difference still reaches 0
+    plain = {f"model_{i:03d}": b for i, b in enumerate([0.02, 0.03, 0.01, 0.04, 0.02, 0.03])}
+    d = [-0.03, 0.005, -0.02, -0.025, 0.004, -0.02]
+    betas = {"capture": {"plain": plain, "oracle": {k: v + x for (k, v), x in zip(plain.items(), d)}}}
+    (row,) = run_comparisons(betas, comparison_plan({"capture": ("plain", "oracle")}))
+    assert row["pvalue"] < 0.05 and row["ci_low"] < 0 <= row["ci_high"]
+    assert row["verdict"].startswith("DETECTED") and "narrowly" in row["verdict"] and "90%" in row["verdict"]
+    clear = run_comparisons(_synthetic_betas(), comparison_plan(ALL))
+    assert all("narrowly" not in r["verdict"] for r in clear if r["ci_high"] < 0)
+
+
 def test_a_missed_positive_control_and_a_firing_negative_check_are_said_so():
     betas = _synthetic_betas()
     betas["capture"]["oracle"] = dict(betas["capture"]["plain"])

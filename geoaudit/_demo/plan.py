@@ -214,8 +214,12 @@ def _verdict(r) -> str:
     a, b = r["label_a"], r["label_b"]
     ci = f"mean difference {r['difference']:+.4f} ({r['ci_level']:.0%} CI [{r['ci_low']:+.4f}, {r['ci_high']:+.4f}])"
     p = f"p = {r['p_adjusted']:.3g}" + (" Holm-adjusted" if r["family"] == "secondary" else "")
+    # the test is one-sided at alpha, the interval two-sided at 1 - alpha: a rejection whose
+    # interval still reaches 0 is narrow evidence, and the report says so
+    narrow = ("; narrowly: the two-sided CI still reaches 0 (the one-sided test at alpha matches a "
+              f"{1 - 2 * r['alpha']:.0%} interval)") if r["rejected"] and r["ci_high"] >= 0 else ""
     if r["role"] == "positive control":
-        return (f"DETECTED: {a} is fairer than {b}, {p}, {ci}; the comparison test sees an improvement "
+        return (f"DETECTED: {a} is fairer than {b}, {p}, {ci}{narrow}; the comparison test sees an improvement "
                 "that is there." if r["rejected"] else
                 f"NOT DETECTED: {a} is not shown fairer than {b} ({p}, {ci}), although it was built to remove "
                 "this bias; at these sizes the test does not see an improvement of this size, so its "
@@ -224,7 +228,7 @@ def _verdict(r) -> str:
         return (f"silent, as it should be: {a} not shown fairer than {b} ({p}, {ci})." if not r["rejected"] else
                 f"FIRED: {a} came out fairer than {b} ({p}, {ci}) where no improvement was expected; "
                 "either a false positive or the method does act on this mechanism.")
-    return (f"{a} is fairer than {b} ({p}, {ci})." if r["rejected"] else
+    return (f"{a} is fairer than {b} ({p}, {ci}{narrow})." if r["rejected"] else
             f"{a} is not shown fairer than {b} ({p}, {ci}).")
 
 
