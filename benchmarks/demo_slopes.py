@@ -1,6 +1,7 @@
 """The demo's slopes per population per mechanism, with the comparison p-values and CIs.
 
     OMP_NUM_THREADS=1 python benchmarks/demo_slopes.py [--out /tmp/demo-default] [--quick] [--models K]
+        [--check-models K]
 
 Runs (or, when OUT already holds a finished run with the same settings, resumes and re-reads)
 ``geoaudit demo`` and prints, per mechanism, each population's mean slope, its sd and mean
@@ -24,13 +25,14 @@ def main(argv=None):
     p.add_argument("--out", default="/tmp/demo-default")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--models", type=int)
+    p.add_argument("--check-models", type=int)
     p.add_argument("--epochs", type=int)
     p.add_argument("--n-images", type=int)
     p.add_argument("--threads", type=int, default=1)
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     t0 = time.perf_counter()
-    r = run_demo(a.out, quick=a.quick, models=a.models, epochs=a.epochs, n_images=a.n_images, device="cpu",
+    r = run_demo(a.out, quick=a.quick, models=a.models, check_models=a.check_models, epochs=a.epochs, n_images=a.n_images, device="cpu",
                  echo=lambda *_: None).to_dict()
     wall = time.perf_counter() - t0
     print(f"{'dataset':<8} {'population':<31} {'K':>2} {'mean beta':>10} {'sd':>8} {'accuracy':>9}")

@@ -34,7 +34,9 @@ def test_plan_names_one_primary_a_positive_control_and_negative_checks():
     assert [(c.mechanism, c.a, c.b) for c in plan if c.role == "positive control"] == [("capture", "oracle", "plain")]
     negative = {(c.mechanism, c.a) for c in plan if c.role == "negative check"}
     assert negative == {("colour", "perceptual"), ("colour", "pgd"), ("null", "perceptual"), ("null", "pgd")}
-    assert all(c.family == "secondary" for c in plan if c.role != "primary")
+    assert all(c.family == "secondary" for c in plan if c.role not in ("primary", "positive control"))
+    # the positive control checks the experiment; it is no claim, so it is tested alone, not in Holm's family
+    assert [c.family for c in plan if c.role == "positive control"] == ["control"]
 
 
 def test_plan_keeps_only_comparisons_of_trained_populations():
@@ -92,7 +94,20 @@ def test_comparisons_detect_the_planted_improvement_and_stay_silent_elsewhere():
     assert prim["p_adjusted"] == prim["pvalue"] and prim["adjustment"].startswith("none")
     secondary = [r for r in rows if r["family"] == "secondary"]
     assert [r["p_adjusted"] for r in secondary] == pytest.approx(holm_adjust([r["pvalue"] for r in secondary]))
-    assert all("Holm over 7" in r["adjustment"] for r in secondary)
+    assert all("Holm over 6" in r["adjustment"] for r in secondary)
+    assert pos["p_adjusted"] == pos["pvalue"] and pos["adjustment"].startswith("none")
+
+
+def test_a_narrow_detection_is_said_to_be_narrow():
+    # one-sided p < 0.05 while the two-sided 95 % CI of the difference still reaches 0
+    plain = {f"model_{i:03d}": b for i, b in enumerate([0.02, 0.03, 0.01, 0.04, 0.02, 0.03])}
+    d = [-0.03, 0.005, -0.02, -0.025, 0.004, -0.02]
+    betas = {"capture": {"plain": plain, "oracle": {k: v + x for (k, v), x in zip(plain.items(), d)}}}
+    (row,) = run_comparisons(betas, comparison_plan({"capture": ("plain", "oracle")}))
+    assert row["pvalue"] < 0.05 and row["ci_low"] < 0 <= row["ci_high"]
+    assert row["verdict"].startswith("DETECTED") and "narrowly" in row["verdict"] and "90%" in row["verdict"]
+    clear = run_comparisons(_synthetic_betas(), comparison_plan(ALL))
+    assert all("narrowly" not in r["verdict"] for r in clear if r["ci_high"] < 0)
 
 
 def test_a_missed_positive_control_and_a_firing_negative_check_are_said_so():
@@ -117,6 +132,7 @@ def test_settings_table_says_what_differs_from_the_paper():
 
 @pytest.mark.parametrize("kwargs,match", [
     (dict(models=1), "'models'"),
+    (dict(check_models=1), "'check_models'"),
     (dict(spurious_strength=1.5), "'spurious_strength'"),
     (dict(capture_strength=0.0), "'capture_strength'"),
     (dict(n_images=10), "'n_images'"),
@@ -133,6 +149,11 @@ def test_presets_and_mechanism_subsets():
     assert d.mechanisms == ("capture", "colour", "null") and d.methods_of("capture") == ALL["capture"]
     assert q.mechanisms == ("capture",) and q.quick and q.models == PRESETS["quick"]["models"]
     assert d.methods_of("null") == d.methods_of("colour") == ("plain", "perceptual")
+    # K is largest where the claims and the positive control are; the negative checks get fewer
+    assert d.models_of("capture") == d.models > d.check_models == d.models_of("null") == d.models_of("colour")
+    assert demo_settings(models=7).check_models == 7  # --models sets every population's K
+    both = demo_settings(models=7, check_models=3)
+    assert (both.models_of("capture"), both.models_of("colour")) == (7, 3)
     sub = demo_settings(mechanisms=["null", "capture"])
     assert sub.mechanisms == ("capture", "null") and sub.methods_of("null") == ("plain", "perceptual")
 
@@ -141,8 +162,9 @@ def test_presets_and_mechanism_subsets():
 def _synthetic_result(quick=False):
     import pandas as pd
 
+    from geoaudit._demo.plan import verdicts as _verdicts
     from geoaudit.audit import gls_test
-    from geoaudit.demo import METHOD_LABELS, MECHANISMS, _verdicts
+    from geoaudit.demo import MECHANISMS, METHOD_LABELS
 
     rng = np.random.default_rng(0)
     cov = np.exp(rng.uniform(6, 11, 12))
@@ -185,6 +207,7 @@ def test_render_demo_holds_every_mechanism_the_comparisons_and_the_settings():
                   "Dataset &#x27;capture&#x27;", "Dataset &#x27;colour&#x27;", "Dataset &#x27;null&#x27;",
                   "Reference model", "Settings: the paper", "Attack quality", "Run"):
         assert f"<h2>{title}" in html, title
+    assert "a check of the experiment rather than a claim, also tested alone" in html
     assert "Positive control: DETECTED" in html and "Negative checks: all 4 negative checks stayed silent" in html
     assert "Primary comparison: capture: perceptual &lt; pgd" in html
     assert "adjusted p" in html and "Holm" in html and "difference A - B" in html and "95% CI of difference" in html
