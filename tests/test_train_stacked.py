@@ -75,6 +75,25 @@ def test_stacked_members_equal_one_at_a_time(weighted, arch, perf):
     assert _max_diff(together[0][0], together[1][0]) > 1e-3
 
 
+def test_stacked_members_equal_in_float64(weighted, monkeypatch):
+    """In float64 the rounding of reordered sums vanishes: what is left would be an algorithmic
+    difference (another draw, loss weight or step); float32 gaps grow with steps and noise."""
+    d, _ = weighted
+    batch = WeightedDataset.batch
+    monkeypatch.setattr(WeightedDataset, "batch", lambda self, idx, dev: (lambda t: (t[0].double(),) + t[1:])(
+        batch(self, idx, dev)))
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        kw = dict(arch="small_cnn", class_names=["a", "b", "c"], epochs=3, batch_size=4, normalization=NORM)
+        alone = [sample_model(d, seed=s, **kw)[0] for s in (0, 1, 2)]
+        together = [m for m, _ in train_stacked(d, seeds=[0, 1, 2], **kw)]
+    finally:
+        torch.set_default_dtype(old)
+    assert together[0].state_dict()["1.classifier.weight"].dtype == torch.float64
+    assert max(_max_diff(a, b) for a, b in zip(alone, together)) < 1e-10
+
+
 def test_stacked_model_layout_and_refusals():
     ms = [make_model("small_cnn", seed=s, num_classes=3, in_channels=3, image_size=16, normalization=NORM)[0]
           for s in (1, 2)]
