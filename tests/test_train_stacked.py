@@ -14,7 +14,14 @@ from geoaudit.cli import main
 from geoaudit.models import build_model, load_model
 from geoaudit.train import WeightedDataset, from_tensors, sample_model, train_population
 from geoaudit.train._sample import make_model
-from geoaudit.train._stacked import AUTO_GROUP, StackedModel, check_stack, group_size, train_stacked
+from geoaudit.train._stacked import (
+    AUTO_GROUP,
+    StackedModel,
+    check_stack,
+    group_size,
+    train_concurrent,
+    train_stacked,
+)
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _train_data import make_dataset_dir, make_images  # noqa: E402
@@ -122,7 +129,9 @@ def test_stack_option_checked_and_resolved():
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert group_size("auto", arch="small_cnn", device=cpu) == 1  # measured not to pay on a CPU
     assert group_size("auto", arch="small_cnn", device=cuda) == AUTO_GROUP == 10
-    assert group_size(4, arch="resnet18", device=cuda) == 1  # not stackable: one at a time
+    assert group_size(4, arch="resnet18", device=cuda) == 4  # on 4 CUDA streams
+    assert group_size(4, arch="resnet18", device=cpu) == 1  # not stackable: one at a time
+    assert group_size("auto", arch="resnet50", device=cuda) == 1  # streams: not measured
     assert group_size(4, arch="mlp7", device=cpu) == 4
     assert group_size(False, arch="small_cnn", device=cuda) == 1
 
@@ -132,13 +141,14 @@ def test_population_stacked_matches_sequential(tmp_path, data_dir):
     seq = train_population(data_dir, out_dir=tmp_path / "seq", **kw)
     stk = train_population(data_dir, out_dir=tmp_path / "stk", stack=2, **kw)
     assert sorted(p.name for p in (tmp_path / "seq").iterdir()) == sorted(p.name for p in (tmp_path / "stk").iterdir())
-    assert stk.manifest["stack"] == {"requested": 2, "group_size": 2}
+    assert stk.manifest["stack"] == {"requested": 2, "group_size": 2, "mode": "grouped"}
     assert seq.manifest["settings_hash"] == stk.manifest["settings_hash"]  # same population identity
     x = torch.from_numpy(make_images(n_per_class=6, n_classes=3, size=16, seed=1)[0]).permute(0, 3, 1, 2) / 255
     for a, b, k in zip(seq.checkpoints, stk.checkpoints, (2, 2, 1)):
         (ma, ca), (mb, cb) = load_model(a), load_model(b)
         assert set(ca) == set(cb) and set(ca["training"]) == set(cb["training"])
         assert ca["training"]["stacked"] == 1 and cb["training"]["stacked"] == k
+        assert cb["training"]["stack_mode"] == ("grouped" if k > 1 else "alone")
         assert _max_diff(ma, mb) < TOL
         if k == 1:  # the last member of an odd population trains alone: bitwise the same
             assert _max_diff(ma, mb) == 0
@@ -214,6 +224,40 @@ def test_cli_stack_flag(tmp_path, data_dir, capsys):
     assert not (tmp_path / "q").exists()
 
 
+@pytest.mark.parametrize("arch", ["small_cnn", "lenet5"])
+def test_concurrent_members_bitwise_on_one_stream(weighted, tmp_path, arch):
+    """The streams path on a CPU (one stream): the interleaved members are bitwise the same as one
+    at a time, and its resume states are sample_model's."""
+    d, _ = weighted
+    kw = dict(arch=arch, class_names=["a", "b", "c"], batch_size=5, normalization=NORM)
+    alone = [sample_model(d, seed=s, epochs=2, **kw)[0] for s in (0, 4)]
+    paths = [tmp_path / "s0.pt", tmp_path / "s4.pt"]
+    together = train_concurrent(d, seeds=[0, 4], epochs=2, state_paths=paths, **kw)
+    for a, (b, info) in zip(alone, together):
+        assert _max_diff(a, b) == 0 and info["stacked"] == 2 and info["stack_mode"] == "streams"
+    # stopped after epoch 1, a member resumes alone from its state file, bitwise
+    train_concurrent(d, seeds=[0, 4], epochs=1, state_paths=paths, **kw)
+    resumed, info = sample_model(d, seed=4, epochs=2, state_path=paths[1], **kw)
+    assert info["resumed_from_epoch"] == 1 and _max_diff(resumed, alone[1]) == 0
+
+
+def test_population_on_streams_routing(tmp_path, data_dir, monkeypatch):
+    """A non-stackable architecture with stack=K goes to the streams path (CUDA only; forced here)."""
+    import geoaudit.train._population as pop
+    import geoaudit.train._stacked as stk
+
+    kw = dict(augment="plain", n_models=2, epochs=1, batch_size=8, arch="lenet5")
+    ref = train_population(data_dir, out_dir=tmp_path / "seq", **kw)
+    monkeypatch.setattr(stk, "STACKABLE", ())
+    monkeypatch.setattr(pop, "group_size", lambda stack, arch, device: 2)
+    res = train_population(data_dir, out_dir=tmp_path / "streams", stack=2, **kw)
+    assert res.manifest["stack"] == {"requested": 2, "group_size": 2, "mode": "streams"}
+    for a, b in zip(ref.checkpoints, res.checkpoints):
+        (ma, _), (mb, cb) = load_model(a), load_model(b)
+        assert _max_diff(ma, mb) == 0 and cb["training"]["stack_mode"] == "streams"
+    assert not (tmp_path / "streams" / ".state").exists()
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_stacked_on_cuda_matches_one_at_a_time(weighted):
     d, x = weighted
@@ -223,3 +267,6 @@ def test_stacked_on_cuda_matches_one_at_a_time(weighted):
     together = [m for m, _ in train_stacked(d, seeds=[0, 1], **kw)]
     for a, b in zip(alone, together):
         assert _max_diff(a, b) < 1e-3  # cuDNN picks its own algorithms per shape
+    on_streams = [m for m, _ in train_concurrent(d, seeds=[0, 1], **kw)]
+    for a, b in zip(alone, on_streams):
+        assert _max_diff(a, b) < 1e-3

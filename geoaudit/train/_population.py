@@ -53,7 +53,7 @@ from geoaudit.train._dro import (
 )
 from geoaudit.train._kmeans import KMEANS_BACKENDS
 from geoaudit.train._sample import performance_settings, sample_model
-from geoaudit.train._stacked import check_stack, group_size
+from geoaudit.train._stacked import check_stack, group_size, stack_mode
 from geoaudit.train._store import META, STORAGES, WeightedDataset
 
 log = logging.getLogger(__name__)
@@ -180,14 +180,16 @@ def train_member(spec: dict) -> dict:
 
 
 def train_group(specs: list) -> list:
-    """Train population members together (:func:`geoaudit.train._stacked.train_stacked`) and write
-    each one's checkpoint atomically, as :func:`train_member` does.
+    """Train population members together and write each one's checkpoint atomically, as
+    :func:`train_member` does: as one grouped module (:func:`geoaudit.train._stacked.train_stacked`)
+    for the stackable architectures, else on CUDA streams (``train_concurrent``).
 
     ``specs`` are :func:`train_member`'s, alike but for name, index and seed; a spec's
-    ``on_epoch_end(epoch, stats)`` is called for its member.  Nothing is saved between epochs:
-    an interrupted group starts over.  Returns the members' manifest entries, in order.
+    ``on_epoch_end(epoch, stats)`` is called for its member.  A grouped module saves nothing
+    between epochs (an interrupted group starts over); members on streams save their resume
+    states as :func:`train_member` does.  Returns the members' manifest entries, in order.
     """
-    from geoaudit.train._stacked import train_stacked
+    from geoaudit.train import _stacked
 
     s0 = specs[0]
     out = Path(s0["out_dir"])
@@ -201,12 +203,19 @@ def train_group(specs: list) -> list:
         if cb is not None:
             cb(epoch, stats)
 
-    trained = train_stacked(
+    kw = {}
+    if _stacked.stack_mode(st["arch"]) == "grouped":
+        train = _stacked.train_stacked
+    else:  # a resume state per member and epoch, as one at a time
+        train = _stacked.train_concurrent
+        (out / STATE_DIR).mkdir(exist_ok=True)
+        kw["state_paths"] = [out / STATE_DIR / f"{n}.pt" for n in names]
+    trained = train(
         d, arch=st["arch"], class_names=s0["class_names"], seeds=[int(s["seed"]) for s in specs], epochs=st["epochs"],
         batch_size=st["batch_size"], lr=st["lr"], momentum=st["momentum"], weight_decay=st["weight_decay"],
         weight_loss=st["weight_loss"], samples_per_epoch=st["samples_per_epoch"], normalization=st["normalization"],
         pretrained=st["pretrained"], device=s0["device"], on_epoch_end=epoch_end,
-        desc=f"{names[0]}..{names[-1]} stacked", **s0.get("performance", {}))
+        desc=f"{names[0]}..{names[-1]} together", **kw, **s0.get("performance", {}))
     return [_save_member(spec, d, model, info, started) for spec, (model, info) in zip(specs, trained)]
 
 
@@ -232,6 +241,7 @@ def _save_member(spec, d, model, info, started) -> dict:
         "performance": info["performance"],
         # members trained together (1: alone); a group's weights equal alone's to float tolerance
         "stacked": int(info.get("stacked", 1)),
+        "stack_mode": info.get("stack_mode", "alone"),
         "population": {"name": name, "index": spec["index"], "settings_hash": spec["settings_hash"]},
     }
     cfg = make_config(arch=st["arch"], class_names=spec["class_names"], in_channels=st["channels"],
@@ -336,18 +346,20 @@ def train_population(data, *, augment="plain", n_models=50, epochs=10, arch="sma
         recorded in each checkpoint's ``training.performance``; they do not change the
         population's identity, so a resumed population may use others.
     stack : False, int or "auto", default False
-        Members trained together, local backend: False trains one after another; an int K
-        trains groups of K ``small_cnn``, ``lenet5`` or ``mlp7`` members at once as one module
-        of grouped layers (:mod:`geoaudit.train._stacked`; other architectures: one at a
-        time); "auto" groups 10 on CUDA and none on other devices: on a CPU grouped kernels
-        were measured slower than one member after another (0.7-0.8x for 10 small CNNs at
-        24-32 px, batch 64; ``benchmarks/populations_stacked.py``), while on a GPU small models
-        leave the device idle and a group fills it.  A group member's weights equal the
-        one-at-a-time member's to float tolerance (grouped kernels sum in another order), not
-        bitwise; each checkpoint records ``training.stacked`` (K, 1 alone).  Like the
-        switches above, it does not change the population's identity.  Resume: finished
-        members are kept, a member with a resume state resumes alone, an interrupted group
-        starts over.
+        Members trained together, local backend.  False: one after another.  An int K: groups
+        of K ``small_cnn``, ``lenet5`` or ``mlp7`` members trained at once as one module of
+        grouped layers (:mod:`geoaudit.train._stacked`); members of the other (large)
+        architectures K at a time on K CUDA streams, on CUDA only (elsewhere one at a time).
+        "auto": groups of 10 stackable members on CUDA, else one at a time: on a CPU grouped
+        kernels were measured slower than one member after another (0.55-0.79x for 10 small
+        CNNs at 24-32 px, batch 64; ``benchmarks/populations_stacked.py``), while on a GPU a
+        small member leaves the device idle and a group fills it.  A grouped member's weights
+        equal the one-at-a-time member's up to float32 rounding (grouped kernels sum in
+        another order; equal to 1e-14 in float64), a gap that SGD amplifies with steps; each
+        checkpoint records ``training.stacked`` (K, 1 alone) and ``training.stack_mode``
+        ("grouped", "streams" or "alone").  Like the switches above, it does not change the
+        population's identity.  Resume: finished members are kept, a member with a resume
+        state resumes alone, an interrupted grouped module starts its group over.
     ray_address : str, optional
     ray_gpus_per_model : float
         GPUs reserved per Ray task (0: CPU tasks).
@@ -483,7 +495,7 @@ def train_population(data, *, augment="plain", n_models=50, epochs=10, arch="sma
         "models": [entries[k] for k in sorted(entries)],
         "timing": (manifest or {}).get("timing", {}),
         "retrained_damaged": retrained,
-        "stack": {"requested": stack, "group_size": group},
+        "stack": {"requested": stack, "group_size": group, "mode": stack_mode(arch) if group > 1 else "alone"},
     }
 
     def write_manifest():

@@ -20,6 +20,7 @@ pooling, flatten and linear layers); other architectures are trained one at a ti
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import math
@@ -61,22 +62,33 @@ def group_size(stack, *, arch, device) -> int:
     Parameters
     ----------
     stack : False, int or "auto"
-        "auto" stacks :data:`AUTO_GROUP` members on CUDA and none on other devices (on a CPU a
-        member's step is 95-97% convolution, pooling and BatchNorm kernels, and grouped kernels
-        were measured slower than K separate ones: ``benchmarks/populations_stacked.py``).
+        An int K: groups of K, as one grouped module (:func:`train_stacked`) for the
+        architectures of :data:`STACKABLE`, on K CUDA streams (:func:`train_concurrent`) for the
+        others on CUDA, one at a time for the others elsewhere.  "auto": groups of
+        :data:`AUTO_GROUP` stackable members on CUDA, else one at a time (on a CPU a member's
+        step is 95-97% convolution, pooling and BatchNorm kernels, and grouped kernels were
+        measured slower than K separate ones: ``benchmarks/populations_stacked.py``; streams
+        for large models are not measured).
     arch : str
-        Architectures outside :data:`STACKABLE` always train one at a time.
     device : torch.device
 
     Returns
     -------
     int
     """
-    if stack is False or arch not in STACKABLE:
+    cuda = torch.device(device).type == "cuda"
+    if stack is False:
         return 1
+    if arch not in STACKABLE:
+        return int(stack) if stack != "auto" and cuda else 1
     if stack == "auto":
-        return AUTO_GROUP if torch.device(device).type == "cuda" else 1
+        return AUTO_GROUP if cuda else 1
     return int(stack)
+
+
+def stack_mode(arch) -> str:
+    """How a group of ``arch`` members trains together: "grouped" (one module) or "streams"."""
+    return "grouped" if arch in STACKABLE else "streams"
 
 
 def _chain(model, prefix=""):
@@ -326,5 +338,111 @@ def train_stacked(dataset, *, arch="small_cnn", class_names, seeds, epochs=10, b
         model.to(device).eval()
         result.append((model, {"weights_source": source, "normalization": norm, "history": histories[k],
                                "train_seconds": elapsed / K, "resumed_from_epoch": 0, "performance": perf,
-                               "stacked": K, "group_seconds": elapsed}))
+                               "stacked": K, "stack_mode": "grouped", "group_seconds": elapsed}))
+    return result
+
+
+def train_concurrent(dataset, *, arch, class_names, seeds, epochs=10, batch_size=64, lr=0.05, momentum=0.9,
+                     weight_decay=5e-4, weight_loss=True, samples_per_epoch=None, normalization=None,
+                     pretrained=False, device="cpu", state_paths=None, on_epoch_end=None, desc=None, amp="off",
+                     channels_last=False, compile=False):
+    """Algorithm 3 for K members of any architecture, their steps interleaved; on CUDA each member
+    on its own stream, so one member's kernels fill the device while another's wait.
+
+    Each member is its own module, optimizer and draws, exactly as :func:`sample_model` trains it:
+    on a CPU (one stream) the members come out bitwise equal to one at a time; on CUDA as equal
+    as two runs of one member are (cuDNN chooses its algorithms).  Loss and accuracy are read once
+    per epoch, after the streams are synchronised.
+
+    Parameters
+    ----------
+    dataset, arch, class_names, seeds, epochs, batch_size, lr, momentum, weight_decay, weight_loss,
+    samples_per_epoch, normalization, pretrained, device, on_epoch_end, desc, amp, channels_last, compile
+        As :func:`train_stacked` (any architecture).
+    state_paths : sequence of path, optional
+        One resume file per member, written atomically after every epoch in :func:`sample_model`'s
+        format (an interrupted member resumes alone, with :func:`sample_model`).  Members start
+        from scratch here.
+
+    Returns
+    -------
+    list of (model, info)
+        As :func:`train_stacked`; ``stacked`` is K.
+    """
+    from geoaudit.train._sample import _save_state, weighted_step
+
+    caller = "train_concurrent"
+    seeds = [check_interval("seeds", s, 0, None, caller=caller, integer=True) for s in seeds]
+    if not seeds:
+        raise InputError(f"The 'seeds' parameter of {caller} must hold at least one seed.")
+    epochs = check_interval("epochs", epochs, 1, None, caller=caller, integer=True)
+    batch_size = check_interval("batch_size", batch_size, 1, None, caller=caller, integer=True)
+    lr = check_interval("lr", lr, 0, None, caller=caller, closed="neither")
+    perf = performance_settings(amp, channels_last, compile, caller=caller)
+    if dataset.size == 0:
+        raise InputError("The weighted dataset is empty.")
+    K = len(seeds)
+    m = int(samples_per_epoch or dataset.size)
+    c, h = int(dataset.images.shape[1]), int(dataset.images.shape[-1])
+    device = torch.device(device)
+    cuda = device.type == "cuda"
+    built = [make_model(arch, seed=s, num_classes=len(class_names), in_channels=c, image_size=h,
+                        pretrained=pretrained, normalization=normalization) for s in seeds]
+    models = [b[0] for b in built]
+    step_models = [prepare_model(mod, perf, device) for mod in models]
+    opts = [make_optimizer(mod, lr=lr, momentum=momentum, weight_decay=weight_decay) for mod in models]
+    rngs = [np.random.default_rng([s, 3]) for s in seeds]
+    mean_w = dataset.mean_sampled_weight()
+    histories = [[] for _ in seeds]
+    elapsed = 0.0
+    acc_dtype = torch.float32 if device.type == "mps" else torch.float64
+    if cuda:
+        streams = [torch.cuda.Stream(device) for _ in seeds]
+        for s in streams:  # the weights were written on the current stream
+            s.wait_stream(torch.cuda.current_stream(device))
+        on_stream = [lambda s=s: torch.cuda.stream(s) for s in streams]
+    else:
+        on_stream = [contextlib.nullcontext for _ in seeds]
+    for epoch in progress(range(epochs), desc=desc or f"{K} models concurrently", unit="epoch", total=epochs):
+        t0 = time.perf_counter()
+        draws = [dataset.draw(m, rng) for rng in rngs]
+        tots, corrs = [], []
+        for k in range(K):
+            with on_stream[k]():  # each member's accumulators live on its stream
+                tots.append(torch.zeros((), dtype=acc_dtype, device=device))
+                corrs.append(torch.zeros((), dtype=torch.int64, device=device))
+        for lo in range(0, m, batch_size):
+            for k in range(K):  # round robin: member k's step is queued while the others' run
+                with on_stream[k]():
+                    idx = draws[k][lo:lo + batch_size]
+                    x, y, w = dataset.batch(idx, device)
+                    loss, corr = weighted_step(step_models[k], opts[k], x, y, w, mean_weight=mean_w,
+                                               weight_loss=weight_loss, perf=perf)
+                    tots[k].add_(loss, alpha=len(idx))
+                    corrs[k].add_(corr)
+        if cuda:
+            torch.cuda.synchronize(device)
+        tot_loss, correct = [float(t) for t in tots], [int(t) for t in corrs]
+        secs = time.perf_counter() - t0
+        elapsed += secs
+        for k, seed in enumerate(seeds):
+            if not math.isfinite(tot_loss[k]):
+                raise InputError(f"Training diverged (loss {tot_loss[k] / m}) in epoch {epoch + 1} of the model with "
+                                 f"seed {seed}; lower the learning rate (lr={lr}).")
+        for k in range(K):
+            stats = {"epoch": epoch + 1, "loss": tot_loss[k] / m, "train_accuracy": correct[k] / m,
+                     "seconds": secs / K}
+            histories[k].append(stats)
+            if state_paths:
+                _save_state(state_paths[k], {"epoch": epoch + 1, "model": models[k].state_dict(),
+                                             "optimizer": opts[k].state_dict(), "rng": rngs[k].bit_generator.state,
+                                             "history": histories[k], "elapsed": elapsed / K})
+            if on_epoch_end is not None:
+                on_epoch_end(k, epoch + 1, stats)
+    result = []
+    for k, (model, source, norm) in enumerate(built):
+        model.eval()
+        result.append((model, {"weights_source": source, "normalization": norm, "history": histories[k],
+                               "train_seconds": elapsed / K, "resumed_from_epoch": 0, "performance": perf,
+                               "stacked": K, "stack_mode": "streams", "group_seconds": elapsed}))
     return result
