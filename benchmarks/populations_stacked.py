@@ -28,6 +28,7 @@ beyond it would have to come from a grouped kernel being faster per FLOP than K 
     python benchmarks/populations_stacked.py --models 10 --steps 3 --repeats 2
     python benchmarks/populations_stacked.py --sizes 24x64 --channels-last --no-vmap
     python benchmarks/populations_stacked.py --population-only --device cuda   # on a GPU
+    python benchmarks/populations_stacked.py --population-only --population-sizes '' --accuracy-epochs 5
 """
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -220,6 +222,49 @@ def float_gap(size, batch, steps, n_images=256, members=3):
           f"float32 {out[torch.float32]:.1e}, float64 {out[torch.float64]:.1e}", flush=True)
 
 
+def accuracy_agreement(K, epochs, size=16, batch=32):
+    """Test accuracy and predictions of the same K members trained one at a time and stacked, on
+    scikit-learn's digits (real images, offline); beside them, the same for one at a time with
+    ``channels_last`` (another change of rounding only) and how often two different seeds agree
+    (the population's own spread)."""
+    import tempfile
+    from pathlib import Path
+
+    from geoaudit.data import load_split
+    from geoaudit.models import load_model
+    from geoaudit.train import from_tensors, train_population
+
+    x, y, names = load_split("digits", "train", image_size=size, channels=3)
+    xt, yt, _ = load_split("digits", "test", image_size=size, channels=3)
+    data = from_tensors(x, y, class_names=names, source="digits", split="train")
+    kw = dict(augment="plain", n_models=K, epochs=epochs, batch_size=batch)
+    preds, secs, states = {}, {}, {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for v, stack, cl in (("seq", False, False), ("stacked", K, False), ("seq_cl", False, True)):
+            res = train_population(data, out_dir=Path(tmp) / v, stack=stack, channels_last=cl, **kw)
+            secs[v] = res.manifest["timing"]["models_seconds_this_run"]
+            models = [load_model(c)[0] for c in res.checkpoints]
+            states[v] = [m.state_dict() for m in models]
+            with torch.no_grad():
+                preds[v] = [m(xt).argmax(1) for m in models]
+    acc = {v: [float((p == yt).float().mean()) for p in ps] for v, ps in preds.items()}
+    same = [float((a == b).float().mean()) for a, b in zip(preds["seq"], preds["stacked"])]
+    # the same rounding-only change made by an existing switch: channels_last, one at a time
+    same_cl = [float((a == b).float().mean()) for a, b in zip(preds["seq"], preds["seq_cl"])]
+    wdiff_cl = max(float((sa[n].float() - sb[n].float()).abs().max())
+                   for sa, sb in zip(states["seq"], states["seq_cl"]) for n in sa)
+    seeds = [float((preds["seq"][k] == preds["seq"][k + 1]).float().mean()) for k in range(K - 1)]
+    gap = max(abs(a - b) for a, b in zip(acc["seq"], acc["stacked"]))
+    wdiff = max(float((sa[n].float() - sb[n].float()).abs().max())
+                for sa, sb in zip(states["seq"], states["stacked"]) for n in sa)
+    print(f"digits, {len(y)} train / {len(yt)} test images at {size} px, K={K} small CNNs, {epochs} epochs, batch "
+          f"{batch}: test accuracy seq mean {np.mean(acc['seq']):.4f}, stacked mean {np.mean(acc['stacked']):.4f}, "
+          f"largest per-member gap {gap:.4f}; max |weight difference| {wdiff:.1e}; same member's predictions agree {min(same):.4f}-{max(same):.4f} "
+          f"(seq vs seq with channels_last: {min(same_cl):.4f}-{max(same_cl):.4f}, max |weight difference| "
+          f"{wdiff_cl:.1e}; two seeds: {min(seeds):.4f}-{max(seeds):.4f}); models stage seq {secs['seq']:.1f} s, stacked "
+          f"{secs['stacked']:.1f} s ({secs['seq'] / secs['stacked']:.2f}x)", flush=True)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", type=int, default=10)
@@ -238,6 +283,9 @@ def main(argv=None):
     ap.add_argument("--population-epochs", type=int, default=1)
     ap.add_argument("--device", default="cpu", help="device of the train_population timing (default cpu)")
     ap.add_argument("--population-only", action="store_true", help="skip the kernel-level variants and profile")
+    ap.add_argument("--accuracy-epochs", type=int, default=0,
+                    help="also train K members on digits for this many epochs both ways and compare their test "
+                         "accuracy and predictions (default 0: skip)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     print("uptime:", subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip())
@@ -249,6 +297,8 @@ def main(argv=None):
         population_timing(args.models, size, batch, args.population_images, args.population_epochs, args.repeats,
                           device=args.device)
         float_gap(size, batch, args.population_epochs * -(-args.population_images // batch), args.population_images)
+    if args.accuracy_epochs:
+        accuracy_agreement(args.models, args.accuracy_epochs)
     if args.population_only:
         print("uptime:", subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip())
         return 0
