@@ -239,7 +239,7 @@ def _save_member(spec, d, model, info, started) -> dict:
         "history": hist, "final_loss": hist[-1]["loss"], "train_accuracy": hist[-1]["train_accuracy"],
         "timing": timing,
         "performance": info["performance"],
-        # members trained together (1: alone); a group's weights equal alone's to float tolerance
+        # members trained together (1: alone); a grouped member equals its lone twin up to float rounding
         "stacked": int(info.get("stacked", 1)),
         "stack_mode": info.get("stack_mode", "alone"),
         "population": {"name": name, "index": spec["index"], "settings_hash": spec["settings_hash"]},
