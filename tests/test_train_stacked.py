@@ -222,6 +222,9 @@ def test_cli_stack_flag(tmp_path, data_dir, capsys):
     assert main(argv[:-1] + [str(tmp_path / "q"), "--stack", "many"]) == 2
     assert "--stack must be off, auto or a group size" in capsys.readouterr().err
     assert not (tmp_path / "q").exists()
+    assert main(argv[:-1] + [str(tmp_path / "q"), "--stack", "2", "--backend", "ray"]) == 2
+    assert "--stack 2 applies to --backend local" in capsys.readouterr().err
+    assert not (tmp_path / "q").exists()
 
 
 @pytest.mark.parametrize("arch", ["small_cnn", "lenet5"])

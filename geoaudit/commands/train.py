@@ -69,8 +69,9 @@ def register(sub):
     p.add_argument("--compile", action="store_true", help="torch.compile the model (pays on a GPU)")
     p.add_argument("--stack", default="off", metavar="K",
                    help="train members together: off (one after another), K (groups of K small_cnn, lenet5 or mlp7 "
-                        "members as one grouped module; weights equal to float tolerance) or auto (10 on CUDA, off "
-                        "on a CPU, where it was measured not to pay) (default: off)")
+                        "members as one grouped module, equal to one at a time up to float rounding; other "
+                        "architectures K at a time on CUDA streams, CUDA only) or auto (groups of 10 small members "
+                        "on CUDA, off on a CPU, where it was measured not to pay) (default: off)")
     p.add_argument("--out", required=True, help="output folder of the population")
     p.set_defaults(func=run)
 
@@ -154,6 +155,10 @@ def run(args) -> int:
     check_options("--storage", args.storage, ("float16", "uint8"), caller="geoaudit train")
     check_options("--amp", args.amp, ("off", "bf16"), caller="geoaudit train")
     stack = _stack(args.stack)
+    if args.backend == "ray" and stack not in (False, 1, "auto"):
+        from geoaudit._errors import InputError
+
+        raise InputError(f"--stack {args.stack} applies to --backend local (each Ray task trains one model).")
     reuse = False if args.no_reuse else {"auto": "auto", "on": True, "off": False}[args.reuse]
     device = resolve_device(args.device)
     attack = make_attack(args.augment, **_attack_params(args)) if args.augment != "plain" else None
