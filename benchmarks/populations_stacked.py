@@ -209,8 +209,12 @@ def float_gap(size, batch, steps, n_images=256, members=3):
         for dtype in (torch.float32, torch.float64):
             old = torch.get_default_dtype()
             torch.set_default_dtype(dtype)
-            WeightedDataset.batch = lambda self, idx, dev: (lambda t: (t[0].to(dtype),) + t[1:])(
-                batch_fn(self, idx, dev))
+
+            def batch_as(self, idx, dev, dtype=dtype):
+                x, y, w = batch_fn(self, idx, dev)
+                return x.to(dtype), y, w
+
+            WeightedDataset.batch = batch_as
             try:
                 a = [sample_model(d, seed=s, **kw)[0].state_dict() for s in range(members)]
                 b = [m.state_dict() for m, _ in train_stacked(d, seeds=list(range(members)), **kw)]

@@ -12,7 +12,7 @@ import torch
 from geoaudit._errors import InputError
 from geoaudit.cli import main
 from geoaudit.models import build_model, load_model
-from geoaudit.train import WeightedDataset, from_tensors, sample_model, train_population
+from geoaudit.train import WeightedDataset, sample_model, train_population
 from geoaudit.train._sample import make_model
 from geoaudit.train._stacked import (
     AUTO_GROUP,
@@ -87,8 +87,12 @@ def test_stacked_members_equal_in_float64(weighted, monkeypatch):
     difference (another draw, loss weight or step); float32 gaps grow with steps and noise."""
     d, _ = weighted
     batch = WeightedDataset.batch
-    monkeypatch.setattr(WeightedDataset, "batch", lambda self, idx, dev: (lambda t: (t[0].double(),) + t[1:])(
-        batch(self, idx, dev)))
+
+    def batch64(self, idx, dev):
+        x, y, w = batch(self, idx, dev)
+        return x.double(), y, w
+
+    monkeypatch.setattr(WeightedDataset, "batch", batch64)
     old = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)
     try:
@@ -263,7 +267,7 @@ def test_population_on_streams_routing(tmp_path, data_dir, monkeypatch):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_stacked_on_cuda_matches_one_at_a_time(weighted):
-    d, x = weighted
+    d, _ = weighted
     kw = dict(arch="small_cnn", class_names=["a", "b", "c"], epochs=2, batch_size=5, normalization=NORM,
               device="cuda")
     alone = [sample_model(d, seed=s, **kw)[0] for s in (0, 1)]

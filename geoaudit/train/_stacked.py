@@ -35,7 +35,13 @@ from geoaudit._errors import InputError
 from geoaudit._progress import progress
 from geoaudit._validation import check_interval
 from geoaudit.models._zoo import MLP7, LeNet5, Normalize, NormalizedModel, SmallCNN
-from geoaudit.train._sample import _autocast, make_model, make_optimizer, performance_settings, prepare_model
+from geoaudit.train._sample import (
+    _autocast,
+    make_model,
+    make_optimizer,
+    performance_settings,
+    prepare_model,
+)
 
 log = logging.getLogger(__name__)
 
