@@ -53,7 +53,7 @@ from geoaudit.train._dro import (
 )
 from geoaudit.train._kmeans import KMEANS_BACKENDS
 from geoaudit.train._sample import performance_settings, sample_model
-from geoaudit.train._stacked import check_stack, group_size, stack_mode
+from geoaudit.train._stacked import STACKABLE, check_stack, group_size, stack_mode
 from geoaudit.train._store import META, STORAGES, WeightedDataset
 
 log = logging.getLogger(__name__)
@@ -412,6 +412,9 @@ def train_population(data, *, augment="plain", n_models=50, epochs=10, arch="sma
             raise InputError(f"The 'seeds' parameter of {caller} must not repeat a seed. Got {seeds!r}.")
     device = torch.device(device)
     group = group_size(stack, arch=arch, device=device) if backend == "local" else 1
+    if isinstance(stack, int) and stack is not False and stack > 1 and group == 1:
+        log.info("stack=%d: %s members train one at a time on %s (grouped: %s; streams: CUDA only).", stack, arch,
+                 device, ", ".join(STACKABLE))
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise InputError(f"The output {str(out)!r} is a file, not a folder.")
