@@ -187,6 +187,12 @@ def _audit_models(ctx, data, models=None, *extra):
             "--min-group-size", "5", "--device", "cpu", "--out", str(ctx.out), *extra]
 
 
+def _train_population(*args, **kwargs):
+    from geoaudit.train import train_population
+
+    return train_population(*args, **kwargs)
+
+
 def _train(ctx, data, *extra):
     return ["train", "--data", str(data), "--models", "1", "--epochs", "1", "--arch", "mlp7", "--image-size", "8",
             "--batch-size", "16", "--device", "cpu", "--out", str(ctx.out), *extra]
@@ -664,6 +670,12 @@ CASES = [
     Case("geoshapes-api-out-unrelated-folder", "build_geoshapes(DIR) deletes an unrelated DIR",
          _build_geoshapes_into_unrelated,
          InputError, "not empty", "output folders", slow=True),
+    Case("train-stack-not-a-group-size", "train --stack 0 (members trained together in groups of 0)",
+         lambda c: _train(c, c.fx["geo"], "--stack", "0"), 2, "--stack must be off, auto or a group size",
+         "training"),
+    Case("train-population-stack-with-ray", "stack=2 with backend='ray' (each Ray task trains one model)",
+         lambda c: lambda: _train_population(c.fx["geo"], out_dir=c.out, n_models=2, epochs=1, backend="ray", stack=2),
+         InputError, "applies to backend='local'", "training"),
 ]
 
 

@@ -3,7 +3,8 @@
 * :func:`train_population` trains K models (plain, PGD-DRO or perceptual-DRO) into a folder of
   checkpoints plus ``manifest.json``; resumable, local or on Ray.
 * :func:`build_adversarial_dataset` is Algorithm 2 (with the appendix-D cluster-center reuse);
-  :func:`sample_model` is Algorithm 3; :class:`WeightedDataset` is D on disk.
+  :func:`sample_model` is Algorithm 3 (:func:`train_stacked` and :func:`train_concurrent` for a
+  group of members at once); :class:`WeightedDataset` is D on disk.
 * :func:`cluster_by_label` is the per-label k-means (scikit-learn or torch).
 * :func:`build_model`, :func:`load_model`, :func:`save_checkpoint` are re-exported from
   :mod:`geoaudit.models`.
@@ -36,6 +37,7 @@ from geoaudit.train._population import (
     train_population,
 )
 from geoaudit.train._sample import performance_settings, sample_model
+from geoaudit.train._stacked import StackedModel, train_concurrent, train_stacked
 from geoaudit.train._store import WeightedDataset
 
 __all__ = [
@@ -52,6 +54,7 @@ __all__ = [
     "NormalizedModel",
     "PopulationResult",
     "SmallCNN",
+    "StackedModel",
     "TrainingData",
     "WeightedDataset",
     "build_adversarial_dataset",
@@ -67,5 +70,7 @@ __all__ = [
     "sample_model",
     "performance_settings",
     "save_checkpoint",
+    "train_concurrent",
     "train_population",
+    "train_stacked",
 ]
