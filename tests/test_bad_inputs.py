@@ -551,6 +551,9 @@ CASES = [
     Case("demo-pieapp-weights-missing", "demo --pieapp-weights /nonexistent.pth exits 0 using SSIM",
          lambda c: ["demo", "--quick", "--out", str(c.out), "--device", "cpu", "--pieapp-weights",
                     str(c.tmp / "nonexistent.pth")], 2, "does not exist", "CLI and demo"),
+    Case("demo-check-models-below-two", "demo --check-models 1: a paired t-test needs two pairs",
+         lambda c: ["demo", "--check-models", "1", "--out", str(c.out), "--device", "cpu"], 2,
+         "'check_models'", "CLI and demo"),
     Case("geo-csv-duplicate-id-two-places", "a geo CSV image_id at two places resolves last-wins",
          lambda c: _imagenet_geo(c, c.out, c.geo_csv([(i, 48.8566, 2.3522) for i in c.fx["ids"]]
                                                       + [(c.fx["ids"][0], 52.52, 13.405)])),

@@ -247,6 +247,41 @@ def test_out_that_is_a_file_fails_in_one_line(tmp_path, capsys):
     assert f.read_text() == "keep me"
 
 
+def test_cli_help_states_the_presets_defaults_and_the_control_outside_holm(capsys):
+    with pytest.raises(SystemExit):
+        main(["demo", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    d = PRESETS["default"]
+    assert f"default {d['models']} on capture, {d['check_models']} on colour and null" in text
+    assert f"(default {d['check_models']}, or --models" in text
+    assert f"images per dataset (default {d['n_images']})" in text
+    assert f"pixels (default {d['image_size']};" in text and f"Algorithm 3 (default {d['epochs']})" in text
+    assert f"{PRESETS['quick']['models']} models per population" in text
+    # the positive control is tested alone; only the secondary comparisons are Holm-adjusted
+    control, holm = text.index("positive control:"), text.index("secondary, adjusted by Holm")
+    assert "alone at alpha 0.05" in text[control:holm] and "oracle" in text[control:holm]
+    assert "oracle" not in text[holm:]
+
+
+def test_cli_passes_check_models_to_run_demo(monkeypatch, tmp_path):
+    import geoaudit.demo
+
+    seen = {}
+    monkeypatch.setattr(geoaudit.demo, "run_demo", lambda out, **kw: seen.update(kw))
+    assert main(["demo", "--models", "6", "--check-models", "3", "--out", str(tmp_path / "x")]) == 0
+    assert seen["models"] == 6 and seen["check_models"] == 3
+    assert main(["demo", "--out", str(tmp_path / "y")]) == 0
+    assert seen["models"] is None and seen["check_models"] is None  # the preset decides
+
+
+def test_cli_bad_check_models_fails_in_one_line(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["demo", "--check-models", "1", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "'check_models'" in err and "Traceback" not in err
+    assert not out.exists()
+
+
 # ------------------------------------------------------------------------------ the quick run, end to end
 @pytest.mark.slow
 def test_quick_demo_report_holds_the_plan_and_its_results(quick_demo):
