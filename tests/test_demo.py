@@ -128,6 +128,7 @@ def test_settings_table_says_what_differs_from_the_paper():
     assert rows["perceptual attack steps (N)"]["paper"] == "100"
     assert rows["perceptual attack steps (N)"]["demo"].startswith(str(s.perceptual_steps))
     assert rows["models per population (K)"]["paper"] == "50" and all(r["why"] is not None for r in rows.values())
+    assert rows["SGD (Algorithms 2 and 3)"]["demo"].startswith(f"lr {s.lr:g},") and s.lr == PRESETS["default"]["lr"]
 
 
 @pytest.mark.parametrize("kwargs,match", [
@@ -318,6 +319,7 @@ def test_quick_demo_report_holds_the_plan_and_its_results(quick_demo):
     n_train = report["mechanisms"]["capture"]["splits"]["train"]
     assert manifest["weighted_dataset"]["size"] == (ORACLE_COPIES + 1) * n_train
     assert "capture-corrupted" in manifest["data"]["source"] and manifest["settings"]["samples_per_epoch"] == n_train
+    assert manifest["settings"]["lr"] == report["settings"]["lr"] == PRESETS["quick"]["lr"]  # the demo's SGD step
     assert report["settings"]["perceptual_cost"] == "ssim"  # no PieAPP weights offline
     # defenses are evaluated adaptively (BPDA) as well as obliviously
     metrics = json.loads((out / "attacks" / "metrics.json").read_text())

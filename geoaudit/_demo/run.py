@@ -139,7 +139,7 @@ def run_demo(out_dir, *, quick=False, n_images=None, image_size=None, capture_st
             with timed(timings, f"train {mech}/{method}"):
                 pops[mech][method] = train_population(
                     train_data, augment=augment, n_models=k, epochs=s.epochs, arch="small_cnn",
-                    seeds=list(range(k)), out_dir=folder, attack=attack, device=dev,
+                    seeds=list(range(k)), out_dir=folder, attack=attack, device=dev, lr=s.lr,
                     dro_rounds=s.dro_rounds, dro_random_state=s.seed, reuse=reuse,
                     # every method takes the same number of SGD steps per epoch (one pass's worth of
                     # the clean data), so the populations differ in what they see, not how long
