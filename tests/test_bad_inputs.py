@@ -679,6 +679,8 @@ CASES = [
     Case("train-population-stack-with-ray", "stack=2 with backend='ray' (each Ray task trains one model)",
          lambda c: lambda: _train_population(c.fx["geo"], out_dir=c.out, n_models=2, epochs=1, backend="ray", stack=2),
          InputError, "applies to backend='local'", "training"),
+    Case("train-bn-samples-negative", "train --bn-samples -5 (draws for the BatchNorm statistics)",
+         lambda c: _train(c, c.fx["geo"], "--bn-samples", "-5"), 2, "--bn-samples must be 0", "training"),
 ]
 
 

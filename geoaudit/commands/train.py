@@ -72,6 +72,9 @@ def register(sub):
                         "members as one grouped module, equal to one at a time up to float rounding; other "
                         "architectures K at a time on CUDA streams, CUDA only) or auto (groups of 10 small members "
                         "on CUDA, off on a CPU, where it was measured not to pay) (default: off)")
+    p.add_argument("--bn-samples", type=int, default=None, metavar="N",
+                   help="after training, re-estimate BatchNorm statistics on N draws of the training data "
+                        "(0: keep them as trained) (default: 2048)")
     p.add_argument("--out", required=True, help="output folder of the population")
     p.set_defaults(func=run)
 
@@ -155,6 +158,11 @@ def run(args) -> int:
     check_options("--storage", args.storage, ("float16", "uint8"), caller="geoaudit train")
     check_options("--amp", args.amp, ("off", "bf16"), caller="geoaudit train")
     stack = _stack(args.stack)
+    if args.bn_samples is not None and args.bn_samples < 0:
+        from geoaudit._errors import InputError
+
+        raise InputError(f"--bn-samples must be 0 (keep BatchNorm statistics as trained) or a number of draws. "
+                         f"Got {args.bn_samples} instead.")
     if args.backend == "ray" and stack not in (False, 1, "auto"):
         from geoaudit._errors import InputError
 
@@ -170,7 +178,8 @@ def run(args) -> int:
         momentum=args.momentum, weight_decay=args.weight_decay, dro_rounds=args.rounds, dro_random_state=args.dro_seed,
         reuse=reuse, storage=args.storage, cluster_size=args.cluster_size, kmeans=args.kmeans, pretrained=args.pretrained,
         init_from=args.init_from, ray_address=args.ray_address, ray_gpus_per_model=args.ray_gpus_per_model,
-        amp=args.amp, channels_last=args.channels_last, compile=args.compile, stack=stack)
+        amp=args.amp, channels_last=args.channels_last, compile=args.compile, stack=stack,
+        **({} if args.bn_samples is None else {"bn_samples": args.bn_samples}))
     m = res.manifest
     for r in m.get("retrained_damaged", ()):
         print(f"{r['name']}: trained again, its finished checkpoint was damaged ({r['reason']})")

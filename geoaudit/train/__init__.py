@@ -36,7 +36,7 @@ from geoaudit.train._population import (
     make_attack,
     train_population,
 )
-from geoaudit.train._sample import performance_settings, sample_model
+from geoaudit.train._sample import BN_SAMPLES, performance_settings, recalibrate_batchnorm, sample_model
 from geoaudit.train._stacked import StackedModel, train_concurrent, train_stacked
 from geoaudit.train._store import WeightedDataset
 
@@ -68,6 +68,8 @@ __all__ = [
     "make_config",
     "read_config",
     "sample_model",
+    "recalibrate_batchnorm",
+    "BN_SAMPLES",
     "performance_settings",
     "save_checkpoint",
     "train_concurrent",

@@ -52,7 +52,7 @@ from geoaudit.train._dro import (
     take_deprecated,
 )
 from geoaudit.train._kmeans import KMEANS_BACKENDS
-from geoaudit.train._sample import performance_settings, sample_model
+from geoaudit.train._sample import BN_SAMPLES, performance_settings, sample_model
 from geoaudit.train._stacked import STACKABLE, check_stack, group_size, stack_mode
 from geoaudit.train._store import META, STORAGES, WeightedDataset
 
@@ -175,7 +175,8 @@ def train_member(spec: dict) -> dict:
         batch_size=st["batch_size"], lr=st["lr"], momentum=st["momentum"], weight_decay=st["weight_decay"],
         weight_loss=st["weight_loss"], samples_per_epoch=st["samples_per_epoch"], normalization=st["normalization"],
         pretrained=st["pretrained"], device=spec["device"], state_path=state_path,
-        on_epoch_end=spec.get("on_epoch_end"), desc=name, **spec.get("performance", {}))
+        on_epoch_end=spec.get("on_epoch_end"), desc=name, bn_samples=st.get("bn_samples", 0),
+        **spec.get("performance", {}))
     return _save_member(spec, d, model, dict(info, stacked=1), started)
 
 
@@ -215,7 +216,8 @@ def train_group(specs: list) -> list:
         batch_size=st["batch_size"], lr=st["lr"], momentum=st["momentum"], weight_decay=st["weight_decay"],
         weight_loss=st["weight_loss"], samples_per_epoch=st["samples_per_epoch"], normalization=st["normalization"],
         pretrained=st["pretrained"], device=s0["device"], on_epoch_end=epoch_end,
-        desc=f"{names[0]}..{names[-1]} together", **kw, **s0.get("performance", {}))
+        desc=f"{names[0]}..{names[-1]} together", bn_samples=st.get("bn_samples", 0), **kw,
+        **s0.get("performance", {}))
     return [_save_member(spec, d, model, info, started) for spec, (model, info) in zip(specs, trained)]
 
 
@@ -239,6 +241,7 @@ def _save_member(spec, d, model, info, started) -> dict:
         "history": hist, "final_loss": hist[-1]["loss"], "train_accuracy": hist[-1]["train_accuracy"],
         "timing": timing,
         "performance": info["performance"],
+        "bn_samples": int(info.get("bn_samples", 0)),
         # members trained together (1: alone); a grouped member equals its lone twin up to float rounding
         "stacked": int(info.get("stacked", 1)),
         "stack_mode": info.get("stack_mode", "alone"),
@@ -292,7 +295,7 @@ def train_population(data, *, augment="plain", n_models=50, epochs=10, arch="sma
                      samples_per_epoch=None, dro_rounds=3, dro_random_state=0, reuse="auto", cluster_size=5,
                      kmeans="auto", storage="float16", pretrained=False, ray_address=None, ray_gpus_per_model=0.0,
                      on_epoch_end=None, on_model_end=None, dro_seed=None, init_from=None, amp="off",
-                     channels_last=False, compile=False, stack=False) -> PopulationResult:
+                     channels_last=False, compile=False, stack=False, bn_samples=BN_SAMPLES) -> PopulationResult:
     """Train a population of K models alike but for their seeds.
 
     ``plain`` runs Algorithm 3 on the clean data with uniform weights.  ``pgd`` and
@@ -360,6 +363,11 @@ def train_population(data, *, augment="plain", n_models=50, epochs=10, arch="sma
         ("grouped", "streams" or "alone").  Like the switches above, it does not change the
         population's identity.  Resume: finished members are kept, a member with a resume
         state resumes alone, an interrupted grouped module starts its group over.
+    bn_samples : int, default 2048
+        After training, each member's BatchNorm running statistics are re-estimated on this
+        many draws from D ("precise BN", :func:`geoaudit.train.recalibrate_batchnorm`); 0 keeps
+        the statistics as trained (the exponential average of the last batches, which leaves
+        some seeds near chance at a constant learning rate).  Part of the population's settings.
     ray_address : str, optional
     ray_gpus_per_model : float
         GPUs reserved per Ray task (0: CPU tasks).
@@ -398,6 +406,7 @@ def train_population(data, *, augment="plain", n_models=50, epochs=10, arch="sma
         raise InputError(f"The 'reuse' parameter of {caller} must be one of True, False, 'auto'. Got {reuse!r} instead.")
     if samples_per_epoch is not None:
         samples_per_epoch = check_interval("samples_per_epoch", samples_per_epoch, 1, None, caller=caller, integer=True)
+    bn_samples = check_interval("bn_samples", bn_samples, 0, None, caller=caller, integer=True)
     stack = check_stack(stack, caller=caller)
     if backend == "ray" and stack not in (False, 1, "auto"):
         raise InputError(f"The 'stack' parameter of {caller} applies to backend='local' (each Ray task trains one "
@@ -437,7 +446,8 @@ def train_population(data, *, augment="plain", n_models=50, epochs=10, arch="sma
                 "momentum": momentum, "weight_decay": weight_decay, "weight_loss": bool(weight_loss),
                 "samples_per_epoch": samples_per_epoch, "pretrained": bool(pretrained),
                 "normalization": normalization, "image_size": data.image_size, "channels": data.channels,
-                "data_fingerprint": data.fingerprint, "attack": describe_attack(attack), "dro": dro}
+                "data_fingerprint": data.fingerprint, "attack": describe_attack(attack), "dro": dro,
+                "bn_samples": bn_samples}
     init = resolve_initial_weights(arch, pretrained=pretrained, init_from=init_from,
                                    num_classes=len(data.class_names), in_channels=data.channels,
                                    image_size=data.image_size, out_dir=out, caller=caller)

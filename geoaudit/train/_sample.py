@@ -145,6 +145,75 @@ def weighted_step(model, optimizer, x, y, w, *, mean_weight, weight_loss=True, p
     return loss.detach().float(), (logits.detach().argmax(1) == y).sum()
 
 
+BN_SAMPLES = 2048
+
+
+def _batchnorms(model):
+    return [m for m in model.modules()
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model, dataset, *, samples=BN_SAMPLES, batch_size=64, seed=0, device="cpu", perf=None):
+    """Re-estimate a trained model's BatchNorm running statistics on draws from ``dataset``.
+
+    During training, BatchNorm keeps an exponential average (momentum 0.1) of the last batches'
+    statistics, taken while the weights still move; with a constant learning rate the model in
+    eval mode then normalises with stale statistics, and some seeds test near chance though
+    their weights are sound.  This is "precise BN" (as ``torch.optim.swa_utils.update_bn``):
+    with the weights fixed, the running mean and variance are reset and averaged over
+    ``samples`` draws from D, by D's weights, in batches of ``batch_size``.  Other layers stay
+    in eval mode; the weights do not change.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+    dataset : WeightedDataset
+        D, drawn from as Algorithm 3 draws (clean data for ``plain``).
+    samples : int, default 2048
+        Draws to average over (whole batches; capped at one epoch by the caller); 0 leaves the
+        statistics as trained.
+    batch_size : int
+    seed : int
+        The draws come from their own stream ``(seed, 5)``: training's draws are untouched.
+    device : str or torch.device
+    perf : dict, optional
+        Switches from :func:`performance_settings` (autocast, channels_last).
+
+    Returns
+    -------
+    int
+        The number of draws used (0 when the model has no BatchNorm or ``samples`` is 0).
+    """
+    bns = _batchnorms(model)
+    samples = int(samples)
+    if not bns or samples <= 0:
+        return 0
+    batch_size = max(2, min(int(batch_size), samples))
+    n = max(batch_size, samples - samples % batch_size)  # whole batches: BatchNorm1d refuses a batch of 1
+    draws = dataset.draw(n, np.random.default_rng([int(seed), 5]))
+    perf = perf or PERFORMANCE_DEFAULTS
+    momenta = [m.momentum for m in bns]
+    was_training = model.training
+    model.eval()
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the batches
+        m.train()
+    try:
+        for lo in range(0, n, batch_size):
+            x, _, _ = dataset.batch(draws[lo:lo + batch_size], device)
+            if perf.get("channels_last"):
+                x = x.contiguous(memory_format=torch.channels_last)
+            with _autocast(perf, x.device):
+                model(x)
+    finally:
+        for m, mom in zip(bns, momenta):
+            m.momentum = mom
+        model.train(was_training)
+    return n
+
+
 def _save_state(path, state):
     atomic_save(path, lambda tmp: torch.save(state, tmp))
 
@@ -164,7 +233,8 @@ def load_state(path):
 def sample_model(dataset, *, arch="small_cnn", class_names, seed=0, epochs=10, batch_size=64, lr=0.05,
                  momentum=0.9, weight_decay=5e-4, weight_loss=True, samples_per_epoch=None,
                  normalization=None, pretrained=False, device="cpu", state_path=None,
-                 on_epoch_end=None, desc=None, amp="off", channels_last=False, compile=False):
+                 on_epoch_end=None, desc=None, amp="off", channels_last=False, compile=False,
+                 bn_samples=BN_SAMPLES):
     """Algorithm 3: train one model on the weighted dataset ``dataset`` (D).
 
     Parameters
@@ -194,19 +264,24 @@ def sample_model(dataset, *, arch="small_cnn", class_names, seed=0, epochs=10, b
     amp, channels_last, compile
         Switches of the training step, see :func:`performance_settings` (all off: the exact
         float32 step).  Loss and accuracy stay on the device and are read once per epoch.
+    bn_samples : int, default 2048
+        After the last epoch, re-estimate BatchNorm running statistics on this many draws from
+        D (:func:`recalibrate_batchnorm`); 0 keeps the statistics as trained.
 
     Returns
     -------
     (model, info)
         The model in eval mode on ``device``; ``info`` holds ``weights_source``,
         ``normalization``, ``history`` (per-epoch loss, accuracy, seconds), ``train_seconds``,
-        ``resumed_from_epoch`` and ``performance`` (the switches used).
+        ``resumed_from_epoch``, ``performance`` (the switches used) and ``bn_samples`` (draws
+        the BatchNorm statistics were re-estimated on; 0 for none).
     """
     caller = "sample_model"
     seed = check_interval("seed", seed, 0, None, caller=caller, integer=True)
     epochs = check_interval("epochs", epochs, 1, None, caller=caller, integer=True)
     batch_size = check_interval("batch_size", batch_size, 1, None, caller=caller, integer=True)
     lr = check_interval("lr", lr, 0, None, caller=caller, closed="neither")
+    bn_samples = check_interval("bn_samples", bn_samples, 0, None, caller=caller, integer=True)
     perf = performance_settings(amp, channels_last, compile, caller=caller)
     if dataset.size == 0:
         raise InputError("The weighted dataset is empty.")
@@ -255,6 +330,9 @@ def sample_model(dataset, *, arch="small_cnn", class_names, seed=0, epochs=10, b
                                      "rng": rng.bit_generator.state, "history": history, "elapsed": elapsed})
         if on_epoch_end is not None:
             on_epoch_end(epoch + 1, stats)
+    n_bn = recalibrate_batchnorm(model, dataset, samples=min(bn_samples, m), batch_size=batch_size, seed=seed,
+                                 device=device, perf=perf)
     model.eval()
     return model, {"weights_source": source, "normalization": normalization, "history": history,
-                   "train_seconds": elapsed, "resumed_from_epoch": resumed_from, "performance": perf}
+                   "train_seconds": elapsed, "resumed_from_epoch": resumed_from, "performance": perf,
+                   "bn_samples": n_bn}

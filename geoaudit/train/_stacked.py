@@ -36,10 +36,12 @@ from geoaudit._progress import progress
 from geoaudit._validation import check_interval
 from geoaudit.models._zoo import MLP7, LeNet5, Normalize, NormalizedModel, SmallCNN
 from geoaudit.train._sample import (
+    BN_SAMPLES,
     _autocast,
     make_model,
     make_optimizer,
     performance_settings,
+    recalibrate_batchnorm,
     prepare_model,
 )
 
@@ -242,9 +244,18 @@ class StackedModel(nn.Module):
         return out
 
 
+def _precise_bn(model, dataset, bn_samples, m, batch_size, seed, device, perf):
+    """As :func:`sample_model` ends: BatchNorm statistics re-estimated, the model in eval mode."""
+    n = recalibrate_batchnorm(model, dataset, samples=min(int(bn_samples), m), batch_size=batch_size, seed=seed,
+                              device=device, perf=perf)
+    model.eval()
+    return n
+
+
 def train_stacked(dataset, *, arch="small_cnn", class_names, seeds, epochs=10, batch_size=64, lr=0.05, momentum=0.9,
                   weight_decay=5e-4, weight_loss=True, samples_per_epoch=None, normalization=None, pretrained=False,
-                  device="cpu", on_epoch_end=None, desc=None, amp="off", channels_last=False, compile=False):
+                  device="cpu", on_epoch_end=None, desc=None, amp="off", channels_last=False, compile=False,
+                  bn_samples=BN_SAMPLES):
     """Algorithm 3 for K members at once: what ``sample_model(seed=s)`` does for each ``s`` of ``seeds``.
 
     Parameters
@@ -341,17 +352,18 @@ def train_stacked(dataset, *, arch="small_cnn", class_names, seeds, epochs=10, b
     result = []
     for k, (model, source, norm) in enumerate(built):
         model.load_state_dict(states[k])
-        model.to(device).eval()
+        model.to(device)
+        n_bn = _precise_bn(model, dataset, bn_samples, m, batch_size, seeds[k], device, perf)
         result.append((model, {"weights_source": source, "normalization": norm, "history": histories[k],
                                "train_seconds": elapsed / K, "resumed_from_epoch": 0, "performance": perf,
-                               "stacked": K, "stack_mode": "grouped", "group_seconds": elapsed}))
+                               "stacked": K, "stack_mode": "grouped", "group_seconds": elapsed, "bn_samples": n_bn}))
     return result
 
 
 def train_concurrent(dataset, *, arch, class_names, seeds, epochs=10, batch_size=64, lr=0.05, momentum=0.9,
                      weight_decay=5e-4, weight_loss=True, samples_per_epoch=None, normalization=None,
                      pretrained=False, device="cpu", state_paths=None, on_epoch_end=None, desc=None, amp="off",
-                     channels_last=False, compile=False):
+                     channels_last=False, compile=False, bn_samples=BN_SAMPLES):
     """Algorithm 3 for K members of any architecture, their steps interleaved; on CUDA each member
     on its own stream, so one member's kernels fill the device while another's wait.
 
@@ -447,8 +459,8 @@ def train_concurrent(dataset, *, arch, class_names, seeds, epochs=10, batch_size
                 on_epoch_end(k, epoch + 1, stats)
     result = []
     for k, (model, source, norm) in enumerate(built):
-        model.eval()
+        n_bn = _precise_bn(model, dataset, bn_samples, m, batch_size, seeds[k], device, perf)
         result.append((model, {"weights_source": source, "normalization": norm, "history": histories[k],
                                "train_seconds": elapsed / K, "resumed_from_epoch": 0, "performance": perf,
-                               "stacked": K, "stack_mode": "streams", "group_seconds": elapsed}))
+                               "stacked": K, "stack_mode": "streams", "group_seconds": elapsed, "bn_samples": n_bn}))
     return result
