@@ -50,6 +50,8 @@ def main(argv=None):
     p.add_argument("--data-seed", type=int, default=1)
     p.add_argument("--first-seed", type=int, default=100)
     p.add_argument("--audit-splits", default="test", help="comma-separated splits the models are audited on")
+    p.add_argument("--bn-samples", type=int, default=None,
+                   help="draws for the BatchNorm statistics after training (default: train_population's; 0: as trained)")
     p.add_argument("--out", default="/tmp/demo_power")
     a = p.parse_args(argv)
     if a.lr is None:
@@ -58,7 +60,7 @@ def main(argv=None):
         a.lr = LR
     up0 = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     tag = f"n{a.n_images}_s{a.image_size}_e{a.epochs}_c{a.capture_strength:g}" + (f"_lr{a.lr:g}" if a.lr != 0.05 else "") \
-        + f"_d{a.data_seed}_m{a.first_seed}"
+        + f"_d{a.data_seed}_m{a.first_seed}" + ("" if a.bn_samples is None else f"_bn{a.bn_samples}")
     out = Path(a.out) / tag
     data = out / "data"
     if not (data / "README.md").exists():
@@ -74,7 +76,8 @@ def main(argv=None):
         t0 = time.perf_counter()
         pop = train_population(train, augment="plain", n_models=a.models, epochs=a.epochs, arch="small_cnn",
                                seeds=list(range(a.first_seed, a.first_seed + a.models)), out_dir=out / method, device="cpu", reuse="auto",
-                               samples_per_epoch=len(dd["train"]), lr=a.lr)
+                               samples_per_epoch=len(dd["train"]), lr=a.lr,
+                               **({} if a.bn_samples is None else {"bn_samples": a.bn_samples}))
         secs[method] = (time.perf_counter() - t0) / a.models
         report, _ = audit_checkpoints(pop.checkpoints, audit_set, device="cpu")
         betas[method] = dict(report.betas)
