@@ -59,6 +59,8 @@ BORDER_REACH_KM = 3.0
 #: Default reach of a populated place on an island the polygons leave out (archipelago scale).
 DEFAULT_ISLAND_KM = 150.0
 DEFAULT_SCALE = "10m"
+#: Border lines the ``border`` pass can use.
+BORDER_LINES = ("osm", "wdb")
 METHODS = ("within", "nearest", "border", "place", "hint", "unassigned", "invalid")
 _PIECE = 32  # vertices per boundary piece in the R-tree
 _MAX_SEGMENTS = 4_000_000  # segments measured at once (memory bound of the coastal pass)
@@ -237,14 +239,15 @@ def _index(scale) -> _Index:
 
 
 class _Borders:
-    """The shipped GSHHG (WDBII) national border lines in an R-tree, for the ``border`` pass."""
+    """Shipped national border lines in an R-tree, for the ``border`` pass: the OpenStreetMap
+    land borders (``"osm"``) or the GSHHG WDBII borders (``"wdb"``)."""
 
-    def __init__(self):
+    def __init__(self, which="osm"):
         import shapely
 
-        from geoaudit.data._resources import WDB_BORDERS, resource_path
+        from geoaudit.data._resources import OSM_BORDERS, WDB_BORDERS, resource_path
 
-        with np.load(resource_path(WDB_BORDERS)) as z:
+        with np.load(resource_path(OSM_BORDERS if which == "osm" else WDB_BORDERS)) as z:
             delta, start = z["delta"].astype(np.int64), z["start"]
         line = np.zeros(len(delta), np.int64)
         line[start[1:]] = 1
@@ -267,9 +270,9 @@ class _Borders:
         return n
 
 
-@lru_cache(maxsize=1)
-def _borders() -> _Borders:
-    return _Borders()
+@lru_cache(maxsize=2)
+def _borders(which="osm") -> _Borders:
+    return _Borders(which)
 
 
 def reverse_geocode(latitude, longitude, *, tolerance_km=DEFAULT_TOLERANCE_KM, scale=DEFAULT_SCALE,
@@ -336,7 +339,7 @@ def reverse_geocode(latitude, longitude, *, tolerance_km=DEFAULT_TOLERANCE_KM, s
     border_km = check_interval("border_km", border_km, 0, 100, caller="reverse_geocode")
     island_km = check_interval("island_km", island_km, 0, 2000, caller="reverse_geocode")
     if borders is not None:
-        check_options("borders", borders, ("wdb",), caller="reverse_geocode")
+        check_options("borders", borders, BORDER_LINES, caller="reverse_geocode")
     places = _resolve_places(places)
     n = len(lat)
     hints = None
@@ -367,7 +370,7 @@ def reverse_geocode(latitude, longitude, *, tolerance_km=DEFAULT_TOLERANCE_KM, s
                 iso[g], name[g], method[g], dist[g] = (ix.part_iso[part[first]], ix.part_name[part[first]],
                                                        "nearest", d[first])
         if borders is not None and border_km > 0 and scale == "10m":
-            _apply_borders(ix, lat, lon, iso, name, method, dist, border_km)
+            _apply_borders(ix, lat, lon, iso, name, method, dist, border_km, which=borders)
         if places is not None and place_km > 0:
             _apply_places(ix, places, lat, lon, iso, name, method, dist, hint_km, place_km)
         if places is not None and island_km > 0 and tol > 0:
@@ -420,7 +423,7 @@ def _apply_places(ix, places, lat, lon, iso, name, method, dist, hint_km, place_
         method[moved] = "place"
 
 
-def _apply_borders(ix, lat, lon, iso, name, method, dist, border_km, reach_km=BORDER_REACH_KM):
+def _apply_borders(ix, lat, lon, iso, name, method, dist, border_km, reach_km=BORDER_REACH_KM, which="osm"):
     """Within ``border_km`` of another country, let the WDBII border line decide the side.
 
     From the nearest point ``b`` of the other country's boundary, a ray through the point is
@@ -449,7 +452,7 @@ def _apply_borders(ix, lat, lon, iso, name, method, dist, border_km, reach_km=BO
     ok = norm > 1e-6  # a point on the line itself has no side to test
     g, part, d, vx, vy, norm, kx = g[ok], part[ok], d[ok], vx[ok], vy[ok], norm[ok], kx[ok]
     vx, vy = vx / norm, vy / norm
-    b = _borders()
+    b = _borders(which)
     own = b.crossings(lon[g], lat[g], lon[g] + vx * reach_km / kx, lat[g] + vy * reach_km / ky)
     far = d + reach_km
     across = b.crossings(lon[g], lat[g], lon[g] - vx * far / kx, lat[g] - vy * far / ky)

@@ -14,6 +14,7 @@ def resource_path(name: str) -> Path:
 BOUNDARIES_10M = "ne_10m_admin_0_countries_deu.npz"
 GEONAMES_PLACES = "geonames_places_unsure.npz"
 WDB_BORDERS = "gshhg_wdb_borders.npz"
+OSM_BORDERS = "osm_land_borders.npz"
 BOUNDARIES_50M = "ne_50m_admin_0_countries.geojson.gz"
 BOUNDARIES_110M = "ne_110m_admin_0_countries.geojson.gz"
 WB_GDP_CSV = "wb_gdp_per_capita_current_usd.csv"
