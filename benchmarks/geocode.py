@@ -29,6 +29,9 @@ Usage::
     # rebuild resources/gshhg_wdb_borders.npz (needs Debian's gmt and gmt-gshhg-full):
     gmt pscoast -Rd -Df -N1 -M > wdb_borders.txt
     python benchmarks/geocode.py --make-borders wdb_borders.txt
+    # rebuild resources/osm_land_borders.npz (the default border line) from npm:
+    npm pack @geo-maps/countries-land-100m && tar xzf geo-maps-countries-land-100m-0.6.0.tgz
+    python benchmarks/geocode.py --make-borders-osm package/map.geo.json
 """
 from __future__ import annotations
 
@@ -144,10 +147,10 @@ AGREEMENT_ROWS = (
     ("1:10m polygons", {"places": None, "borders": None}),
     ("1:10m + places 1 km", {"borders": None, "island_km": 0}),
     ("1:10m + WDBII borders + places + islands", {"borders": "wdb"}),
-    ("1:10m + OSM borders + places + islands", {"borders": "osm"}),
+    ("1:10m + OSM borders + places + islands (default)", {"borders": "osm"}),
 )
 CLASSES = ("coding choice or disputed area", "island missing from the polygons",
-           "border town within 2 km, left across the border", "border town within 2 km, moved across by WDBII",
+           "border town within 2 km, left across the border", "border town within 2 km, moved across by the border line",
            "other (over 2 km)")
 
 
@@ -351,6 +354,7 @@ def make_borders_osm(geojson, out=None):
     land per country (``A3`` codes), simplified to 100 m with a shared topology: a land border
     is the same run of vertices in both neighbours' rings.  Kept: every ring edge that rings of
     two different countries share (the land borders; coastlines belong to one country only),
+    and every ring edge inside another country's polygon (enclaves drawn over their host),
     merged into line strings and stored like the WDBII file (int32 vertex deltas at 1e-5
     degrees, running on across lines, with the first vertex of each line).
     """
@@ -379,7 +383,22 @@ def make_borders_osm(geojson, out=None):
     first_owner = owner[new][grp]
     shared = np.zeros(new.sum(), bool)
     np.logical_or.at(shared, grp, owner != first_owner)  # two different countries hold the edge
-    e = e[new][shared]
+    single = np.bincount(grp) == 1
+    e_sh = e[new][shared]
+    # an enclave the neighbour's polygon has no hole for (San Marino and the Vatican in Italy,
+    # Lesotho in South Africa, Shohimardon in Kyrgyzstan): a ring edge of one country whose
+    # midpoint lies inside another country's polygon
+    e1, o1 = e[new][single], owner[new][single]
+    mx, my = (e1[:, 0] + e1[:, 2]) / 2e5, (e1[:, 1] + e1[:, 3]) / 2e5
+    inside = np.zeros(len(e1), bool)
+    for k, f in enumerate(feats):
+        geom = shapely.geometry.shape(f["geometry"])
+        x0, y0, x1, y1 = geom.bounds
+        c = np.flatnonzero((o1 != k) & (mx >= x0) & (mx <= x1) & (my >= y0) & (my <= y1) & ~inside)
+        if len(c):
+            shapely.prepare(geom)
+            inside[c[shapely.contains_xy(geom, mx[c], my[c])]] = True
+    e = np.concatenate([e_sh, e1[inside]])
     merged = shapely.line_merge(shapely.multilinestrings(shapely.linestrings(e.reshape(-1, 2, 2))))
     lines = [np.asarray(shapely.get_coordinates(x)) for x in shapely.get_parts(merged)]
     xy = np.round(np.concatenate(lines)).astype(np.int64)
@@ -387,7 +406,7 @@ def make_borders_osm(geojson, out=None):
     delta = np.diff(xy, axis=0, prepend=np.zeros((1, 2), np.int64))
     path = Path(out) if out else resource_path(OSM_BORDERS)
     np.savez_compressed(path, delta=delta.astype(np.int32), start=start.astype(np.int32))
-    print(f"wrote {path}: {len(e):,} shared edges of {len(feats)} countries, {len(lines):,} lines, "
+    print(f"wrote {path}: {len(e_sh):,} shared and {int(inside.sum()):,} enclave edges of {len(feats)} countries, {len(lines):,} lines, "
           f"{len(xy):,} vertices, {path.stat().st_size / 1e6:.2f} MB")
 
 
