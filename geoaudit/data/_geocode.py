@@ -22,8 +22,8 @@ Five vectorized passes:
    (``geoaudit.data._places``).  A point within ``place_km`` of such a place takes the
    place's country if the point is in no polygon (small islands the 1:10m coastline leaves
    out, e.g. Ponza or Matsu) or if the place's country boundary is within ``place_km`` too
-   (a town on a border river the 1:10m line cuts), unless the border pass's line decided the
-   point (moved it, or confirmed its polygon's side).  A point still farther than
+   (a town on a border river the 1:10m line cuts), unless the border pass's line confirmed
+   the polygon's side.  A point still farther than
    ``tolerance_km`` from every polygon takes the country of the nearest such place within
    ``island_km`` that is itself far from every polygon (atolls of the Marshall Islands).
 5. ``hint``: where a second source names a country (Flickr's own reverse-geocoded country),
@@ -409,9 +409,6 @@ def _apply_places(ix, places, lat, lon, iso, name, method, dist, hint_km, place_
     idx, code, d = idx[differs], code[differs], d[differs]
     if not len(idx):
         return
-    if settled is not None:  # the border pass's line decided these (chosen on the even half)
-        keep = ~np.isin(idx, settled)
-        idx, code, d = idx[keep], code[keep], d[keep]
     # in no polygon or only near one: the place decides (islands the coastline leaves out)
     off = method[idx] != "within"
     g = idx[off]
@@ -423,6 +420,8 @@ def _apply_places(ix, places, lat, lon, iso, name, method, dist, hint_km, place_
     # town the 1:10m line cuts); a wider reach moved more right towns than wrong ones
     # (benchmarks/geocode.py)
     on = ~off
+    if settled is not None:  # the border line confirmed the polygon's side (chosen on the even half)
+        on &= ~np.isin(idx, settled)
     if on.any():
         cand = idx[on]
         before = method[cand].copy()
@@ -443,10 +442,10 @@ def _apply_borders(ix, lat, lon, iso, name, method, dist, border_km, reach_km=BO
     odd number of times and the second an even number (the point lies on the other country's
     side of the finer line, and the two lines agree farther out), the other country wins.
 
-    Returns the points the line decided: those it moved, and those it confirms on their
-    polygon's side (the first ray crossed an even number of times, the second an odd number).
-    The ``place`` pass leaves them alone: near a border the nearest place is often the twin
-    town across the river, and the line is the better evidence.
+    Returns the points the line confirms on their polygon's side (the first ray crossed an
+    even number of times, the second an odd number).  The ``place`` pass leaves them inside
+    their polygon: near a border the nearest place is often the twin town across the river,
+    and the line is the better evidence.
     """
     cand = np.flatnonzero((method == "within") & (np.abs(lon) < 179.0))
     if not len(cand) or border_km <= 0:
@@ -473,8 +472,7 @@ def _apply_borders(ix, lat, lon, iso, name, method, dist, border_km, reach_km=BO
     far = d + reach_km
     across = b.crossings(lon[g], lat[g], lon[g] - vx * far / kx, lat[g] - vy * far / ky)
     flip = (own % 2 == 1) & (across % 2 == 0)
-    # the line confirms the polygon's side, or it moved the point
-    settled = np.concatenate([g[(own % 2 == 0) & (across % 2 == 1)], g[flip]])
+    settled = g[(own % 2 == 0) & (across % 2 == 1)]  # the line confirms the polygon's side
     g, part, d = g[flip], part[flip], d[flip]
     iso[g], name[g], method[g], dist[g] = ix.part_iso[part], ix.part_name[part], "border", d
     return settled
