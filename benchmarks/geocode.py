@@ -29,6 +29,9 @@ Usage::
     # rebuild resources/gshhg_wdb_borders.npz (needs Debian's gmt and gmt-gshhg-full):
     gmt pscoast -Rd -Df -N1 -M > wdb_borders.txt
     python benchmarks/geocode.py --make-borders wdb_borders.txt
+    # rebuild resources/osm_land_borders.npz (the default border line) from npm:
+    npm pack @geo-maps/countries-land-100m && tar xzf geo-maps-countries-land-100m-0.6.0.tgz
+    python benchmarks/geocode.py --make-borders-osm package/map.geo.json
 """
 from __future__ import annotations
 
@@ -143,10 +146,11 @@ AGREEMENT_ROWS = (
     ("1:50m polygons (before)", {"scale": "50m", "places": None, "borders": None}),
     ("1:10m polygons", {"places": None, "borders": None}),
     ("1:10m + places 1 km", {"borders": None, "island_km": 0}),
-    ("1:10m + WDBII borders + places + islands", {}),
+    ("1:10m + WDBII borders + places + islands", {"borders": "wdb"}),
+    ("1:10m + OSM borders + places + islands (default)", {"borders": "osm"}),
 )
 CLASSES = ("coding choice or disputed area", "island missing from the polygons",
-           "border town within 2 km, left across the border", "border town within 2 km, moved across by WDBII",
+           "border town within 2 km, left across the border", "border town within 2 km, moved across by the border line",
            "other (over 2 km)")
 
 
@@ -343,6 +347,69 @@ def make_borders(gmt_text, out=None):
     print(f"wrote {path}: {len(lines):,} lines, {len(xy):,} vertices, {path.stat().st_size / 1e6:.2f} MB")
 
 
+def make_borders_osm(geojson, out=None):
+    """Rebuild resources/osm_land_borders.npz from ``@geo-maps/countries-land-100m``'s map.geo.json.
+
+    The npm package (0.6.0, OpenStreetMap data of 2017, ODbL 1.0) holds one (multi)polygon of
+    land per country (``A3`` codes), simplified to 100 m with a shared topology: a land border
+    is the same run of vertices in both neighbours' rings.  Kept: every ring edge that rings of
+    two different countries share (the land borders; coastlines belong to one country only),
+    and every ring edge inside another country's polygon (enclaves drawn over their host),
+    merged into line strings and stored like the WDBII file (int32 vertex deltas at 1e-5
+    degrees, running on across lines, with the first vertex of each line).
+    """
+    import shapely
+
+    from geoaudit.data._resources import OSM_BORDERS, resource_path
+
+    feats = json.loads(Path(geojson).read_text())["features"]
+    edges, owner = [], []
+    for k, f in enumerate(feats):
+        g = f["geometry"]
+        for poly in g["coordinates"] if g["type"] == "MultiPolygon" else [g["coordinates"]]:
+            for ring in poly:
+                a = np.round(np.asarray(ring, float) * 1e5).astype(np.int64)
+                edges.append(np.concatenate([a[:-1], a[1:]], axis=1))
+                owner.append(np.full(len(a) - 1, k))
+    e, owner = np.concatenate(edges), np.concatenate(owner)
+    flip = (e[:, 0] > e[:, 2]) | ((e[:, 0] == e[:, 2]) & (e[:, 1] > e[:, 3]))
+    e[flip] = e[flip][:, [2, 3, 0, 1]]  # undirected: the smaller end first
+    keep = np.any(e[:, :2] != e[:, 2:], axis=1)
+    e, owner = e[keep], owner[keep]
+    order = np.lexsort((owner, e[:, 3], e[:, 2], e[:, 1], e[:, 0]))
+    e, owner = e[order], owner[order]
+    new = np.r_[True, np.any(e[1:] != e[:-1], axis=1)]
+    grp = np.cumsum(new) - 1
+    first_owner = owner[new][grp]
+    shared = np.zeros(new.sum(), bool)
+    np.logical_or.at(shared, grp, owner != first_owner)  # two different countries hold the edge
+    single = np.bincount(grp) == 1
+    e_sh = e[new][shared]
+    # an enclave the neighbour's polygon has no hole for (San Marino and the Vatican in Italy,
+    # Lesotho in South Africa, Shohimardon in Kyrgyzstan): a ring edge of one country whose
+    # midpoint lies inside another country's polygon
+    e1, o1 = e[new][single], owner[new][single]
+    mx, my = (e1[:, 0] + e1[:, 2]) / 2e5, (e1[:, 1] + e1[:, 3]) / 2e5
+    inside = np.zeros(len(e1), bool)
+    for k, f in enumerate(feats):
+        geom = shapely.geometry.shape(f["geometry"])
+        x0, y0, x1, y1 = geom.bounds
+        c = np.flatnonzero((o1 != k) & (mx >= x0) & (mx <= x1) & (my >= y0) & (my <= y1) & ~inside)
+        if len(c):
+            shapely.prepare(geom)
+            inside[c[shapely.contains_xy(geom, mx[c], my[c])]] = True
+    e = np.concatenate([e_sh, e1[inside]])
+    merged = shapely.line_merge(shapely.multilinestrings(shapely.linestrings(e.reshape(-1, 2, 2))))
+    lines = [np.asarray(shapely.get_coordinates(x)) for x in shapely.get_parts(merged)]
+    xy = np.round(np.concatenate(lines)).astype(np.int64)
+    start = np.r_[0, np.cumsum([len(c) for c in lines])[:-1]]
+    delta = np.diff(xy, axis=0, prepend=np.zeros((1, 2), np.int64))
+    path = Path(out) if out else resource_path(OSM_BORDERS)
+    np.savez_compressed(path, delta=delta.astype(np.int32), start=start.astype(np.int32))
+    print(f"wrote {path}: {len(e_sh):,} shared and {int(inside.sum()):,} enclave edges of {len(feats)} countries, {len(lines):,} lines, "
+          f"{len(xy):,} vertices, {path.stat().st_size / 1e6:.2f} MB")
+
+
 _CHILD = r"""
 import json, resource, sys, time, logging
 from geoaudit.data import build_imagenet_geo
@@ -415,7 +482,12 @@ def main(argv=None):
     ap.add_argument("--make-places", action="store_true", help="rebuild the shipped places file and exit")
     ap.add_argument("--make-borders", metavar="GMT_TEXT", help="rebuild the shipped WDBII borders from the output of "
                     "'gmt pscoast -Rd -Df -N1 -M' and exit")
+    ap.add_argument("--make-borders-osm", metavar="GEOJSON", help="rebuild the shipped OpenStreetMap land borders "
+                    "from map.geo.json of the npm package @geo-maps/countries-land-100m and exit")
     a = ap.parse_args(argv)
+    if a.make_borders_osm:
+        make_borders_osm(a.make_borders_osm)
+        return 0
     if a.make_places:
         make_places()
         return 0

@@ -65,7 +65,7 @@ def test_places_pass_is_what_fixes_border_town_and_missing_island():
 
 # GeoNames points of border towns that the 1:10m line puts in the neighbour and the WDBII
 # border line puts back: (latitude, longitude, own country, the 1:10m polygons' country)
-BORDER_TOWNS = {
+BORDER_TOWNS_WDB = {
     "Konstanz": (47.66033, 9.17582, "DEU", "CHE"),
     "Goerlitz": (51.15518, 14.98853, "DEU", "POL"),
     "Guben": (51.94993, 14.70550, "DEU", "POL"),
@@ -80,6 +80,21 @@ BORDER_TOWNS = {
     "Blaine WA": (48.99372, -122.74712, "USA", "CAN"),
     "Mong Cai": (21.52471, 107.96619, "VNM", "CHN"),
 }
+# and the towns the OpenStreetMap line (the default) puts back: most of the above (not Narva,
+# which the places pass puts back, nor Mong Cai), and towns the WDBII line leaves across too
+# (docs/imagenet_geo.md), among them an enclave drawn over its host (Faetano, San Marino) and an
+# exclave (Shohimardon, Uzbekistan, in Kyrgyzstan)
+BORDER_TOWNS_OSM = {n: v for n, v in BORDER_TOWNS_WDB.items() if n not in ("Narva", "Mong Cai")} | {
+    "El Soberbio": (-27.29662, -54.19811, "ARG", "BRA"),
+    "Yacuiba": (-22.01643, -63.67753, "BOL", "ARG"),
+    "Chui": (-33.69111, -53.45667, "BRA", "URY"),
+    "Irun": (43.33904, -1.78938, "ESP", "FRA"),
+    "Tornio": (65.84811, 24.14662, "FIN", "SWE"),
+    "Eagle Pass": (28.70914, -100.49952, "USA", "MEX"),
+    "Hani i Elezit": (42.15000, 21.29667, "XKX", "MKD"),
+    "Faetano": (43.92831, 12.49798, "SMR", "ITA"),
+    "Shohimardon": (39.98322, 71.80512, "UZB", "KGZ"),
+}
 # their neighbours across the same lines, which must stay where they are
 TWIN_TOWNS = {
     "Kreuzlingen": (47.65051, 9.17504, "CHE"), "Zgorzelec": (51.1500, 15.0083, "POL"),
@@ -91,22 +106,33 @@ TWIN_TOWNS = {
 }
 
 
-def test_border_pass_puts_border_towns_on_their_side_of_the_wdbii_line():
-    names = list(BORDER_TOWNS)
-    lat = [BORDER_TOWNS[n][0] for n in names]
-    lon = [BORDER_TOWNS[n][1] for n in names]
+@pytest.mark.parametrize("line, towns", [("wdb", BORDER_TOWNS_WDB), ("osm", BORDER_TOWNS_OSM)])
+def test_border_pass_puts_border_towns_on_their_side_of_the_line(line, towns):
+    names = list(towns)
+    lat = [towns[n][0] for n in names]
+    lon = [towns[n][1] for n in names]
     # the 1:10m polygons alone put every one of them across the border
     alone = reverse_geocode(lat, lon, places=None, borders=None)["country_iso3"].tolist()
-    assert alone == [BORDER_TOWNS[n][3] for n in names]
+    assert alone == [towns[n][3] for n in names]
     # the border pass alone (no places) puts them back
-    r = reverse_geocode(lat, lon, places=None)
-    assert r["country_iso3"].tolist() == [BORDER_TOWNS[n][2] for n in names]
+    r = reverse_geocode(lat, lon, places=None, borders=line)
+    assert r["country_iso3"].tolist() == [towns[n][2] for n in names]
     assert set(r["method"]) == {"border"}
     assert ((r["distance_km"] > 0) & (r["distance_km"] <= 3.0)).all()
     assert r["country_name"][0] == "Germany"
     # a zone narrower than a town's distance to the 1:10m line leaves that town alone
-    narrow = reverse_geocode([47.66033], [9.17582], places=None, border_km=0.5)
+    narrow = reverse_geocode([47.66033], [9.17582], places=None, border_km=0.5, borders=line)
     assert narrow["country_iso3"][0] == "CHE" and narrow["method"][0] == "within"
+
+
+def test_osm_is_the_default_line_and_fixes_towns_the_wdbii_line_leaves_across():
+    extra = [n for n in BORDER_TOWNS_OSM if n not in BORDER_TOWNS_WDB]
+    lat = [BORDER_TOWNS_OSM[n][0] for n in extra]
+    lon = [BORDER_TOWNS_OSM[n][1] for n in extra]
+    own = [BORDER_TOWNS_OSM[n][2] for n in extra]
+    assert reverse_geocode(lat, lon)["country_iso3"].tolist() == own
+    wdb = reverse_geocode(lat, lon, places=None, borders="wdb")["country_iso3"].tolist()
+    assert all(w != o for w, o in zip(wdb, own))
 
 
 def test_border_pass_leaves_twin_towns_where_they_are():
@@ -118,17 +144,23 @@ def test_border_pass_leaves_twin_towns_where_they_are():
 
 def test_border_pass_options():
     with pytest.raises(InputError, match="'borders' parameter of reverse_geocode"):
-        reverse_geocode([1.0], [1.0], borders="osm")
+        reverse_geocode([1.0], [1.0], borders="gshhg")
     with pytest.raises(InputError, match="'border_km' parameter of reverse_geocode"):
         reverse_geocode([1.0], [1.0], border_km=-1)
     with pytest.raises(InputError, match="'island_km' parameter of reverse_geocode"):
         reverse_geocode([1.0], [1.0], island_km=-1)
     # deep inside a country nothing changes, and the shipped lines decode to real borders
     assert reverse_geocode([48.8566], [2.3522])["method"][0] == "within"
-    b = _borders()
-    n = b.crossings(np.array([14.98]), np.array([51.15]), np.array([15.02]), np.array([51.15]))  # across the Neisse
-    assert n[0] == 1
-    assert b.crossings(np.array([2.30]), np.array([48.85]), np.array([2.40]), np.array([48.85]))[0] == 0  # Paris
+    for line in ("osm", "wdb"):
+        b = _borders(line)
+        n = b.crossings(np.array([14.98]), np.array([51.15]), np.array([15.02]), np.array([51.15]))  # the Neisse
+        assert n[0] == 1
+        assert b.crossings(np.array([2.30]), np.array([48.85]), np.array([2.40]), np.array([48.85]))[0] == 0  # Paris
+    # the OpenStreetMap file holds land borders only: no coastline (a segment across the
+    # Normandy coast crosses nothing), and the rings of enclaves (San Marino)
+    b = _borders("osm")
+    assert b.crossings(np.array([-0.5]), np.array([49.2]), np.array([-0.5]), np.array([49.5]))[0] == 0
+    assert b.crossings(np.array([12.3]), np.array([43.93]), np.array([12.6]), np.array([43.93]))[0] == 2
 
 
 # atolls of the Marshall Islands that are in no 1:10m polygon and over 25 km from all of them

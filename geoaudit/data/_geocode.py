@@ -12,15 +12,18 @@ Five vectorized passes:
    and the distance to each segment is measured in a local equirectangular frame around
    the point, then the nearest point is measured again with the haversine formula.  The
    default, 25 km, is the 12-nautical-mile territorial sea (22.2 km) plus a margin.
-3. ``border``: within ``border_km`` (3 km) of another country, the GSHHG full-resolution
-   WDBII border line (``resources/gshhg_wdb_borders.npz``) decides which side of the border
-   a point is on; the 1:10m line is placed to about 1 km, and border towns sit on it (e.g.
-   Konstanz, Goerlitz, Narva).  See ``_apply_borders``.
+3. ``border``: within ``border_km`` (3 km) of another country, a finer border line decides
+   which side of the border a point is on: the OpenStreetMap land borders
+   (``resources/osm_land_borders.npz``, ODbL 1.0, the default) or the GSHHG full-resolution
+   WDBII borders (``resources/gshhg_wdb_borders.npz``, ``borders="wdb"``); the 1:10m line is
+   placed to about 1 km, and border towns sit on it (e.g. Konstanz, Goerlitz, Narva).  See
+   ``_apply_borders``.
 4. ``place``: GeoNames populated places shipped for the spots where the polygons are unsure
    (``geoaudit.data._places``).  A point within ``place_km`` of such a place takes the
    place's country if the point is in no polygon (small islands the 1:10m coastline leaves
    out, e.g. Ponza or Matsu) or if the place's country boundary is within ``place_km`` too
-   (a town on a border river the 1:10m line cuts).  A point still farther than
+   (a town on a border river the 1:10m line cuts), unless the border pass's line confirmed
+   the polygon's side.  A point still farther than
    ``tolerance_km`` from every polygon takes the country of the nearest such place within
    ``island_km`` that is itself far from every polygon (atolls of the Marshall Islands).
 5. ``hint``: where a second source names a country (Flickr's own reverse-geocoded country),
@@ -52,13 +55,15 @@ DEFAULT_TOLERANCE_KM = 25.0
 DEFAULT_HINT_KM = 5.0
 #: Default reach of a populated place (a town's extent around its GeoNames point).
 DEFAULT_PLACE_KM = 1.0
-#: Default width of the zone along a border where the finer WDBII border line decides.
+#: Default width of the zone along a border where the finer border line decides.
 DEFAULT_BORDER_KM = 3.0
 #: How far past the point the rays of the border pass reach (chosen with the zone width).
 BORDER_REACH_KM = 3.0
 #: Default reach of a populated place on an island the polygons leave out (archipelago scale).
 DEFAULT_ISLAND_KM = 150.0
 DEFAULT_SCALE = "10m"
+#: Border lines the ``border`` pass can use.
+BORDER_LINES = ("osm", "wdb")
 METHODS = ("within", "nearest", "border", "place", "hint", "unassigned", "invalid")
 _PIECE = 32  # vertices per boundary piece in the R-tree
 _MAX_SEGMENTS = 4_000_000  # segments measured at once (memory bound of the coastal pass)
@@ -237,14 +242,15 @@ def _index(scale) -> _Index:
 
 
 class _Borders:
-    """The shipped GSHHG (WDBII) national border lines in an R-tree, for the ``border`` pass."""
+    """Shipped national border lines in an R-tree, for the ``border`` pass: the OpenStreetMap
+    land borders (``"osm"``) or the GSHHG WDBII borders (``"wdb"``)."""
 
-    def __init__(self):
+    def __init__(self, which="osm"):
         import shapely
 
-        from geoaudit.data._resources import WDB_BORDERS, resource_path
+        from geoaudit.data._resources import OSM_BORDERS, WDB_BORDERS, resource_path
 
-        with np.load(resource_path(WDB_BORDERS)) as z:
+        with np.load(resource_path(OSM_BORDERS if which == "osm" else WDB_BORDERS)) as z:
             delta, start = z["delta"].astype(np.int64), z["start"]
         line = np.zeros(len(delta), np.int64)
         line[start[1:]] = 1
@@ -267,14 +273,14 @@ class _Borders:
         return n
 
 
-@lru_cache(maxsize=1)
-def _borders() -> _Borders:
-    return _Borders()
+@lru_cache(maxsize=2)
+def _borders(which="osm") -> _Borders:
+    return _Borders(which)
 
 
 def reverse_geocode(latitude, longitude, *, tolerance_km=DEFAULT_TOLERANCE_KM, scale=DEFAULT_SCALE,
                     hint_iso3=None, hint_km=DEFAULT_HINT_KM, places="geonames",
-                    place_km=DEFAULT_PLACE_KM, borders="wdb", border_km=DEFAULT_BORDER_KM,
+                    place_km=DEFAULT_PLACE_KM, borders="osm", border_km=DEFAULT_BORDER_KM,
                     island_km=DEFAULT_ISLAND_KM) -> pd.DataFrame:
     """Country of each point.
 
@@ -298,12 +304,14 @@ def reverse_geocode(latitude, longitude, *, tolerance_km=DEFAULT_TOLERANCE_KM, s
         another :class:`~geoaudit.data._places.PopulatedPlaces`, or None to skip the pass.
     place_km : float
         How far from a place's point a photo counts as taken in that place (default 1 km).
-    borders : "wdb" or None
-        The ``border`` pass: within ``border_km`` of another country, the shipped GSHHG
-        full-resolution WDBII border line decides which side a point is on ("wdb", the
-        default; with ``scale="10m"`` only, where the zone was tuned), or None to skip it.
+    borders : "osm", "wdb" or None
+        The ``border`` pass (with ``scale="10m"`` only, where the zone was tuned): within
+        ``border_km`` of another country, a shipped finer border line decides which side a
+        point is on: the OpenStreetMap land borders ("osm", the default; 2017 data of the npm
+        package ``@geo-maps/countries-land-100m``, ODbL 1.0, (c) OpenStreetMap contributors),
+        the GSHHG full-resolution WDBII borders ("wdb", the default before), or None to skip it.
     border_km : float
-        Width of the zone along a border where the WDBII line decides (default 3 km).
+        Width of the zone along a border where the finer line decides (default 3 km).
     island_km : float
         A point farther than ``tolerance_km`` from every polygon takes the country of the
         nearest of ``places`` that is itself that far from every polygon, if it is within
@@ -336,7 +344,7 @@ def reverse_geocode(latitude, longitude, *, tolerance_km=DEFAULT_TOLERANCE_KM, s
     border_km = check_interval("border_km", border_km, 0, 100, caller="reverse_geocode")
     island_km = check_interval("island_km", island_km, 0, 2000, caller="reverse_geocode")
     if borders is not None:
-        check_options("borders", borders, ("wdb",), caller="reverse_geocode")
+        check_options("borders", borders, BORDER_LINES, caller="reverse_geocode")
     places = _resolve_places(places)
     n = len(lat)
     hints = None
@@ -367,9 +375,11 @@ def reverse_geocode(latitude, longitude, *, tolerance_km=DEFAULT_TOLERANCE_KM, s
                 iso[g], name[g], method[g], dist[g] = (ix.part_iso[part[first]], ix.part_name[part[first]],
                                                        "nearest", d[first])
         if borders is not None and border_km > 0 and scale == "10m":
-            _apply_borders(ix, lat, lon, iso, name, method, dist, border_km)
+            settled = _apply_borders(ix, lat, lon, iso, name, method, dist, border_km, which=borders)
+        else:
+            settled = None
         if places is not None and place_km > 0:
-            _apply_places(ix, places, lat, lon, iso, name, method, dist, hint_km, place_km)
+            _apply_places(ix, places, lat, lon, iso, name, method, dist, hint_km, place_km, settled=settled)
         if places is not None and island_km > 0 and tol > 0:
             _apply_islands(ix, places, lat, lon, iso, name, method, dist, tol, island_km)
         if hints is not None:
@@ -390,7 +400,7 @@ def _resolve_places(places):
                      f"Got {places!r} instead.")
 
 
-def _apply_places(ix, places, lat, lon, iso, name, method, dist, hint_km, place_km):
+def _apply_places(ix, places, lat, lon, iso, name, method, dist, hint_km, place_km, settled=None):
     """A point near a populated place the polygons are unsure about takes the place's country."""
     known = set(ix.iso_codes)
     idx = np.flatnonzero(method != "invalid")
@@ -410,6 +420,8 @@ def _apply_places(ix, places, lat, lon, iso, name, method, dist, hint_km, place_
     # town the 1:10m line cuts); a wider reach moved more right towns than wrong ones
     # (benchmarks/geocode.py)
     on = ~off
+    if settled is not None:  # the border line confirmed the polygon's side (chosen on the even half)
+        on &= ~np.isin(idx, settled)
     if on.any():
         cand = idx[on]
         before = method[cand].copy()
@@ -420,23 +432,29 @@ def _apply_places(ix, places, lat, lon, iso, name, method, dist, hint_km, place_
         method[moved] = "place"
 
 
-def _apply_borders(ix, lat, lon, iso, name, method, dist, border_km, reach_km=BORDER_REACH_KM):
-    """Within ``border_km`` of another country, let the WDBII border line decide the side.
+def _apply_borders(ix, lat, lon, iso, name, method, dist, border_km, reach_km=BORDER_REACH_KM, which="osm"):
+    """Within ``border_km`` of another country, let a finer border line decide the side.
 
-    From the nearest point ``b`` of the other country's boundary, a ray through the point is
-    followed ``reach_km`` further into the polygon's own country, and one from the point
-    through ``b`` ``reach_km`` into the other country.  If the WDBII line crosses the first an
+    ``which`` names the line: ``"osm"`` (OpenStreetMap land borders) or ``"wdb"`` (GSHHG
+    WDBII).  From the nearest point ``b`` of the other country's boundary, a ray through the
+    point is followed ``reach_km`` further into the polygon's own country, and one from the
+    point through ``b`` ``reach_km`` into the other country.  If the line crosses the first an
     odd number of times and the second an even number (the point lies on the other country's
     side of the finer line, and the two lines agree farther out), the other country wins.
+
+    Returns the points the line confirms on their polygon's side (the first ray crossed an
+    even number of times, the second an odd number).  The ``place`` pass leaves them inside
+    their polygon: near a border the nearest place is often the twin town across the river,
+    and the line is the better evidence.
     """
     cand = np.flatnonzero((method == "within") & (np.abs(lon) < 179.0))
     if not len(cand) or border_km <= 0:
-        return
+        return np.empty(0, int)
     pt, part, d, blat, blon = ix.distances(lat[cand], lon[cand], border_km, return_points=True)
     other = ix.part_iso[part] != iso[cand[pt]]
     pt, part, d, blat, blon = pt[other], part[other], d[other], blat[other], blon[other]
     if not len(pt):
-        return
+        return np.empty(0, int)
     # the nearest other country of each point
     order = np.lexsort((d, pt))
     first = order[np.r_[True, pt[order][1:] != pt[order][:-1]]]
@@ -449,13 +467,15 @@ def _apply_borders(ix, lat, lon, iso, name, method, dist, border_km, reach_km=BO
     ok = norm > 1e-6  # a point on the line itself has no side to test
     g, part, d, vx, vy, norm, kx = g[ok], part[ok], d[ok], vx[ok], vy[ok], norm[ok], kx[ok]
     vx, vy = vx / norm, vy / norm
-    b = _borders()
+    b = _borders(which)
     own = b.crossings(lon[g], lat[g], lon[g] + vx * reach_km / kx, lat[g] + vy * reach_km / ky)
     far = d + reach_km
     across = b.crossings(lon[g], lat[g], lon[g] - vx * far / kx, lat[g] - vy * far / ky)
     flip = (own % 2 == 1) & (across % 2 == 0)
+    settled = g[(own % 2 == 0) & (across % 2 == 1)]  # the line confirms the polygon's side
     g, part, d = g[flip], part[flip], d[flip]
     iso[g], name[g], method[g], dist[g] = ix.part_iso[part], ix.part_name[part], "border", d
+    return settled
 
 
 def _apply_islands(ix, places, lat, lon, iso, name, method, dist, tol, island_km, k=8):
