@@ -166,7 +166,12 @@ def test_cost_acts_from_the_second_step(data, scale):
     # Algorithm 1 read literally reuses the zero gradient of step 0 for steps 1..4
     literal = PerceptualDRO("ssim", steps=5, cost_schedule="paper", **kwargs)(model, x, y)
     plain = PerceptualDRO("ssim", steps=5, lam=0.0, **kwargs)(model, x, y)
-    torch.testing.assert_close(literal.images, plain.images)
+    acting = PerceptualDRO("ssim", steps=5, **kwargs)(model, x, y)
+    # equal up to float rounding (the gradient at x is ~1e-8, not 0), which a ReLU or clamp
+    # decision can amplify on a few pixels depending on the thread count: compare to what acting does
+    gap = (literal.images - plain.images).abs()
+    assert float((gap > 1e-5).float().mean()) < 0.01
+    assert float(gap.mean()) < 0.05 * float((acting.images - plain.images).abs().mean())
 
 
 def test_first_step_schedule_counts_refreshes(data):
