@@ -117,7 +117,9 @@ def test_training_reads_loss_and_accuracy_once_per_epoch(tmp_path, tiny, monkeyp
 
 def test_training_with_switches_off_matches_the_per_step_loop(tmp_path, tiny):
     d = _dataset(tmp_path, tiny)
-    model, info = sample_model(d, class_names=tiny.class_names, seed=3, epochs=2, batch_size=5, lr=0.02)
+    # bn_samples=0: the training loop alone (precise BN afterwards is tested in test_train_bn.py)
+    model, info = sample_model(d, class_names=tiny.class_names, seed=3, epochs=2, batch_size=5, lr=0.02,
+                               bn_samples=0)
     assert info["performance"] == {"amp": "off", "channels_last": False, "compile": False}
     # the former loop: a Python float and int read after every step
     from geoaudit.train._sample import make_model, make_optimizer

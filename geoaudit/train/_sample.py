@@ -198,10 +198,13 @@ def recalibrate_batchnorm(model, dataset, *, samples=BN_SAMPLES, batch_size=64, 
     model.eval()
     for m in bns:
         m.reset_running_stats()
-        m.momentum = None  # cumulative average over the batches
         m.train()
     try:
-        for lo in range(0, n, batch_size):
+        for i, lo in enumerate(range(0, n, batch_size)):
+            # the cumulative average over equal batches; momentum=None would read
+            # num_batches_tracked to the host in every layer at every batch
+            for m in bns:
+                m.momentum = 1.0 / (i + 1)
             x, _, _ = dataset.batch(draws[lo:lo + batch_size], device)
             if perf.get("channels_last"):
                 x = x.contiguous(memory_format=torch.channels_last)
