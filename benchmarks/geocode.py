@@ -32,6 +32,8 @@ Usage::
     # rebuild resources/osm_land_borders.npz (the default border line) from npm:
     npm pack @geo-maps/countries-land-100m && tar xzf geo-maps-countries-land-100m-0.6.0.tgz
     python benchmarks/geocode.py --make-borders-osm package/map.geo.json
+    # then resources/osm_border_polygons.npz (the polygon side test, about 4 min):
+    python benchmarks/geocode.py --make-border-polygons-osm package/map.geo.json
 """
 from __future__ import annotations
 
@@ -147,7 +149,8 @@ AGREEMENT_ROWS = (
     ("1:10m polygons", {"places": None, "borders": None}),
     ("1:10m + places 1 km", {"borders": None, "island_km": 0}),
     ("1:10m + WDBII borders + places + islands", {"borders": "wdb"}),
-    ("1:10m + OSM borders + places + islands (default)", {"borders": "osm"}),
+    ("1:10m + OSM border line (rays) + places + islands", {"borders": "osm-rays"}),
+    ("1:10m + OSM border polygons, then line + places + islands (default)", {"borders": "osm"}),
 )
 CLASSES = ("coding choice or disputed area", "island missing from the polygons",
            "border town within 2 km, left across the border", "border town within 2 km, moved across by the border line",
@@ -410,6 +413,85 @@ def make_borders_osm(geojson, out=None):
           f"{len(xy):,} vertices, {path.stat().st_size / 1e6:.2f} MB")
 
 
+def make_border_polygons_osm(geojson, out=None, km=5.0):
+    """Rebuild resources/osm_border_polygons.npz: the countries of ``map.geo.json`` (the same
+    npm package as resources/osm_land_borders.npz, which must be built from it first) clipped
+    to ``km`` (5) kilometres around the land border lines, for the border pass's polygon test.
+
+    The zone is the union of buffers of the border line cut into runs of 32 vertices, each
+    buffered by ``km`` in degrees at its highest latitude (wider than ``km`` north-south).
+    Large polygons are first cut into tiles of under 5,000 vertices that touch the zone.
+    Codes are the package's ``A3`` (ISO 3166-1 alpha-3) mapped onto World Bank codes with
+    ``to_wb_code``, as the GeoNames codes are.  Stored as int32 vertex steps of 1e-5 degrees
+    (running on across rings), the first vertex of each ring, the first ring of each polygon
+    (its exterior; the holes follow) and each polygon's country (an index into ``codes``).
+    """
+    import shapely
+
+    from geoaudit.data._countries import to_wb_code
+    from geoaudit.data._geocode import _borders
+    from geoaudit.data._resources import OSM_BORDER_POLYGONS, resource_path
+
+    coords, li = shapely.get_coordinates(_borders("osm").lines, return_index=True)
+    starts = np.flatnonzero(np.r_[True, li[1:] != li[:-1]])
+    pieces, rad = [], []
+    for s, e in zip(starts, np.r_[starts[1:], len(coords)]):
+        for k in range(s, e - 1, 31):
+            c = coords[k:min(k + 32, e)]
+            pieces.append(shapely.linestrings(c))
+            rad.append(km / (111.3 * np.cos(np.radians(min(np.abs(c[:, 1]).max() + 0.1, 80)))))
+    buf = shapely.buffer(np.array(pieces), np.array(rad), quad_segs=2)
+    btree = shapely.STRtree(buf)
+    feats = json.loads(Path(geojson).read_text())["features"]
+    clipped = []
+    for f in feats:
+        parts = shapely.get_parts(shapely.geometry.shape(f["geometry"]))
+        q = btree.query(parts, predicate="intersects")
+        tiles = []
+
+        def split(g, depth=0, tiles=tiles):
+            if shapely.get_num_coordinates(g) < 5000 or depth > 12:
+                tiles.append(g)
+                return
+            x0, y0, x1, y1 = g.bounds
+            xm, ym = (x0 + x1) / 2, (y0 + y1) / 2
+            for box in ((x0, y0, xm, ym), (xm, y0, x1, ym), (x0, ym, xm, y1), (xm, ym, x1, y1)):
+                t = shapely.clip_by_rect(g, *box)
+                if not t.is_empty and btree.query(t, predicate="intersects").size:
+                    split(t, depth + 1)
+
+        for k in np.unique(q[0]):
+            split(parts[k])
+        for t in tiles:
+            t = shapely.make_valid(t)
+            c = shapely.intersection(t, shapely.union_all(buf[btree.query(t, predicate="intersects")]))
+            for r in shapely.get_parts(c):
+                for g in shapely.get_parts(r):
+                    if shapely.get_type_id(g) == 3 and g.area > 0:
+                        clipped.append((to_wb_code(f["properties"]["A3"]), g))
+    codes = sorted({c for c, _ in clipped})
+    ci = {c: i for i, c in enumerate(codes)}
+    rings, poly_ring, poly_country = [], [], []
+    for c, p in clipped:
+        p = shapely.make_valid(shapely.remove_repeated_points(shapely.set_precision(p, 1e-5)))
+        for g in shapely.get_parts(p):
+            if shapely.get_type_id(g) != 3 or g.is_empty:
+                continue
+            poly_ring.append(len(rings))
+            poly_country.append(ci[c])
+            for r in [g.exterior, *g.interiors]:
+                rings.append(np.round(np.asarray(r.coords)[:-1] * 1e5).astype(np.int64))
+    xy = np.concatenate(rings)
+    ring_start = np.r_[0, np.cumsum([len(r) for r in rings])[:-1]]
+    delta = np.diff(xy, axis=0, prepend=np.zeros((1, 2), np.int64))
+    path = Path(out) if out else resource_path(OSM_BORDER_POLYGONS)
+    np.savez_compressed(path, delta=delta.astype(np.int32), ring_start=ring_start.astype(np.int32),
+                        poly_ring=np.array(poly_ring, np.int32), poly_country=np.array(poly_country, np.uint16),
+                        codes=np.frombuffer(json.dumps(codes).encode(), dtype=np.uint8))
+    print(f"wrote {path}: {len(poly_ring):,} polygons of {len(codes)} countries, {len(rings):,} rings, "
+          f"{len(xy):,} vertices, {path.stat().st_size / 1e6:.2f} MB")
+
+
 _CHILD = r"""
 import json, resource, sys, time, logging
 from geoaudit.data import build_imagenet_geo
@@ -484,7 +566,12 @@ def main(argv=None):
                     "'gmt pscoast -Rd -Df -N1 -M' and exit")
     ap.add_argument("--make-borders-osm", metavar="GEOJSON", help="rebuild the shipped OpenStreetMap land borders "
                     "from map.geo.json of the npm package @geo-maps/countries-land-100m and exit")
+    ap.add_argument("--make-border-polygons-osm", metavar="GEOJSON", help="rebuild the shipped OpenStreetMap "
+                    "country polygons clipped to 5 km around the land borders (after --make-borders-osm) and exit")
     a = ap.parse_args(argv)
+    if a.make_border_polygons_osm:
+        make_border_polygons_osm(a.make_border_polygons_osm)
+        return 0
     if a.make_borders_osm:
         make_borders_osm(a.make_borders_osm)
         return 0

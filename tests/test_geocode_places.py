@@ -80,11 +80,12 @@ BORDER_TOWNS_WDB = {
     "Blaine WA": (48.99372, -122.74712, "USA", "CAN"),
     "Mong Cai": (21.52471, 107.96619, "VNM", "CHN"),
 }
-# and the towns the OpenStreetMap line (the default) puts back: most of the above (not Narva,
-# which the places pass puts back, nor Mong Cai), and towns the WDBII line leaves across too
+# and the towns the OpenStreetMap polygons and line (the default) put back: most of the above
+# (not Mong Cai; Narva through the clipped polygons, where the line's rays alone leave it in
+# Russia), and towns the WDBII line leaves across too
 # (docs/imagenet_geo.md), among them an enclave drawn over its host (Faetano, San Marino) and an
 # exclave (Shohimardon, Uzbekistan, in Kyrgyzstan)
-BORDER_TOWNS_OSM = {n: v for n, v in BORDER_TOWNS_WDB.items() if n not in ("Narva", "Mong Cai")} | {
+BORDER_TOWNS_OSM = {n: v for n, v in BORDER_TOWNS_WDB.items() if n != "Mong Cai"} | {
     "El Soberbio": (-27.29662, -54.19811, "ARG", "BRA"),
     "Yacuiba": (-22.01643, -63.67753, "BOL", "ARG"),
     "Chui": (-33.69111, -53.45667, "BRA", "URY"),

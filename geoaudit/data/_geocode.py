@@ -14,7 +14,9 @@ Five vectorized passes:
    default, 25 km, is the 12-nautical-mile territorial sea (22.2 km) plus a margin.
 3. ``border``: within ``border_km`` (3 km) of another country, a finer border line decides
    which side of the border a point is on: the OpenStreetMap land borders
-   (``resources/osm_land_borders.npz``, ODbL 1.0, the default) or the GSHHG full-resolution
+   (``resources/osm_land_borders.npz``, ODbL 1.0, the default, after a side test against the
+   OpenStreetMap polygons clipped to the border zone, ``resources/osm_border_polygons.npz``)
+   or the GSHHG full-resolution
    WDBII borders (``resources/gshhg_wdb_borders.npz``, ``borders="wdb"``); the 1:10m line is
    placed to about 1 km, and border towns sit on it (e.g. Konstanz, Goerlitz, Narva).  See
    ``_apply_borders``.
@@ -37,6 +39,7 @@ World Bank codes (``load_boundaries``), so France is FRA, Kosovo XKX, Jersey CHI
 """
 from __future__ import annotations
 
+import json
 import logging
 from functools import lru_cache
 
@@ -63,7 +66,7 @@ BORDER_REACH_KM = 3.0
 DEFAULT_ISLAND_KM = 150.0
 DEFAULT_SCALE = "10m"
 #: Border lines the ``border`` pass can use.
-BORDER_LINES = ("osm", "wdb")
+BORDER_LINES = ("osm", "osm-rays", "wdb")
 METHODS = ("within", "nearest", "border", "place", "hint", "unassigned", "invalid")
 _PIECE = 32  # vertices per boundary piece in the R-tree
 _MAX_SEGMENTS = 4_000_000  # segments measured at once (memory bound of the coastal pass)
@@ -278,6 +281,42 @@ def _borders(which="osm") -> _Borders:
     return _Borders(which)
 
 
+class _BorderPolygons:
+    """The OpenStreetMap country polygons clipped to a few km along the land borders
+    (``resources/osm_border_polygons.npz``), for the side test of the ``border`` pass."""
+
+    def __init__(self):
+        import shapely
+
+        from geoaudit.data._resources import OSM_BORDER_POLYGONS, resource_path
+
+        with np.load(resource_path(OSM_BORDER_POLYGONS)) as z:
+            delta, ring_start = z["delta"].astype(np.int64), z["ring_start"]
+            poly_ring, poly_country = z["poly_ring"], z["poly_country"]
+            codes = json.loads(bytes(z["codes"]).decode())
+        xy = np.cumsum(delta, axis=0) / 1e5  # deltas run on across rings, from (0, 0)
+        ring_of = np.zeros(len(xy), np.int64)
+        ring_of[ring_start[1:]] = 1
+        ring_of = np.cumsum(ring_of)
+        rings = shapely.linearrings(xy, indices=ring_of)
+        poly_of_ring = np.cumsum(np.isin(np.arange(len(rings)), poly_ring)) - 1
+        self.polygons = shapely.polygons(rings, indices=poly_of_ring)
+        self.country = np.asarray(codes, dtype=object)[poly_country]
+        self.tree = shapely.STRtree(self.polygons)
+
+    def holders(self, x, y):
+        """(point, polygon) pairs: the clipped polygons that contain each point (x, y in degrees)."""
+        import shapely
+
+        q = self.tree.query(shapely.points(x, y), predicate="within")
+        return q[0], q[1]
+
+
+@lru_cache(maxsize=1)
+def _border_polygons() -> _BorderPolygons:
+    return _BorderPolygons()
+
+
 def reverse_geocode(latitude, longitude, *, tolerance_km=DEFAULT_TOLERANCE_KM, scale=DEFAULT_SCALE,
                     hint_iso3=None, hint_km=DEFAULT_HINT_KM, places="geonames",
                     place_km=DEFAULT_PLACE_KM, borders="osm", border_km=DEFAULT_BORDER_KM,
@@ -304,12 +343,15 @@ def reverse_geocode(latitude, longitude, *, tolerance_km=DEFAULT_TOLERANCE_KM, s
         another :class:`~geoaudit.data._places.PopulatedPlaces`, or None to skip the pass.
     place_km : float
         How far from a place's point a photo counts as taken in that place (default 1 km).
-    borders : "osm", "wdb" or None
+    borders : "osm", "osm-rays", "wdb" or None
         The ``border`` pass (with ``scale="10m"`` only, where the zone was tuned): within
-        ``border_km`` of another country, a shipped finer border line decides which side a
-        point is on: the OpenStreetMap land borders ("osm", the default; 2017 data of the npm
-        package ``@geo-maps/countries-land-100m``, ODbL 1.0, (c) OpenStreetMap contributors),
-        the GSHHG full-resolution WDBII borders ("wdb", the default before), or None to skip it.
+        ``border_km`` of another country, finer shipped data decide which side a point is on:
+        "osm" (the default), the OpenStreetMap country polygons clipped to 5 km around the land
+        borders, and where neither or both of the two countries' polygons hold the point, the
+        rays against the OpenStreetMap land-border line (2017 data of the npm package
+        ``@geo-maps/countries-land-100m``, ODbL 1.0, (c) OpenStreetMap contributors);
+        "osm-rays", that line's rays alone (the default before); "wdb", the rays against the
+        GSHHG full-resolution WDBII borders; or None to skip the pass.
     border_km : float
         Width of the zone along a border where the finer line decides (default 3 km).
     island_km : float
@@ -435,14 +477,19 @@ def _apply_places(ix, places, lat, lon, iso, name, method, dist, hint_km, place_
 def _apply_borders(ix, lat, lon, iso, name, method, dist, border_km, reach_km=BORDER_REACH_KM, which="osm"):
     """Within ``border_km`` of another country, let a finer border line decide the side.
 
-    ``which`` names the line: ``"osm"`` (OpenStreetMap land borders) or ``"wdb"`` (GSHHG
-    WDBII).  From the nearest point ``b`` of the other country's boundary, a ray through the
+    ``which`` names the line: ``"osm"`` and ``"osm-rays"`` (OpenStreetMap land borders) or
+    ``"wdb"`` (GSHHG WDBII).  From the nearest point ``b`` of the other country's boundary, a ray through the
     point is followed ``reach_km`` further into the polygon's own country, and one from the
     point through ``b`` ``reach_km`` into the other country.  If the line crosses the first an
     odd number of times and the second an even number (the point lies on the other country's
     side of the finer line, and the two lines agree farther out), the other country wins.
 
-    Returns the points the line confirms on their polygon's side (the first ray crossed an
+    With ``which="osm"`` the clipped OpenStreetMap polygons decide first
+    (``_polygon_side``): a point held by exactly one of the two countries' polygons is on that
+    country's side, whatever the rays say; the rays decide the rest (a river the land polygons
+    leave as water, as at Narva, an overlap).
+
+    Returns the points the line (or the polygons) confirms on their polygon's side (the first ray crossed an
     even number of times, the second an odd number).  The ``place`` pass leaves them inside
     their polygon: near a border the nearest place is often the twin town across the river,
     and the line is the better evidence.
@@ -467,15 +514,41 @@ def _apply_borders(ix, lat, lon, iso, name, method, dist, border_km, reach_km=BO
     ok = norm > 1e-6  # a point on the line itself has no side to test
     g, part, d, vx, vy, norm, kx = g[ok], part[ok], d[ok], vx[ok], vy[ok], norm[ok], kx[ok]
     vx, vy = vx / norm, vy / norm
-    b = _borders(which)
+    b = _borders("wdb" if which == "wdb" else "osm")
     own = b.crossings(lon[g], lat[g], lon[g] + vx * reach_km / kx, lat[g] + vy * reach_km / ky)
     far = d + reach_km
     across = b.crossings(lon[g], lat[g], lon[g] - vx * far / kx, lat[g] - vy * far / ky)
     flip = (own % 2 == 1) & (across % 2 == 0)
-    settled = g[(own % 2 == 0) & (across % 2 == 1)]  # the line confirms the polygon's side
+    keep = (own % 2 == 0) & (across % 2 == 1)  # the line confirms the polygon's side
+    if which == "osm":
+        # the clipped OpenStreetMap polygons decide where exactly one of the two holds the point
+        poly_flip, poly_keep = _polygon_side(lat[g], lon[g], iso[g], ix.part_iso[part])
+        decided = poly_flip | poly_keep
+        flip = np.where(decided, poly_flip, flip)
+        keep = np.where(decided, poly_keep, keep)
+    settled = g[keep]
     g, part, d = g[flip], part[flip], d[flip]
     iso[g], name[g], method[g], dist[g] = ix.part_iso[part], ix.part_name[part], "border", d
     return settled
+
+
+
+
+def _polygon_side(lat, lon, own, other):
+    """Which side the clipped OpenStreetMap polygons put each point on: (other, own) masks.
+
+    A point held by the other country's polygon and not by its own polygon country's goes
+    across; one held by its own and not the other's stays.  Where neither holds it (a river
+    the land polygons leave as water) or both do, neither mask is set and the rays decide.
+    """
+    bp = _border_polygons()
+    pi, pj = bp.holders(lon, lat)
+    code = bp.country[pj]
+    in_own = np.zeros(len(lat), bool)
+    in_other = np.zeros(len(lat), bool)
+    in_own[pi[code == own[pi]]] = True
+    in_other[pi[code == other[pi]]] = True
+    return in_other & ~in_own, in_own & ~in_other
 
 
 def _apply_islands(ix, places, lat, lon, iso, name, method, dist, tol, island_km, k=8):
