@@ -41,8 +41,8 @@ from geoaudit.train._sample import (
     make_model,
     make_optimizer,
     performance_settings,
-    recalibrate_batchnorm,
     prepare_model,
+    recalibrate_batchnorm,
 )
 
 log = logging.getLogger(__name__)
@@ -252,6 +252,25 @@ def _precise_bn(model, dataset, bn_samples, m, batch_size, seed, device, perf):
     return n
 
 
+def _group_setup(caller, dataset, seeds, epochs, batch_size, lr, amp, channels_last, compile, samples_per_epoch,
+                 arch, class_names, pretrained, normalization):
+    """Validated inputs of a group of members, their draws per epoch and their fresh models."""
+    seeds = [check_interval("seeds", s, 0, None, caller=caller, integer=True) for s in seeds]
+    if not seeds:
+        raise InputError(f"The 'seeds' parameter of {caller} must hold at least one seed.")
+    epochs = check_interval("epochs", epochs, 1, None, caller=caller, integer=True)
+    batch_size = check_interval("batch_size", batch_size, 1, None, caller=caller, integer=True)
+    lr = check_interval("lr", lr, 0, None, caller=caller, closed="neither")
+    perf = performance_settings(amp, channels_last, compile, caller=caller)
+    if dataset.size == 0:
+        raise InputError("The weighted dataset is empty.")
+    m = int(samples_per_epoch or dataset.size)
+    c, h = int(dataset.images.shape[1]), int(dataset.images.shape[-1])
+    built = [make_model(arch, seed=s, num_classes=len(class_names), in_channels=c, image_size=h,
+                        pretrained=pretrained, normalization=normalization) for s in seeds]
+    return seeds, epochs, batch_size, lr, perf, m, built
+
+
 def train_stacked(dataset, *, arch="small_cnn", class_names, seeds, epochs=10, batch_size=64, lr=0.05, momentum=0.9,
                   weight_decay=5e-4, weight_loss=True, samples_per_epoch=None, normalization=None, pretrained=False,
                   device="cpu", on_epoch_end=None, desc=None, amp="off", channels_last=False, compile=False,
@@ -284,22 +303,11 @@ def train_stacked(dataset, *, arch="small_cnn", class_names, seeds, epochs=10, b
         plus ``stacked`` (K) and ``group_seconds`` (the group's training time).  Nothing is saved
         between epochs: an interrupted group starts over.
     """
-    caller = "train_stacked"
-    seeds = [check_interval("seeds", s, 0, None, caller=caller, integer=True) for s in seeds]
-    if not seeds:
-        raise InputError(f"The 'seeds' parameter of {caller} must hold at least one seed.")
-    epochs = check_interval("epochs", epochs, 1, None, caller=caller, integer=True)
-    batch_size = check_interval("batch_size", batch_size, 1, None, caller=caller, integer=True)
-    lr = check_interval("lr", lr, 0, None, caller=caller, closed="neither")
-    perf = performance_settings(amp, channels_last, compile, caller=caller)
-    if dataset.size == 0:
-        raise InputError("The weighted dataset is empty.")
+    seeds, epochs, batch_size, lr, perf, m, built = _group_setup(
+        "train_stacked", dataset, seeds, epochs, batch_size, lr, amp, channels_last, compile, samples_per_epoch,
+        arch, class_names, pretrained, normalization)
     K = len(seeds)
-    m = int(samples_per_epoch or dataset.size)
-    c, h = int(dataset.images.shape[1]), int(dataset.images.shape[-1])
     device = torch.device(device)
-    built = [make_model(arch, seed=s, num_classes=len(class_names), in_channels=c, image_size=h,
-                        pretrained=pretrained, normalization=normalization) for s in seeds]
     members = [b[0] for b in built]
     if not stackable(members[0]):
         raise InputError(f"The {arch!r} architecture cannot be stacked; stackable: {', '.join(STACKABLE)}.")
@@ -389,23 +397,12 @@ def train_concurrent(dataset, *, arch, class_names, seeds, epochs=10, batch_size
     """
     from geoaudit.train._sample import _save_state, weighted_step
 
-    caller = "train_concurrent"
-    seeds = [check_interval("seeds", s, 0, None, caller=caller, integer=True) for s in seeds]
-    if not seeds:
-        raise InputError(f"The 'seeds' parameter of {caller} must hold at least one seed.")
-    epochs = check_interval("epochs", epochs, 1, None, caller=caller, integer=True)
-    batch_size = check_interval("batch_size", batch_size, 1, None, caller=caller, integer=True)
-    lr = check_interval("lr", lr, 0, None, caller=caller, closed="neither")
-    perf = performance_settings(amp, channels_last, compile, caller=caller)
-    if dataset.size == 0:
-        raise InputError("The weighted dataset is empty.")
+    seeds, epochs, batch_size, lr, perf, m, built = _group_setup(
+        "train_concurrent", dataset, seeds, epochs, batch_size, lr, amp, channels_last, compile, samples_per_epoch,
+        arch, class_names, pretrained, normalization)
     K = len(seeds)
-    m = int(samples_per_epoch or dataset.size)
-    c, h = int(dataset.images.shape[1]), int(dataset.images.shape[-1])
     device = torch.device(device)
     cuda = device.type == "cuda"
-    built = [make_model(arch, seed=s, num_classes=len(class_names), in_channels=c, image_size=h,
-                        pretrained=pretrained, normalization=normalization) for s in seeds]
     models = [b[0] for b in built]
     step_models = [prepare_model(mod, perf, device) for mod in models]
     opts = [make_optimizer(mod, lr=lr, momentum=momentum, weight_decay=weight_decay) for mod in models]
