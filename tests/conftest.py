@@ -15,6 +15,17 @@ def _seed_and_threads():
     yield
 
 
+@pytest.fixture()
+def one_thread():
+    """torch on one thread for the test (2 shared cores: more threads oversubscribe), restored after."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def devices():
     import torch
 

@@ -27,13 +27,7 @@ from geoaudit.train._sample import weighted_step
 sys.path.insert(0, str(Path(__file__).parent))
 from _train_data import make_dataset_dir, make_images
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: torch on one thread
 
 
 @pytest.fixture

@@ -36,13 +36,7 @@ from _train_data import make_dataset_dir, make_images  # noqa: E402
 FAST = {"batch_size": 16, "lr": 0.05}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Two cores shared by several jobs: torch's default intra-op threads oversubscribe badly.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: torch on one thread
 
 
 @pytest.fixture(scope="module")

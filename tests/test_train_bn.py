@@ -12,18 +12,17 @@ from torch import nn
 
 from geoaudit._errors import InputError
 from geoaudit.cli import main
-from geoaudit.train import WeightedDataset, recalibrate_batchnorm, sample_model, train_population
+from geoaudit.train import (
+    WeightedDataset,
+    recalibrate_batchnorm,
+    sample_model,
+    train_population,
+)
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _train_data import make_dataset_dir, make_images  # noqa: E402
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: torch on one thread
 
 
 @pytest.fixture()

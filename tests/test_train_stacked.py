@@ -32,12 +32,7 @@ TOL = 1e-4
 NORM = {"mean": [0.4, 0.45, 0.5], "std": [0.2, 0.25, 0.3]}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: torch on one thread
 
 
 @pytest.fixture(scope="module")
