@@ -244,6 +244,15 @@ def _index(scale) -> _Index:
     return _Index(scale)
 
 
+def _unpack_runs(delta, start):
+    """Vertices (degrees) and the run (line or ring) of each, from a shipped border file: int
+    steps of 1e-5 degree that run on across runs from (0, 0), and each run's first vertex."""
+    xy = np.cumsum(delta.astype(np.int64), axis=0) / 1e5
+    run = np.zeros(len(xy), np.int64)
+    run[start[1:]] = 1
+    return xy, np.cumsum(run)
+
+
 class _Borders:
     """Shipped national border lines in an R-tree, for the ``border`` pass: the OpenStreetMap
     land borders (``"osm"``) or the GSHHG WDBII borders (``"wdb"``)."""
@@ -254,12 +263,8 @@ class _Borders:
         from geoaudit.data._resources import OSM_BORDERS, WDB_BORDERS, resource_path
 
         with np.load(resource_path(OSM_BORDERS if which == "osm" else WDB_BORDERS)) as z:
-            delta, start = z["delta"].astype(np.int64), z["start"]
-        line = np.zeros(len(delta), np.int64)
-        line[start[1:]] = 1
-        xy = np.cumsum(delta, axis=0)  # deltas run on across lines, from (0, 0)
-        line = np.cumsum(line)
-        self.lines = shapely.linestrings(xy / 1e5, indices=line)
+            xy, line = _unpack_runs(z["delta"], z["start"])
+        self.lines = shapely.linestrings(xy, indices=line)
         self.tree = shapely.STRtree(self.lines)
 
     def crossings(self, x0, y0, x1, y1):
@@ -291,13 +296,9 @@ class _BorderPolygons:
         from geoaudit.data._resources import OSM_BORDER_POLYGONS, resource_path
 
         with np.load(resource_path(OSM_BORDER_POLYGONS)) as z:
-            delta, ring_start = z["delta"].astype(np.int64), z["ring_start"]
+            xy, ring_of = _unpack_runs(z["delta"], z["ring_start"])
             poly_ring, poly_country = z["poly_ring"], z["poly_country"]
             codes = json.loads(bytes(z["codes"]).decode())
-        xy = np.cumsum(delta, axis=0) / 1e5  # deltas run on across rings, from (0, 0)
-        ring_of = np.zeros(len(xy), np.int64)
-        ring_of[ring_start[1:]] = 1
-        ring_of = np.cumsum(ring_of)
         rings = shapely.linearrings(xy, indices=ring_of)
         poly_of_ring = np.cumsum(np.isin(np.arange(len(rings)), poly_ring)) - 1
         self.polygons = shapely.polygons(rings, indices=poly_of_ring)
