@@ -217,6 +217,15 @@ def recalibrate_batchnorm(model, dataset, *, samples=BN_SAMPLES, batch_size=64, 
     return n
 
 
+def _precise_bn(model, dataset, bn_samples, m, batch_size, seed, device, perf):
+    """How every trained member ends: BatchNorm statistics re-estimated over at most one epoch's
+    draws, the model in eval mode; the number of draws used."""
+    n = recalibrate_batchnorm(model, dataset, samples=min(int(bn_samples), m), batch_size=batch_size, seed=seed,
+                              device=device, perf=perf)
+    model.eval()
+    return n
+
+
 def _save_state(path, state):
     atomic_save(path, lambda tmp: torch.save(state, tmp))
 
@@ -333,9 +342,7 @@ def sample_model(dataset, *, arch="small_cnn", class_names, seed=0, epochs=10, b
                                      "rng": rng.bit_generator.state, "history": history, "elapsed": elapsed})
         if on_epoch_end is not None:
             on_epoch_end(epoch + 1, stats)
-    n_bn = recalibrate_batchnorm(model, dataset, samples=min(bn_samples, m), batch_size=batch_size, seed=seed,
-                                 device=device, perf=perf)
-    model.eval()
+    n_bn = _precise_bn(model, dataset, bn_samples, m, batch_size, seed, device, perf)
     return model, {"weights_source": source, "normalization": normalization, "history": history,
                    "train_seconds": elapsed, "resumed_from_epoch": resumed_from, "performance": perf,
                    "bn_samples": n_bn}

@@ -38,11 +38,11 @@ from geoaudit.models._zoo import MLP7, LeNet5, Normalize, NormalizedModel, Small
 from geoaudit.train._sample import (
     BN_SAMPLES,
     _autocast,
+    _precise_bn,
     make_model,
     make_optimizer,
     performance_settings,
     prepare_model,
-    recalibrate_batchnorm,
 )
 
 log = logging.getLogger(__name__)
@@ -242,14 +242,6 @@ class StackedModel(nn.Module):
                         v = t.chunk(self.K, 0)[k]
                     out[k][f"{prefix}.{name}"] = v.clone()
         return out
-
-
-def _precise_bn(model, dataset, bn_samples, m, batch_size, seed, device, perf):
-    """As :func:`sample_model` ends: BatchNorm statistics re-estimated, the model in eval mode."""
-    n = recalibrate_batchnorm(model, dataset, samples=min(int(bn_samples), m), batch_size=batch_size, seed=seed,
-                              device=device, perf=perf)
-    model.eval()
-    return n
 
 
 def _group_setup(caller, dataset, seeds, epochs, batch_size, lr, amp, channels_last, compile, samples_per_epoch,
