@@ -355,3 +355,49 @@ def test_other_settings_into_same_folder_are_refused(quick_demo, capsys):
     assert main(["demo", "--quick", "--models", "4", "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert "other settings" in err and "models" in err and "Traceback" not in err
+
+
+# ------------------------------------------------------------------------------ populations in parallel processes
+def test_populations_trained_in_worker_processes_equal_those_trained_here(tmp_path):
+    """Two worker processes train the same populations, bit for bit, as this process does."""
+    import torch
+
+    from geoaudit._demo.parallel import PopulationJob, train_populations
+    from geoaudit.data import build_geoshapes
+
+    build_geoshapes(tmp_path / "data", n_images=120, image_size=24, n_classes=4, random_state=0)
+    params = {"eps": 0.5, "step_size": 0.1, "steps": 2, "norm": "l2"}
+
+    def jobs(where):
+        common = {"n_models": 2, "epochs": 1, "arch": "small_cnn", "device": "cpu", "bn_samples": 64}
+        return [PopulationJob(key=("d", "plain"), label="plain", data=str(tmp_path / "data"),
+                              kwargs=dict(common, augment="plain", out_dir=str(where / "plain"))),
+                PopulationJob(key=("d", "pgd"), label="PGD", data=str(tmp_path / "data"), attack=("pgd", params),
+                              cost=2.0, kwargs=dict(common, augment="pgd", out_dir=str(where / "pgd"))),
+                PopulationJob(key=("d", "oracle"), label="oracle", data=str(tmp_path / "data"), oracle=(1, 0),
+                              kwargs=dict(common, augment="plain", out_dir=str(where / "oracle")))]
+
+    said = []
+    threads = torch.get_num_threads()
+    here = train_populations(jobs(tmp_path / "here"), workers=1, threads=threads, say=said.append)
+    there = train_populations(jobs(tmp_path / "there"), workers=2, threads=threads, say=said.append)
+    assert set(here) == set(there) == {("d", "plain"), ("d", "pgd"), ("d", "oracle")}
+    for key, (result, seconds) in there.items():
+        assert seconds > 0 and result.method == key[1].replace("oracle", "plain")
+        assert len(result.checkpoints) == 2 and result.manifest["stats"]["done"] == 2
+        for a, b in zip(here[key][0].checkpoints, result.checkpoints):
+            assert (a / "weights.pt").read_bytes() == (b / "weights.pt").read_bytes()
+    # the workers' progress reaches the caller, one line per model
+    assert sum("trained" in m for m in said) == 2 * 6
+
+
+def test_jobs_validation_fails_in_one_line_and_writes_nothing(tmp_path, capsys):
+    from geoaudit.demo import run_demo
+
+    with pytest.raises(InputError, match="'jobs'.*at least 1"):
+        run_demo(tmp_path / "api", jobs=0)
+    assert not (tmp_path / "api").exists()
+    assert main(["demo", "--jobs", "0", "--out", str(tmp_path / "cli")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--jobs" in err and "Traceback" not in err
+    assert not (tmp_path / "cli").exists()

@@ -96,7 +96,7 @@ def _population_groups(report):
             for k, r in agg.iterrows()]
 
 
-def assemble(out, s, cost, data, audits, pops, comparisons, attack_section, timings, device) -> DemoResult:
+def assemble(out, s, cost, data, audits, pops, comparisons, attack_section, timings, device, jobs=1) -> DemoResult:
     """Write ``OUT/report.json``, ``OUT/report.html`` and ``OUT/figures/`` from a run's parts.
 
     Parameters
@@ -115,6 +115,8 @@ def assemble(out, s, cost, data, audits, pops, comparisons, attack_section, timi
     timings : dict
         Stage -> this call's and all calls' seconds.
     device : str
+    jobs : int
+        Populations trained at once (processes).
 
     Returns
     -------
@@ -144,7 +146,7 @@ def assemble(out, s, cost, data, audits, pops, comparisons, attack_section, timi
         mechanisms[mech] = {"planted": MECHANISMS[mech], "data": str(out / "data" / mech),
                             "data_config": data_config(s, mech),
                             "splits": {k: len(v) for k, v in data[mech].items()}, "populations": mpops}
-    settings = {**asdict(s), "perceptual_cost": cost, "device": device}
+    settings = {**asdict(s), "perceptual_cost": cost, "device": device, "jobs": jobs}
     result = json_safe({
         "kind": "geoaudit-demo",
         "format_version": 2,

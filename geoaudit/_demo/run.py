@@ -16,7 +16,7 @@ from geoaudit._demo.folder import (
     population_state,
     timed,
 )
-from geoaudit._demo.methods import attack_params, oracle_training_data
+from geoaudit._demo.methods import attack_params
 from geoaudit._demo.plan import (
     ALPHA,
     MECHANISMS,
@@ -36,7 +36,7 @@ from geoaudit._io import atomic_write_bytes, atomic_write_json
 
 def run_demo(out_dir, *, quick=False, n_images=None, image_size=None, capture_strength=None, spurious_strength=None,
              models=None, check_models=None, epochs=None, mechanisms=None, seed=0, device="auto", pieapp_weights=None,
-             echo=print) -> DemoResult:
+             jobs=None, echo=print) -> DemoResult:
     """Run the demo into ``out_dir`` and return the combined report (also report.json).
 
     Parameters
@@ -54,6 +54,10 @@ def run_demo(out_dir, *, quick=False, n_images=None, image_size=None, capture_st
     pieapp_weights : str or Path, optional
         PieAPP weights for the perceptual cost (must exist); without weights (and none in the
         environment or the torch hub cache) the SSIM cost is used.
+    jobs : int, optional
+        Populations trained at once, each in its own process (1: one after another in this
+        process).  Default: on a CPU, the usable cores divided by torch's threads (the CLI sets
+        1 thread); on a GPU, 1.  The results do not depend on it.
     echo : callable
         Where stage messages go (the CLI prints them).
 
@@ -62,6 +66,9 @@ def run_demo(out_dir, *, quick=False, n_images=None, image_size=None, capture_st
     DemoResult
         A read-only mapping with what ``report.json`` holds.
     """
+    import torch
+
+    from geoaudit._demo.parallel import check_jobs, default_jobs
     from geoaudit._device import resolve_device
 
     s = demo_settings(quick=quick, n_images=n_images, image_size=image_size, capture_strength=capture_strength,
@@ -71,6 +78,8 @@ def run_demo(out_dir, *, quick=False, n_images=None, image_size=None, capture_st
     out = Path(out_dir)
     check_inputs(out, pieapp_weights)
     dev = resolve_device(device)
+    threads = torch.get_num_threads()
+    workers = check_jobs(jobs) or default_jobs(dev, threads)
     cost = "pieapp" if pieapp_available(pieapp_weights) else "ssim"
     if cost == "pieapp" and s.image_size < 64:
         s = DemoSettings(**{**asdict(s), "image_size": 64})
@@ -105,15 +114,13 @@ def run_demo(out_dir, *, quick=False, n_images=None, image_size=None, capture_st
             data[mech] = load_geo_dataset(folder)
 
     # 2. populations
-    from geoaudit.attacks import make_attack
-    from geoaudit.train import train_population
+    from geoaudit._demo.parallel import PopulationJob, train_populations
 
     params = attack_params(s, cost, pieapp_weights)
-    pops = {}
+    jobs = []
     total = sum(len(s.methods_of(m)) for m in s.mechanisms)
     i = 0
     for mech in s.mechanisms:
-        pops[mech] = {}
         for method in s.methods_of(mech):
             i += 1
             folder = out / "populations" / mech / method
@@ -126,26 +133,34 @@ def run_demo(out_dir, *, quick=False, n_images=None, image_size=None, capture_st
                 dro = "" if method in ("plain", "oracle") or has_d else \
                     f"building D (Algorithm 2, T1 = {s.dro_rounds}), then "
                 left = f"{k - done} of {k}" if done else f"{k}"
-                say(f"[2/5] {what}: {dro}training {left} models ...")
-            train_data = out / "data" / mech
-            if method == "plain":
-                augment, attack, reuse = "plain", None, "auto"
-            elif method == "oracle":
+                say(f"[2/5] {what}: {dro}training {left} models{' (queued)' if workers > 1 else ''} ...")
+            dro_method = method in ("pgd", "perceptual")
+            jobs.append(PopulationJob(
+                key=(mech, method), label=what, data=str(out / "data" / mech),
                 # the bias's own corruption as augmentation: clean images plus corrupted copies
-                augment, attack, reuse = "plain", None, "auto"
-                train_data = oracle_training_data(train_data, copies=ORACLE_COPIES, random_state=s.seed)
-            else:
-                augment, attack, reuse = method, make_attack(method, **params[method]), False
-            with timed(timings, f"train {mech}/{method}"):
-                pops[mech][method] = train_population(
-                    train_data, augment=augment, n_models=k, epochs=s.epochs, arch="small_cnn",
-                    seeds=list(range(k)), out_dir=folder, attack=attack, device=dev, lr=s.lr,
-                    dro_rounds=s.dro_rounds, dro_random_state=s.seed, reuse=reuse,
+                oracle=(ORACLE_COPIES, s.seed) if method == "oracle" else None,
+                attack=(method, params[method]) if dro_method else None,
+                # to start the longest first: DRO adds Algorithm 2 (measured ~1.3x plain)
+                cost=(k - done) * (1.3 if dro_method else 1.0) + (0.5 * k if dro_method and not has_d else 0),
+                kwargs=dict(
+                    augment=method if dro_method else "plain", n_models=k, epochs=s.epochs, arch="small_cnn",
+                    seeds=list(range(k)), out_dir=str(folder), device=str(dev), lr=s.lr, dro_rounds=s.dro_rounds,
+                    dro_random_state=s.seed, reuse=False if dro_method else "auto",
                     # every method takes the same number of SGD steps per epoch (one pass's worth of
                     # the clean data), so the populations differ in what they see, not how long
-                    samples_per_epoch=len(data[mech]["train"]),
-                    on_model_end=lambda e, what=what: say(f"      {what}: {e['name']} trained"),
-                )
+                    samples_per_epoch=len(data[mech]["train"]))))
+    todo = [j for j in jobs if population_state(out / "populations" / j.key[0] / j.key[1],
+                                                    j.kwargs["n_models"])[0] < j.kwargs["n_models"]]
+    if workers > 1 and len(todo) > 1:
+        say(f"[2/5] training {len(todo)} populations in {min(workers, len(todo))} processes at once "
+            f"({threads} torch thread(s) each; --jobs sets how many)")
+    with timed(timings, "train, all populations (wall)"):
+        trained = train_populations(jobs, workers=workers if len(todo) > 1 else 1, threads=threads, say=say)
+    pops = {mech: {} for mech in s.mechanisms}
+    for (mech, method), (result, seconds) in trained.items():
+        pops[mech][method] = result
+        timings[f"train {mech}/{method}"] = timings.get(f"train {mech}/{method}", 0.0) + seconds
+    pops = {mech: {method: pops[mech][method] for method in s.methods_of(mech)} for mech in s.mechanisms}
 
     # 3. audits
     from geoaudit.audit import audit_checkpoints, write_report
@@ -184,6 +199,6 @@ def run_demo(out_dir, *, quick=False, n_images=None, image_size=None, capture_st
     say("[5/5] writing the report ...")
     timings["total"] = time.perf_counter() - started
     timings = add_to_run_log(out, timings)
-    result = assemble(out, s, cost, data, audits, pops, comparisons, attack_section, timings, str(dev))
+    result = assemble(out, s, cost, data, audits, pops, comparisons, attack_section, timings, str(dev), jobs=workers)
     echo(result.summary())
     return result

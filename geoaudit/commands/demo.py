@@ -45,6 +45,9 @@ def register(sub):
                         f"(default {d['spurious_strength']:g})")
     p.add_argument("--mechanisms", help="comma-separated subset of capture,colour,null (default: all three)")
     p.add_argument("--seed", type=int, default=0, help="seed of the data and of Algorithm 2 (default 0)")
+    p.add_argument("--jobs", type=int,
+                   help="populations trained at once, each in its own process (default: on a CPU one per core, "
+                        "with 1 torch thread each; on a GPU 1); the results do not depend on it")
     p.add_argument("--pieapp-weights", help="PieAPP weights file; without it the perceptual cost is 1 - SSIM")
     add_device_arg(p)
     p.set_defaults(func=run)
@@ -53,7 +56,11 @@ def register(sub):
 def run(args) -> int:
     import torch
 
+    from geoaudit._validation import check_flag
     from geoaudit.demo import run_demo
+
+    if args.jobs is not None:
+        check_flag("--jobs", args.jobs, 1)
 
     if args.threads is None and args.device in ("auto", "cpu") and not torch.cuda.is_available():
         # small CNNs gain nothing from intra-op threads, and OpenMP spin-waiting on small VMs
@@ -65,5 +72,5 @@ def run(args) -> int:
              capture_strength=args.capture_strength, spurious_strength=args.spurious_strength, models=args.models,
              check_models=args.check_models,
              epochs=args.epochs, mechanisms=mechanisms, seed=args.seed, device=args.device,
-             pieapp_weights=args.pieapp_weights)
+             pieapp_weights=args.pieapp_weights, jobs=args.jobs)
     return 0

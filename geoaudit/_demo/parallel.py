@@ -1,0 +1,155 @@
+"""Training the demo's populations in parallel processes, one per core.
+
+The populations are independent (Algorithm 2 builds one D per population), and on a CPU a
+small CNN gains nothing from intra-op threads (``benchmarks/threads.py``), so the demo trains
+several populations at once, each in its own single-threaded process.  A population trained in
+a worker is bit-identical to one trained in the calling process with the same torch threads:
+the same function runs on the same data with the same seeds.
+"""
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import queue as queue_mod
+import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+
+from geoaudit._errors import InputError
+
+
+@dataclass
+class PopulationJob:
+    """One population to train: ``train_population``'s arguments, less what cannot cross processes.
+
+    ``attack`` is ``(method, params)`` for :func:`geoaudit.attacks.make_attack` (built in the
+    worker); ``oracle`` is ``(copies, random_state)`` when the training data is the dataset plus
+    capture-corrupted copies (made in the worker, so the parent neither builds nor ships them).
+    """
+
+    key: tuple
+    label: str
+    data: str
+    kwargs: dict
+    attack: tuple | None = None
+    oracle: tuple | None = None
+    cost: float = 1.0  # relative expected time, to start the longest first
+
+
+def available_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask, not the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def default_jobs(device, threads: int) -> int:
+    """Processes that train populations at once: one per ``threads`` cores on a CPU, one on a GPU."""
+    if getattr(device, "type", str(device)) != "cpu":
+        return 1
+    return max(1, available_cores() // max(1, threads))
+
+
+def check_jobs(jobs):
+    if jobs is None:
+        return None
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise InputError(f"The 'jobs' parameter of run_demo must be a whole number of processes, at least 1 "
+                         f"(1 trains the populations one after another in this process). Got {jobs!r} instead.")
+    return jobs
+
+
+_messages = None  # a worker's queue to the parent
+
+
+def _init_worker(messages, threads):
+    import torch
+
+    global _messages
+    _messages = messages
+    torch.set_num_threads(threads)  # the parent's count, not torch's default
+
+
+def _train(job: PopulationJob, say=None):
+    """Train one population (in a worker, or in this process); returns ``(result, seconds)``."""
+    from geoaudit.attacks import make_attack
+    from geoaudit.train import train_population
+
+    say = say or _messages.put
+    t = time.perf_counter()
+    data = job.data
+    if job.oracle is not None:
+        from geoaudit._demo.methods import oracle_training_data
+
+        copies, random_state = job.oracle
+        data = oracle_training_data(data, copies=copies, random_state=random_state)
+    attack = None if job.attack is None else make_attack(job.attack[0], **job.attack[1])
+
+    r = train_population(data, attack=attack, **job.kwargs,
+                         on_model_end=lambda e: say(f"      {job.label}: {e['name']} trained"))
+    # plain values across the process boundary (the result's manifest is a read-only view)
+    return (str(r.out_dir), r.method, tuple(map(str, r.checkpoints)), tuple(r.seeds)), time.perf_counter() - t
+
+
+def _result(values):
+    from geoaudit.train import PopulationResult
+
+    out, method, checkpoints, seeds = values
+    manifest = json.loads((Path(out) / "manifest.json").read_text(encoding="utf-8"))
+    return PopulationResult(Path(out), method, tuple(map(Path, checkpoints)), seeds, manifest)
+
+
+def train_populations(jobs, *, workers: int, threads: int, say):
+    """Train every job; returns ``{key: (PopulationResult, seconds)}``.
+
+    ``workers`` 1 trains them one after another in this process; more start that many worker
+    processes (spawned: a forked torch may hang in OpenMP) and hand out the jobs longest
+    first.  Messages of the workers are printed by this process as they come.  On an error
+    (or Ctrl-C) the jobs not started are cancelled; what finished is on disk, and re-running
+    resumes from it.
+    """
+    jobs = list(jobs)
+    if workers <= 1 or len(jobs) <= 1:
+        return {job.key: _with_result(_train(job, say)) for job in jobs}
+    ctx = multiprocessing.get_context("spawn")
+    messages = ctx.Queue()
+    out = {}
+    pool = ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=ctx, initializer=_init_worker,
+                               initargs=(messages, threads))
+    try:
+        futures = {pool.submit(_train, job): job for job in sorted(jobs, key=lambda j: -j.cost)}
+        pending = set(futures)
+        while pending:
+            done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+            _drain(messages, say)
+            for f in done:
+                out[futures[f].key] = _with_result(f.result())  # a worker's error is raised here
+    except BaseException as exc:
+        running = sum(1 for f in futures if f.running())
+        if running and not isinstance(exc, KeyboardInterrupt):
+            say(f"a population failed ({type(exc).__name__}); letting the {running} running finish, so that "
+                "nothing is lost, before stopping")
+        pool.shutdown(wait=True, cancel_futures=True)
+        _drain(messages, say)
+        raise
+    pool.shutdown(wait=True)
+    _drain(messages, say)
+    return out
+
+
+def _with_result(done):
+    values, seconds = done
+    return _result(values), seconds
+
+
+def _drain(messages, say):
+    while True:
+        try:
+            say(messages.get_nowait())
+        except queue_mod.Empty:
+            return
+        except (EOFError, OSError, BrokenPipeError):  # the queue's pipe closed (Ctrl-C)
+            return
