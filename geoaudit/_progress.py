@@ -1,6 +1,7 @@
 """Progress with an ETA.  A bar on a terminal; plain lines (one every ~10 s, only for steps that
 run that long) when the output is a file or a pipe, so a log holds more than stage lines.
-GEOAUDIT_PROGRESS=1 forces bars, ``lines`` forces lines, 0 turns progress off."""
+GEOAUDIT_PROGRESS=1 forces bars, ``lines`` forces lines, 0 turns progress off; GEOAUDIT_PROGRESS_LABEL
+prefixes every description (whose work it is, where several processes share one output)."""
 from __future__ import annotations
 
 import io
@@ -112,6 +113,9 @@ def progress(iterable=None, **kwargs):
     if kwargs.get("disable", False) is None:
         del kwargs["disable"]
     mode = progress_mode()
+    label = os.environ.get("GEOAUDIT_PROGRESS_LABEL")
+    if label:
+        kwargs["desc"] = f"{label} {kwargs['desc']}" if kwargs.get("desc") else label
     kwargs.setdefault("disable", mode == "off")
     kwargs.setdefault("leave", False)
     if mode == "lines":

@@ -681,6 +681,9 @@ CASES = [
          InputError, "applies to backend='local'", "training"),
     Case("train-bn-samples-negative", "train --bn-samples -5 (draws for the BatchNorm statistics)",
          lambda c: _train(c, c.fx["geo"], "--bn-samples", "-5"), 2, "--bn-samples must be 0", "training"),
+    Case("demo-jobs-zero", "demo --jobs 0 (populations trained at once, each in a process)",
+         lambda c: ["demo", "--jobs", "0", "--out", str(c.out), "--device", "cpu"], 2,
+         "--jobs must be at least 1", "CLI and demo"),
 ]
 
 

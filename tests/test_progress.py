@@ -65,3 +65,18 @@ def test_progress_picks_lines_off_a_terminal(monkeypatch):
     monkeypatch.setenv("GEOAUDIT_PROGRESS", "1")
     p = progress(range(3), desc="x", file=io.StringIO())
     assert isinstance(p, tqdm) and not isinstance(p, ProgressLines)
+
+
+def test_a_label_says_whose_progress_it_is(monkeypatch, clock):
+    # workers training populations side by side share one stderr
+    monkeypatch.setenv("GEOAUDIT_PROGRESS", "lines")
+    monkeypatch.setenv("GEOAUDIT_PROGRESS_LABEL", "[capture/pgd]")
+    out = io.StringIO()
+    bar = progress(total=2, desc="round 1", unit="batch", file=out, interval=1, mininterval=0)
+    clock.t += 2
+    bar.update(1)
+    bar.close()
+    assert out.getvalue().startswith("[capture/pgd] round 1: 1/2 batch")
+    assert progress(range(1), file=io.StringIO()).desc.startswith("[capture/pgd]")
+    monkeypatch.delenv("GEOAUDIT_PROGRESS_LABEL")
+    assert progress(range(1), desc="x", file=io.StringIO()).desc == "x"

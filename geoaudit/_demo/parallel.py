@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from geoaudit._errors import InputError
+from geoaudit._progress import progress_mode
 
 
 @dataclass
@@ -65,12 +66,14 @@ def check_jobs(jobs):
 _messages = None  # a worker's queue to the parent
 
 
-def _init_worker(messages, threads):
+def _init_worker(messages, threads, progress):
     import torch
 
     global _messages
     _messages = messages
     torch.set_num_threads(threads)  # the parent's count, not torch's default
+    # several processes' bars cannot share a terminal line: lines, each labelled with its population
+    os.environ["GEOAUDIT_PROGRESS"] = {"bar": "lines", "off": "0"}.get(progress, progress)
 
 
 def _train(job: PopulationJob, say=None):
@@ -78,7 +81,9 @@ def _train(job: PopulationJob, say=None):
     from geoaudit.attacks import make_attack
     from geoaudit.train import train_population
 
-    say = say or _messages.put
+    if say is None:  # a worker
+        say = _messages.put
+        os.environ["GEOAUDIT_PROGRESS_LABEL"] = f"[{'/'.join(map(str, job.key))}]"
     t = time.perf_counter()
     data = job.data
     if job.oracle is not None:
@@ -118,7 +123,7 @@ def train_populations(jobs, *, workers: int, threads: int, say):
     messages = ctx.Queue()
     out = {}
     pool = ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=ctx, initializer=_init_worker,
-                               initargs=(messages, threads))
+                               initargs=(messages, threads, progress_mode()))
     try:
         futures = {pool.submit(_train, job): job for job in sorted(jobs, key=lambda j: -j.cost)}
         pending = set(futures)
