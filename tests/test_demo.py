@@ -401,3 +401,44 @@ def test_jobs_validation_fails_in_one_line_and_writes_nothing(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--jobs" in err and "Traceback" not in err
     assert not (tmp_path / "cli").exists()
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_the_worker_processes_and_a_rerun_resumes(tmp_path):
+    """A real SIGINT to the process group, as a terminal's Ctrl-C sends: the parent and its workers
+    stop within seconds with the one-line message, and the same command finishes the run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    argv = ["--threads", "1", "demo", "--quick", "--models", "2", "--epochs", "1", "--n-images", "1200",
+            "--out", str(out), "--device", "cpu", "--jobs", "2"]
+    p = subprocess.Popen([sys.executable, "-m", "geoaudit.cli", *argv], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, start_new_session=True,
+                         env=dict(os.environ, GEOAUDIT_PROGRESS="0"),
+                         # a terminal's default disposition, even where CI runs the tests in the background
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    lines = []
+    for line in p.stdout:  # interrupt once a worker has finished a model and goes on training
+        lines.append(line)
+        if "model_000 trained" in line:
+            break
+    assert any("in 2 processes at once" in x for x in lines), "".join(lines)
+    t = time.perf_counter()
+    os.killpg(p.pid, signal.SIGINT)
+    rest, err = p.communicate(timeout=120)
+    stopped = time.perf_counter() - t
+    assert p.returncode == 130, err
+    assert "interrupted; finished work is kept, re-run the same command to resume" in err
+    assert "Traceback" not in err and "Traceback" not in rest
+    assert stopped < 30  # the workers stop too; queued populations are not started
+    assert "[3/5]" not in rest
+    kept = {q: q.stat().st_mtime_ns for q in out.glob("populations/*/*/model_*/weights.pt")}
+    assert kept  # the model whose line was printed
+    assert main(argv) == 0
+    assert {q: q.stat().st_mtime_ns for q in kept} == kept  # reused, not retrained
+    report = json.loads((out / "report.json").read_text())
+    assert report["settings"]["jobs"] == 2
+    assert all(p_["n_models"] == 2 for p_ in report["mechanisms"]["capture"]["populations"].values())

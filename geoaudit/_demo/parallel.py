@@ -12,6 +12,7 @@ import json
 import multiprocessing
 import os
 import queue as queue_mod
+import signal
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
@@ -64,13 +65,22 @@ def check_jobs(jobs):
 
 
 _messages = None  # a worker's queue to the parent
+_stop = None  # set by the parent when it stops: a job already queued to a worker is not started
+_ctrl_c = True  # whether Ctrl-C interrupts a job: not when the parent ignores it (nohup, a background job)
 
 
-def _init_worker(messages, threads, progress):
+class _NotStarted(Exception):
+    pass
+
+
+def _init_worker(messages, stop, threads, progress, ctrl_c):
     import torch
 
-    global _messages
-    _messages = messages
+    global _messages, _stop, _ctrl_c
+    _messages, _stop, _ctrl_c = messages, stop, ctrl_c
+    # Ctrl-C reaches the whole process group: an idle worker ignores it (else it dies with a
+    # traceback); a training one gets KeyboardInterrupt, so its population records where it stopped
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(threads)  # the parent's count, not torch's default
     # several processes' bars cannot share a terminal line: lines, each labelled with its population
     os.environ["GEOAUDIT_PROGRESS"] = {"bar": "lines", "off": "0"}.get(progress, progress)
@@ -78,12 +88,29 @@ def _init_worker(messages, threads, progress):
 
 def _train(job: PopulationJob, say=None):
     """Train one population (in a worker, or in this process); returns ``(result, seconds)``."""
+    worker = say is None
+    if worker:
+        if _stop.is_set():
+            raise _NotStarted(job.label)
+        say = _messages.put
+        os.environ["GEOAUDIT_PROGRESS_LABEL"] = f"[{'/'.join(map(str, job.key))}]"
+        if _ctrl_c:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        return _train_here(job, say)
+    except KeyboardInterrupt:
+        if worker:  # the parent may not have seen its own Ctrl-C yet; no queued job may start
+            _stop.set()
+        raise
+    finally:
+        if worker:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _train_here(job, say):
     from geoaudit.attacks import make_attack
     from geoaudit.train import train_population
 
-    if say is None:  # a worker
-        say = _messages.put
-        os.environ["GEOAUDIT_PROGRESS_LABEL"] = f"[{'/'.join(map(str, job.key))}]"
     t = time.perf_counter()
     data = job.data
     if job.oracle is not None:
@@ -120,10 +147,11 @@ def train_populations(jobs, *, workers: int, threads: int, say):
     if workers <= 1 or len(jobs) <= 1:
         return {job.key: _with_result(_train(job, say)) for job in jobs}
     ctx = multiprocessing.get_context("spawn")
-    messages = ctx.Queue()
-    out = {}
+    messages, stop = ctx.Queue(), ctx.Event()
+    out, futures = {}, {}
     pool = ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=ctx, initializer=_init_worker,
-                               initargs=(messages, threads, progress_mode()))
+                               initargs=(messages, stop, threads, progress_mode(),
+                                         signal.getsignal(signal.SIGINT) is not signal.SIG_IGN))
     try:
         futures = {pool.submit(_train, job): job for job in sorted(jobs, key=lambda j: -j.cost)}
         pending = set(futures)
@@ -133,12 +161,18 @@ def train_populations(jobs, *, workers: int, threads: int, say):
             for f in done:
                 out[futures[f].key] = _with_result(f.result())  # a worker's error is raised here
     except BaseException as exc:
+        stop.set()
+        # a worker's Ctrl-C (or a job not started because of one) can come back before the
+        # parent sees its own: either way the run was interrupted
+        interrupted = isinstance(exc, (KeyboardInterrupt, _NotStarted))
         running = sum(1 for f in futures if f.running())
-        if running and not isinstance(exc, KeyboardInterrupt):
+        if running and not interrupted:
             say(f"a population failed ({type(exc).__name__}); letting the {running} running finish, so that "
                 "nothing is lost, before stopping")
         pool.shutdown(wait=True, cancel_futures=True)
         _drain(messages, say)
+        if isinstance(exc, _NotStarted):
+            raise KeyboardInterrupt from None
         raise
     pool.shutdown(wait=True)
     _drain(messages, say)
