@@ -442,3 +442,24 @@ def test_ctrl_c_stops_the_worker_processes_and_a_rerun_resumes(tmp_path):
     report = json.loads((out / "report.json").read_text())
     assert report["settings"]["jobs"] == 2
     assert all(p_["n_models"] == 2 for p_ in report["mechanisms"]["capture"]["populations"].values())
+
+
+def test_a_failing_population_lets_the_running_one_finish_and_raises_its_error(tmp_path):
+    import torch
+
+    from geoaudit._demo.parallel import PopulationJob, train_populations
+    from geoaudit.data import build_geoshapes
+
+    build_geoshapes(tmp_path / "data", n_images=120, image_size=24, n_classes=4, random_state=0)
+    (tmp_path / "a_file").write_text("someone's file")
+    common = {"n_models": 1, "epochs": 1, "arch": "small_cnn", "device": "cpu", "bn_samples": 64, "augment": "plain"}
+    jobs = [PopulationJob(key=("d", "ok"), label="ok", data=str(tmp_path / "data"), cost=2.0,
+                          kwargs=dict(common, out_dir=str(tmp_path / "ok"))),
+            PopulationJob(key=("d", "bad"), label="bad", data=str(tmp_path / "data"),
+                          kwargs=dict(common, out_dir=str(tmp_path / "a_file")))]
+    said = []
+    with pytest.raises(InputError, match="is a file"):  # the worker's own error, not a pool error
+        train_populations(jobs, workers=2, threads=torch.get_num_threads(), say=said.append)
+    assert any("letting the 1 running finish" in m for m in said)
+    assert (tmp_path / "ok" / "model_000" / "weights.pt").exists()  # nothing lost
+    assert (tmp_path / "a_file").read_text() == "someone's file"
