@@ -394,7 +394,7 @@ def test_populations_trained_in_worker_processes_equal_those_trained_here(tmp_pa
 def test_jobs_validation_fails_in_one_line_and_writes_nothing(tmp_path, capsys):
     from geoaudit.demo import run_demo
 
-    with pytest.raises(InputError, match="'jobs'.*at least 1"):
+    with pytest.raises(InputError, match=r"'jobs'.*\[1, inf\]"):
         run_demo(tmp_path / "api", jobs=0)
     assert not (tmp_path / "api").exists()
     assert main(["demo", "--jobs", "0", "--out", str(tmp_path / "cli")]) == 2

@@ -1,10 +1,10 @@
 """Training the demo's populations in parallel processes, one per core.
 
-The populations are independent (Algorithm 2 builds one D per population), and on a CPU a
-small CNN gains nothing from intra-op threads (``benchmarks/threads.py``), so the demo trains
-several populations at once, each in its own single-threaded process.  A population trained in
-a worker is bit-identical to one trained in the calling process with the same torch threads:
-the same function runs on the same data with the same seeds.
+The populations are independent (Algorithm 2 builds one D per population), so the demo trains
+several at once, each in its own process with the parent's torch threads (the CLI sets 1).  A
+population trained in a worker is bit-identical to one trained in the calling process: the
+same function runs on the same data with the same seeds and thread count, so the results do not
+depend on the core count, which intra-op threads would change (``benchmarks/demo_jobs.py``).
 """
 from __future__ import annotations
 
@@ -18,7 +18,6 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
-from geoaudit._errors import InputError
 from geoaudit._progress import progress_mode
 
 
@@ -50,18 +49,9 @@ def available_cores() -> int:
 
 def default_jobs(device, threads: int) -> int:
     """Processes that train populations at once: one per ``threads`` cores on a CPU, one on a GPU."""
-    if getattr(device, "type", str(device)) != "cpu":
+    if device.type != "cpu":
         return 1
     return max(1, available_cores() // max(1, threads))
-
-
-def check_jobs(jobs):
-    if jobs is None:
-        return None
-    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
-        raise InputError(f"The 'jobs' parameter of run_demo must be a whole number of processes, at least 1 "
-                         f"(1 trains the populations one after another in this process). Got {jobs!r} instead.")
-    return jobs
 
 
 _messages = None  # a worker's queue to the parent
@@ -190,5 +180,5 @@ def _drain(messages, say):
             say(messages.get_nowait())
         except queue_mod.Empty:
             return
-        except (EOFError, OSError, BrokenPipeError):  # the queue's pipe closed (Ctrl-C)
+        except (EOFError, OSError):  # the queue's pipe closed (Ctrl-C)
             return

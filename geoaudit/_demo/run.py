@@ -68,8 +68,9 @@ def run_demo(out_dir, *, quick=False, n_images=None, image_size=None, capture_st
     """
     import torch
 
-    from geoaudit._demo.parallel import check_jobs, default_jobs
+    from geoaudit._demo.parallel import default_jobs
     from geoaudit._device import resolve_device
+    from geoaudit._validation import check_interval
 
     s = demo_settings(quick=quick, n_images=n_images, image_size=image_size, capture_strength=capture_strength,
                       spurious_strength=spurious_strength, models=models, check_models=check_models, epochs=epochs,
@@ -79,7 +80,8 @@ def run_demo(out_dir, *, quick=False, n_images=None, image_size=None, capture_st
     check_inputs(out, pieapp_weights)
     dev = resolve_device(device)
     threads = torch.get_num_threads()
-    workers = check_jobs(jobs) or default_jobs(dev, threads)
+    workers = default_jobs(dev, threads) if jobs is None else \
+        check_interval("jobs", jobs, 1, None, caller="run_demo", integer=True)
     cost = "pieapp" if pieapp_available(pieapp_weights) else "ssim"
     if cost == "pieapp" and s.image_size < 64:
         s = DemoSettings(**{**asdict(s), "image_size": 64})
@@ -117,7 +119,7 @@ def run_demo(out_dir, *, quick=False, n_images=None, image_size=None, capture_st
     from geoaudit._demo.parallel import PopulationJob, train_populations
 
     params = attack_params(s, cost, pieapp_weights)
-    jobs = []
+    jobs, todo = [], 0
     total = sum(len(s.methods_of(m)) for m in s.mechanisms)
     i = 0
     for mech in s.mechanisms:
@@ -133,6 +135,7 @@ def run_demo(out_dir, *, quick=False, n_images=None, image_size=None, capture_st
                 dro = "" if method in ("plain", "oracle") or has_d else \
                     f"building D (Algorithm 2, T1 = {s.dro_rounds}), then "
                 left = f"{k - done} of {k}" if done else f"{k}"
+                todo += 1
                 say(f"[2/5] {what}: {dro}training {left} models{' (queued)' if workers > 1 else ''} ...")
             dro_method = method in ("pgd", "perceptual")
             jobs.append(PopulationJob(
@@ -149,18 +152,13 @@ def run_demo(out_dir, *, quick=False, n_images=None, image_size=None, capture_st
                     # every method takes the same number of SGD steps per epoch (one pass's worth of
                     # the clean data), so the populations differ in what they see, not how long
                     samples_per_epoch=len(data[mech]["train"]))))
-    todo = [j for j in jobs if population_state(out / "populations" / j.key[0] / j.key[1],
-                                                    j.kwargs["n_models"])[0] < j.kwargs["n_models"]]
-    if workers > 1 and len(todo) > 1:
-        say(f"[2/5] training {len(todo)} populations in {min(workers, len(todo))} processes at once "
+    if workers > 1 and todo > 1:
+        say(f"[2/5] training {todo} populations in {min(workers, todo)} processes at once "
             f"({threads} torch thread(s) each; --jobs sets how many)")
     with timed(timings, "train, all populations (wall)"):
-        trained = train_populations(jobs, workers=workers if len(todo) > 1 else 1, threads=threads, say=say)
-    pops = {mech: {} for mech in s.mechanisms}
-    for (mech, method), (result, seconds) in trained.items():
-        pops[mech][method] = result
-        timings[f"train {mech}/{method}"] = timings.get(f"train {mech}/{method}", 0.0) + seconds
-    pops = {mech: {method: pops[mech][method] for method in s.methods_of(mech)} for mech in s.mechanisms}
+        trained = train_populations(jobs, workers=workers if todo > 1 else 1, threads=threads, say=say)
+    pops = {mech: {method: trained[mech, method][0] for method in s.methods_of(mech)} for mech in s.mechanisms}
+    timings.update({f"train {mech}/{method}": seconds for (mech, method), (_, seconds) in trained.items()})
 
     # 3. audits
     from geoaudit.audit import audit_checkpoints, write_report

@@ -63,8 +63,8 @@ def run(args) -> int:
         check_flag("--jobs", args.jobs, 1)
 
     if args.threads is None and args.device in ("auto", "cpu") and not torch.cuda.is_available():
-        # small CNNs gain nothing from intra-op threads, and OpenMP spin-waiting on small VMs
-        # made 2 threads up to 9x slower than 1 (see benchmarks/threads.py)
+        # the cores go to populations trained side by side (--jobs), one thread each: the results
+        # then do not depend on the core count, and it was the faster layout (benchmarks/demo_jobs.py)
         torch.set_num_threads(1)
 
     mechanisms = None if not args.mechanisms else [m.strip() for m in args.mechanisms.split(",") if m.strip()]

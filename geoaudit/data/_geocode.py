@@ -533,8 +533,6 @@ def _apply_borders(ix, lat, lon, iso, name, method, dist, border_km, reach_km=BO
     return settled
 
 
-
-
 def _polygon_side(lat, lon, own, other):
     """Which side the clipped OpenStreetMap polygons put each point on: (other, own) masks.
 
