@@ -8,7 +8,6 @@ depend on the core count, which intra-op threads would change (``benchmarks/demo
 """
 from __future__ import annotations
 
-import json
 import multiprocessing
 import os
 import queue as queue_mod
@@ -16,7 +15,6 @@ import signal
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
-from pathlib import Path
 
 from geoaudit._progress import progress_mode
 
@@ -112,16 +110,8 @@ def _train_here(job, say):
 
     r = train_population(data, attack=attack, **job.kwargs,
                          on_model_end=lambda e: say(f"      {job.label}: {e['name']} trained"))
-    # plain values across the process boundary (the result's manifest is a read-only view)
-    return (str(r.out_dir), r.method, tuple(map(str, r.checkpoints)), tuple(r.seeds)), time.perf_counter() - t
-
-
-def _result(values):
-    from geoaudit.train import PopulationResult
-
-    out, method, checkpoints, seeds = values
-    manifest = json.loads((Path(out) / "manifest.json").read_text(encoding="utf-8"))
-    return PopulationResult(Path(out), method, tuple(map(Path, checkpoints)), seeds, manifest)
+    # plain data across the process boundary (the result's manifest is a read-only view, not picklable)
+    return r.to_dict(), time.perf_counter() - t
 
 
 def train_populations(jobs, *, workers: int, threads: int, say):
@@ -170,15 +160,15 @@ def train_populations(jobs, *, workers: int, threads: int, say):
 
 
 def _with_result(done):
-    values, seconds = done
-    return _result(values), seconds
+    from geoaudit.train import PopulationResult
+
+    fields, seconds = done
+    return PopulationResult(**fields), seconds
 
 
 def _drain(messages, say):
     while True:
         try:
             say(messages.get_nowait())
-        except queue_mod.Empty:
-            return
-        except (EOFError, OSError):  # the queue's pipe closed (Ctrl-C)
+        except (queue_mod.Empty, EOFError, OSError):  # empty, or its pipe closed (Ctrl-C)
             return

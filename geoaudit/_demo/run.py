@@ -119,7 +119,7 @@ def run_demo(out_dir, *, quick=False, n_images=None, image_size=None, capture_st
     from geoaudit._demo.parallel import PopulationJob, train_populations
 
     params = attack_params(s, cost, pieapp_weights)
-    jobs, todo = [], 0
+    population_jobs, todo = [], 0
     total = sum(len(s.methods_of(m)) for m in s.mechanisms)
     i = 0
     for mech in s.mechanisms:
@@ -138,7 +138,7 @@ def run_demo(out_dir, *, quick=False, n_images=None, image_size=None, capture_st
                 todo += 1
                 say(f"[2/5] {what}: {dro}training {left} models{' (queued)' if workers > 1 else ''} ...")
             dro_method = method in ("pgd", "perceptual")
-            jobs.append(PopulationJob(
+            population_jobs.append(PopulationJob(
                 key=(mech, method), label=what, data=str(out / "data" / mech),
                 # the bias's own corruption as augmentation: clean images plus corrupted copies
                 oracle=(ORACLE_COPIES, s.seed) if method == "oracle" else None,
@@ -156,7 +156,7 @@ def run_demo(out_dir, *, quick=False, n_images=None, image_size=None, capture_st
         say(f"[2/5] training {todo} populations in {min(workers, todo)} processes at once "
             f"({threads} torch thread(s) each; --jobs sets how many)")
     with timed(timings, "train, all populations (wall)"):
-        trained = train_populations(jobs, workers=workers if todo > 1 else 1, threads=threads, say=say)
+        trained = train_populations(population_jobs, workers=workers if todo > 1 else 1, threads=threads, say=say)
     pops = {mech: {method: trained[mech, method][0] for method in s.methods_of(mech)} for mech in s.mechanisms}
     timings.update({f"train {mech}/{method}": seconds for (mech, method), (_, seconds) in trained.items()})
 
